@@ -1,0 +1,214 @@
+"""Typed shape of the catalog's data files.
+
+Every model here forbids unknown keys and checks types strictly, so a typo in a workload file
+fails loudly with the file and the field named (see :mod:`llmb.catalog.loader`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Dtype = Literal["bf16", "fp8", "fp32"]
+DTYPES: tuple[str, ...] = ("bf16", "fp8", "fp32")
+
+PositiveInt = int  # documented alias; positivity is enforced with Field(gt=0) below
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class MoESpec(Strict):
+    """Mixture-of-experts constants. Dense layers use the model's ``ffn_hidden``."""
+
+    num_experts: int = Field(gt=0)
+    top_k: int = Field(gt=0)
+    expert_ffn_hidden: int = Field(gt=0, description="FFN width of one routed expert")
+    shared_experts: int = Field(default=0, ge=0)
+    shared_expert_ffn_hidden: int = Field(default=0, ge=0)
+    layer_step: int = Field(default=1, gt=0, description="every layer_step-th layer is MoE")
+    first_layer: int = Field(default=0, ge=0, description="index of the first MoE layer")
+    capacity_factor: float | None = Field(default=None, gt=0)
+    assumptions: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> MoESpec:
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
+        if self.shared_experts and not self.shared_expert_ffn_hidden:
+            raise ValueError("shared_experts > 0 needs shared_expert_ffn_hidden")
+        return self
+
+
+class ModelSpec(Strict):
+    """Architecture constants of one model size (unit: elements, not bytes)."""
+
+    family: Literal["llama", "nemotron", "llama4"]
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    ffn_hidden: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    query_groups: int = Field(gt=0)
+    head_dim: int | None = Field(default=None, gt=0)
+    vocab: int = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    activation: Literal["swiglu", "squared_relu", "gelu"]
+    norm: Literal["rmsnorm", "layernorm"]
+    tied_embeddings: bool = False
+    rope_theta: float = 500000.0
+    moe: MoESpec | None = None
+    assumptions: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.heads % self.query_groups:
+            raise ValueError(
+                f"heads ({self.heads}) must be divisible by query_groups ({self.query_groups})"
+            )
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(
+                f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) "
+                "unless head_dim is given"
+            )
+        return self
+
+    @property
+    def kv_channels(self) -> int:
+        """Per-head width (``head_dim``)."""
+        return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    @property
+    def gated(self) -> bool:
+        return self.activation == "swiglu"
+
+    def is_moe_layer(self, index: int) -> bool:
+        m = self.moe
+        return m is not None and index >= m.first_layer and (index - m.first_layer) % m.layer_step == 0
+
+    @property
+    def moe_layers(self) -> int:
+        return sum(self.is_moe_layer(i) for i in range(self.layers))
+
+    def with_layers(self, layers: int) -> ModelSpec:
+        return self.model_copy(update={"layers": layers})
+
+
+class Published(Strict):
+    """Derived sizes as printed in the source table, kept to check our algebra against."""
+
+    dp: int | None = Field(default=None, gt=0)
+    ga: int | None = Field(default=None, gt=0)
+    fsdp: int | None = Field(default=None, gt=0)
+
+
+class LayoutRow(Strict):
+    """One row of a recipe's layout table: a parallel layout at one scale."""
+
+    gpu_type: str
+    dtypes: tuple[Dtype, ...] = Field(min_length=1)
+    gpus: int = Field(gt=0)
+    tp: int = Field(default=1, gt=0)
+    pp: int = Field(default=1, gt=0)
+    cp: int = Field(default=1, gt=0)
+    ep: int = Field(default=1, gt=0)
+    etp: int | None = Field(default=None, gt=0)
+    vp: int | None = Field(default=None, gt=0)
+    mbs: int = Field(gt=0)
+    gbs: int = Field(gt=0)
+    fsdp: int | None = Field(default=None, gt=0, description="FSDP sharding group size")
+    layers: int | None = Field(default=None, gt=0, description="layer-count override (proxies)")
+    embedding_in_pipeline_split: bool = False
+    loss_in_pipeline_split: bool = False
+    published: Published = Published()
+    source: str
+    notes: str = ""
+
+
+class Baseline(Strict):
+    """Published performance at one scale. Percentages are stored as printed (55.2 = 55.2 %)."""
+
+    gpu_type: str
+    dtype: Dtype
+    gpus: int = Field(gt=0)
+    step_time_s: float | None = Field(default=None, gt=0)
+    tokens_per_s: float | None = Field(default=None, gt=0)
+    mfu_pct: float | None = Field(default=None, gt=0)
+    days_per_1t_tokens: float | None = Field(default=None, gt=0)
+    tokens_per_s_per_gpu: float | None = Field(default=None, gt=0)
+    tflops_per_gpu: float | None = Field(default=None, gt=0)
+    source: str
+    notes: str = ""
+
+
+class SizeSpec(Strict):
+    model: ModelSpec
+    published_flops_per_sample: float | None = Field(
+        default=None, gt=0, description="model FLOPs for GBS=1 as printed in the source"
+    )
+    layouts: tuple[LayoutRow, ...] = ()
+    baselines: tuple[Baseline, ...] = ()
+    notes: str = ""
+
+
+class Source(Strict):
+    document: str
+    title: str = ""
+
+
+class Workload(Strict):
+    name: str
+    title: str
+    framework: Literal["nemo1", "nemo2", "megatron", "mbridge", "maxtext", "torchtitan", "llmb"]
+    recipe_flops: Literal["llama", "gpt", "llama4_moe"]
+    aliases: tuple[str, ...] = ()
+    default_gpu_type: str = "h100"
+    default_dtype: Dtype = "bf16"
+    max_steps: int = Field(default=50, gt=0)
+    profile_steps: tuple[int, int] = (20, 25)
+    sources: dict[str, Source]
+    sizes: dict[str, SizeSpec] = Field(min_length=1)
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> Workload:
+        for size_name, size in self.sizes.items():
+            for kind, rows in (("layout", size.layouts), ("baseline", size.baselines)):
+                for row in rows:
+                    if row.source not in self.sources:
+                        raise ValueError(
+                            f"size {size_name}: {kind} row cites source {row.source!r}, "
+                            f"not one of {sorted(self.sources)}"
+                        )
+        return self
+
+
+class GpuSpec(Strict):
+    """One accelerator: dense peak math throughput and its memory and links.
+
+    Units: peaks in TFLOP/s (1e12), memory in GB (1e9 bytes), bandwidths in GB/s per GPU,
+    one direction.
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    peak_tflops: dict[Dtype, float]
+    hbm_gb: float = Field(gt=0)
+    hbm_bandwidth_gbps: float = Field(gt=0)
+    nvlink_gbps: float = Field(gt=0)
+    nvlink_domain: int = Field(gt=0)
+    nic_gbps: float = Field(gt=0)
+    source: str
+    notes: str = ""
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense peak in FLOP/s for ``dtype``; a clear error when the GPU lacks it."""
+        from llmb.errors import CatalogError
+
+        if dtype not in self.peak_tflops:
+            raise CatalogError(
+                f"{self.name} has no {dtype} peak in the hardware table "
+                f"(it has: {', '.join(sorted(self.peak_tflops))})"
+            )
+        return self.peak_tflops[dtype] * 1e12  # type: ignore[index]

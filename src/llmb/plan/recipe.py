@@ -1,0 +1,233 @@
+"""Resolve a request (workload, size, dtype, GPUs, GPU type, layout overrides) into a recipe:
+the model constants, a validated layout, the published baseline at that scale, and FLOPs.
+
+Scales the catalog does not list are weak-scaled the way the references scale: keep the model
+parallel sizes and MBS of the nearest listed row and grow GBS in proportion to the GPUs (the
+seeds keep GBS / GPUs constant within a table). Where that rule does not apply, the request is
+refused with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any
+
+from llmb.catalog.loader import Catalog
+from llmb.catalog.schema import DTYPES, Baseline, GpuSpec, LayoutRow, ModelSpec, Workload
+from llmb.errors import CatalogError, LayoutError
+from llmb.plan.flops import CONVENTIONS, FlopsBreakdown, ParamCount, flops_breakdown, param_count
+from llmb.plan.layout import DerivedLayout, Layout, derive
+from llmb.plan.metrics import RunMetrics, run_metrics
+
+LAYOUT_KNOBS = ("tp", "pp", "cp", "ep", "etp", "vp", "mbs", "gbs", "fsdp")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    workload: Workload
+    size: str
+    dtype: str
+    gpu_type: str
+    gpu: GpuSpec
+    model: ModelSpec
+    layout: Layout
+    derived: DerivedLayout
+    row: LayoutRow | None
+    baseline: Baseline | None
+    overridden: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def gpus(self) -> int:
+        return self.layout.gpus
+
+    @property
+    def peak_flops(self) -> float:
+        return self.gpu.peak_flops(self.dtype)
+
+    def flops(self, convention: str = "recipe") -> FlopsBreakdown:
+        return flops_breakdown(self.model, convention, self.workload.recipe_flops)
+
+    def flops_per_sample(self, convention: str = "recipe") -> float:
+        return self.flops(convention).total
+
+    def params(self) -> ParamCount:
+        return param_count(self.model)
+
+    def metrics(self, step_time_s: float, convention: str = "recipe") -> RunMetrics:
+        return run_metrics(
+            step_time_s=step_time_s,
+            seq_len=self.model.seq_len,
+            gbs=self.layout.gbs,
+            gpus=self.layout.gpus,
+            flops_per_sample=self.flops_per_sample(convention),
+            peak_flops=self.peak_flops,
+            convention=convention,
+        )
+
+    @property
+    def title(self) -> str:
+        return f"{self.workload.name} {self.size} {self.dtype} on {self.gpus}x {self.gpu_type}"
+
+    def as_dict(self) -> dict[str, Any]:
+        params = self.params()
+        return {
+            "workload": self.workload.name,
+            "size": self.size,
+            "dtype": self.dtype,
+            "gpu_type": self.gpu_type,
+            "gpus": self.gpus,
+            "listed": self.row is not None,
+            "overridden": list(self.overridden),
+            "notes": list(self.notes),
+            "model": self.model.model_dump(mode="json"),
+            "layout": self.layout.as_dict(),
+            "derived": self.derived.as_dict(),
+            "flops_per_sample": {c: self.flops(c).as_dict() for c in CONVENTIONS},
+            "params": params.as_dict(),
+            "peak_tflops": self.peak_flops / 1e12,
+            "baseline": self.baseline.model_dump(mode="json") if self.baseline else None,
+        }
+
+
+def layout_from_row(row: LayoutRow) -> Layout:
+    return Layout(
+        gpus=row.gpus,
+        tp=row.tp,
+        pp=row.pp,
+        cp=row.cp,
+        ep=row.ep,
+        etp=row.etp,
+        vp=row.vp,
+        mbs=row.mbs,
+        gbs=row.gbs,
+        fsdp=row.fsdp,
+        embedding_in_pipeline_split=row.embedding_in_pipeline_split,
+        loss_in_pipeline_split=row.loss_in_pipeline_split,
+    )
+
+
+def _weak_scale(rows: list[LayoutRow], gpus: int, label: str, allow_below: bool) -> tuple[LayoutRow, str]:
+    """Extend a table of layout rows to ``gpus``; returns the row template and a note."""
+    rows = sorted(rows, key=lambda r: r.gpus)
+    if len({r.layers for r in rows}) > 1:
+        raise LayoutError(
+            f"{label}: the published rows change the layer count with scale "
+            f"({', '.join(f'{r.gpus} GPUs: {r.layers} layers' for r in rows)}); "
+            f"no rule extends them to {gpus} GPUs"
+        )
+    if gpus < rows[0].gpus and not allow_below:
+        raise LayoutError(
+            f"{label}: published from {rows[0].gpus} GPUs up and not expected to fit on "
+            f"{gpus}; give layout overrides (e.g. --tp/--pp) to plan it anyway"
+        )
+    ratios = {Fraction(r.gbs, r.gpus) for r in rows}
+    if len(ratios) > 1:
+        raise LayoutError(
+            f"{label}: the published rows do not keep GBS/GPUs constant, so there is no "
+            f"weak-scaling rule for {gpus} GPUs"
+        )
+    ratio = ratios.pop()
+    gbs = ratio * gpus
+    if gbs.denominator != 1:
+        raise LayoutError(
+            f"{label}: weak scaling keeps GBS = {ratio} x GPUs, which is not a whole number "
+            f"at {gpus} GPUs"
+        )
+    below = [r for r in rows if r.gpus <= gpus]
+    template = below[-1] if below else rows[0]
+    scaled = template.model_copy(update={"gpus": gpus, "gbs": int(gbs), "published": type(template.published)()})
+    note = f"weak-scaled from the {template.gpus}-GPU row (GBS = {ratio} x GPUs)"
+    return scaled, note
+
+
+def resolve(
+    catalog: Catalog,
+    workload: str,
+    size: str,
+    dtype: str | None = None,
+    gpus: int | None = None,
+    gpu_type: str | None = None,
+    overrides: dict[str, int | None] | None = None,
+) -> Recipe:
+    """Build a :class:`Recipe`; every user mistake raises a one-line :class:`LlmbError`."""
+    wl = catalog.workload(workload)
+    size_key, spec = catalog.size(wl, size)
+    label_base = f"{wl.name} {size_key}"
+
+    dtype = (dtype or wl.default_dtype).lower()
+    if dtype not in DTYPES:
+        raise CatalogError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+
+    listed_types = sorted({r.gpu_type for r in spec.layouts})
+    if gpu_type is None:
+        gkey = wl.default_gpu_type if wl.default_gpu_type in listed_types or not listed_types else listed_types[0]
+    else:
+        gkey = catalog.gpu_key(gpu_type)
+    gpu = catalog.gpus[gkey]
+    gpu.peak_flops(dtype)  # a clear error when this GPU has no such precision
+
+    rows = [r for r in spec.layouts if r.gpu_type == gkey and dtype in r.dtypes]
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(overrides) - set(LAYOUT_KNOBS)
+    if unknown:
+        raise LayoutError(f"unknown layout knob(s): {', '.join(sorted(unknown))}")
+
+    notes: list[str] = []
+    if not rows:
+        have = sorted({(r.gpu_type, d) for r in spec.layouts for d in r.dtypes})
+        have_text = ", ".join(f"{t} {d}" for t, d in have) or "none"
+        raise CatalogError(f"{label_base} has no {dtype} layout on {gkey} (published: {have_text})")
+
+    if gpus is None:
+        gpus = min(r.gpus for r in rows)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus <= 0:
+        raise LayoutError(f"GPUs must be a positive whole number, got {gpus!r}")
+
+    label = f"{label_base} {dtype} on {gkey}"
+    row = next((r for r in rows if r.gpus == gpus), None)
+    template = row
+    if row is None:
+        template, note = _weak_scale(rows, gpus, label, allow_below=bool(overrides))
+        notes.append(note)
+
+    layout = layout_from_row(template)
+    if overrides:
+        layout = replace(layout, **overrides)
+        notes.append("layout overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+
+    model = spec.model.with_layers(template.layers) if template.layers else spec.model
+    derived = derive(layout, model)
+    notes.extend(derived.warnings)
+
+    baseline = next(
+        (b for b in spec.baselines if b.gpu_type == gkey and b.dtype == dtype and b.gpus == gpus),
+        None,
+    )
+    return Recipe(
+        workload=wl,
+        size=size_key,
+        dtype=dtype,
+        gpu_type=gkey,
+        gpu=gpu,
+        model=model,
+        layout=layout,
+        derived=derived,
+        row=row,
+        baseline=baseline,
+        overridden=tuple(overrides),
+        notes=tuple(notes),
+    )
+
+
+def scales(workload: Workload, size: str, dtype: str | None = None, gpu_type: str | None = None) -> list[int]:
+    """GPU counts the catalog lists for a size (optionally for one dtype and GPU type)."""
+    spec = workload.sizes[size]
+    return sorted(
+        {
+            r.gpus
+            for r in spec.layouts
+            if (dtype is None or dtype in r.dtypes) and (gpu_type is None or r.gpu_type == gpu_type)
+        }
+    )
