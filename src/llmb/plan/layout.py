@@ -142,18 +142,17 @@ def derive(layout: Layout, model: ModelSpec) -> DerivedLayout:
     extra_last = 1 if layout.loss_in_pipeline_split and pp > 1 else 0
     slots = model.layers + extra_first + extra_last
     if slots % chunks:
-        counted = model.layers if not (extra_first or extra_last) else (
-            f"{model.layers}+{extra_first + extra_last}"
-        )
-        hint = (
-            ""
-            if extra_first or extra_last
-            else " (Megatron can count the embedding and the loss as layers: "
-            "set embedding/loss_in_pipeline_split)"
-        )
+        if extra_first or extra_last:
+            counted = f"{model.layers}+{extra_first + extra_last} = {slots}"
+            hint = ""
+        else:
+            counted = str(model.layers)
+            hint = (
+                " (Megatron can count the embedding and the loss as layers: "
+                "set embedding/loss_in_pipeline_split)"
+            )
         raise LayoutError(
-            f"layers ({counted} = {slots}) must be divisible by PP*VP = {pp}*{vp} = {chunks}"
-            f"{hint}"
+            f"layers ({counted}) must be divisible by PP*VP = {pp}*{vp} = {chunks}{hint}"
         )
     per_chunk = slots // chunks
     layers_per_chunk = [per_chunk] * chunks

@@ -1,0 +1,120 @@
+"""The catalog holds every seed row, validates it, and our layout algebra agrees with the seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmb.catalog import Workload
+from llmb.plan import derive, resolve
+from llmb.plan.recipe import layout_from_row
+
+
+def all_layout_rows(catalog):
+    for wl in catalog.workloads.values():
+        for size, spec in wl.sizes.items():
+            for row in spec.layouts:
+                yield wl, size, spec, row
+
+
+def test_row_counts_match_the_seed_tables(catalog):
+    def count(name, kind):
+        return sum(len(getattr(s, kind)) for s in catalog.workload(name).sizes.values())
+
+    # Layout rows and baseline columns as printed in ../shared/seeds.
+    assert count("llama3.1", "layouts") == 5 + 12 + 3 + 3
+    assert count("llama3.1", "baselines") == 10 + 12 + 12
+    assert count("llama2-maxtext", "layouts") == 6
+    assert count("llama2-maxtext", "baselines") == 12
+    assert count("nemotron4", "layouts") == 5
+    assert count("nemotron4", "baselines") == 10
+    assert count("llama4-maverick", "layouts") == 4
+    assert count("llama4-maverick", "baselines") == 8
+    assert count("megatron-llama3", "layouts") == 3
+    assert count("megatron-llama3", "baselines") == 3
+
+
+def test_every_layout_row_validates_and_matches_the_printed_dp_and_ga(catalog):
+    checked = 0
+    for wl, size, spec, row in all_layout_rows(catalog):
+        model = spec.model.with_layers(row.layers) if row.layers else spec.model
+        derived = derive(layout_from_row(row), model)
+        if row.published.dp is not None:
+            assert derived.dp == row.published.dp, (wl.name, size, row.gpus)
+        if row.published.ga is not None:
+            assert derived.ga == row.published.ga, (wl.name, size, row.gpus)
+        checked += 1
+    assert checked == 41
+
+
+def test_every_baseline_has_a_layout_row(catalog):
+    for wl in catalog.workloads.values():
+        for size, spec in wl.sizes.items():
+            for b in spec.baselines:
+                assert any(
+                    r.gpu_type == b.gpu_type and b.dtype in r.dtypes and r.gpus == b.gpus for r in spec.layouts
+                ), (wl.name, size, b.dtype, b.gpus)
+
+
+def test_baselines_cite_a_seed_document(catalog):
+    for wl in catalog.workloads.values():
+        for source in wl.sources.values():
+            assert source.document.startswith("seeds/") and source.document.endswith(".md")
+
+
+def test_workloads_round_trip_through_json(catalog):
+    for wl in catalog.workloads.values():
+        again = Workload.model_validate_json(json.dumps(wl.model_dump(mode="json")))
+        assert again == wl
+
+
+@pytest.mark.parametrize(
+    "typed, expected",
+    [
+        ("llama3.1", "llama3.1"),
+        ("Llama-3.1", "llama3.1"),
+        ("LLAMA31", "llama3.1"),
+        ("nemotron4", "nemotron4"),
+        ("Nemotron", "nemotron4"),
+        ("llama4", "llama4-maverick"),
+        ("maverick", "llama4-maverick"),
+        ("maxtext", "llama2-maxtext"),
+        ("megatron", "megatron-llama3"),
+    ],
+)
+def test_short_names(catalog, typed, expected):
+    assert catalog.workload(typed).name == expected
+
+
+def test_seed_specific_facts(catalog):
+    maverick = catalog.workload("llama4").sizes["400b"].model
+    assert maverick.moe is not None and maverick.moe.num_experts == 128 and maverick.moe.top_k == 1
+    assert maverick.moe_layers == 24
+    nemotron = catalog.workload("nemotron4").sizes["340b"].model
+    assert nemotron.activation == "squared_relu" and not nemotron.gated
+    proxy_rows = catalog.workload("llama3.1").sizes["405b-proxy"].layouts
+    assert [r.layers for r in proxy_rows] == [8, 30, 62]
+    assert catalog.gpu("gb200").peak_tflops["bf16"] == 2450 and catalog.gpu("gb200").nvlink_domain == 72
+    assert catalog.gpu("h100").peak_tflops == {"bf16": 989, "fp8": 1979, "fp32": 67}
+
+
+def test_405b_needs_embedding_and_loss_in_the_pipeline_split(catalog):
+    recipe = resolve(catalog, "llama3.1", "405b", "bf16", 512)
+    assert recipe.derived.pipeline_chunks == 64
+    assert sum(recipe.derived.layers_per_chunk) == 126
+    assert recipe.derived.layers_per_chunk[0] == 1 and recipe.derived.layers_per_chunk[-1] == 1
+    # Without Megatron's option 126 layers do not split into 64 chunks.
+    from llmb.errors import LayoutError
+    from llmb.plan import Layout
+
+    plain = Layout(gpus=512, tp=8, pp=8, cp=2, vp=8, mbs=1, gbs=256)
+    with pytest.raises(LayoutError, match=r"layers \(126\) must be divisible by PP\*VP = 8\*8 = 64"):
+        derive(plain, recipe.model)
+
+
+def test_maverick_h100_vp_without_pp_is_a_warning(catalog):
+    recipe = resolve(catalog, "llama4", "400b", "fp8", 512, "h100")
+    assert recipe.derived.vp == 1
+    assert any("no effect with PP=1" in n for n in recipe.notes)
+    assert recipe.derived.edp == 1 and recipe.derived.dp == 128
