@@ -137,6 +137,7 @@ def show(
         fb = recipe.flops(c)
         ftable.add_row(c, f"{fb.attention:.3e}", f"{fb.mlp:.3e}", f"{fb.logits:.3e}", f"{fb.total:.3e}")
     console.print(ftable)
+    console.print("  (6n puts 6 x N for every parameter but the input embedding under 'mlp')")
 
     b = recipe.baseline
     if b is None:
