@@ -1,0 +1,142 @@
+"""Launch plumbing: the recipes' env-var knobs, cluster config, and batch scripts that never let
+a value reach the shell unquoted."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llmb.errors import LlmbError
+from llmb.launch.cluster import ClusterConfig, load_config, read_secret_names, save_config, save_secrets
+from llmb.launch.knobs import knobs_from_env, resolve_knobs
+from llmb.launch.sbatch import SlurmJob, job_name, render
+
+NASTY = [
+    "it's \"quoted\"",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a; touch PWNED",
+    "line1\nline2; touch PWNED",
+    "spaces  and\ttabs",
+    "${HOME} $$ !! \\ *",
+]
+
+
+def test_env_knobs_parse_the_recipe_names():
+    env = {"DTYPE": "FP8", "MODEL_SIZE": "70b", "JOB_TOTAL_GPUS": "256", "GPUS_PER_NODE": "8",
+           "ENABLE_PROFILE": "true", "ENABLE_CHECKPOINT": "0", "TP": "4", "UNRELATED": "x"}
+    assert knobs_from_env(env) == {"dtype": "fp8", "size": "70b", "gpus": 256, "gpus_per_node": 8,
+                                   "profile": True, "checkpoint": False, "tp": 4}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"JOB_TOTAL_GPUS": "abc"}, "JOB_TOTAL_GPUS must be a positive whole number, got 'abc'"),
+    ({"JOB_TOTAL_GPUS": "-8"}, "JOB_TOTAL_GPUS must be a positive whole number"),
+    ({"MAX_STEPS": "1.5"}, "MAX_STEPS must be a positive whole number"),
+    ({"ENABLE_PROFILE": "maybe"}, "ENABLE_PROFILE must be true or false, got 'maybe'"),
+])
+def test_env_knobs_bad_values(env, message):
+    with pytest.raises(LlmbError, match=message):
+        knobs_from_env(env)
+
+
+def test_precedence_cli_over_env_over_cluster_over_recipe():
+    values, origin = resolve_knobs(
+        cli={"gpus": 16, "dtype": None},
+        environ={"JOB_TOTAL_GPUS": "32", "DTYPE": "fp8", "GPUS_PER_NODE": "4"},
+        cluster={"gpus_per_node": 8, "gpu_type": "h100", "partition": "batch"},
+        recipe={"dtype": "bf16", "gpus": 8, "max_steps": 50},
+    )
+    assert values == {"gpus": 16, "dtype": "fp8", "gpus_per_node": 4, "gpu_type": "h100",
+                      "partition": "batch", "max_steps": 50}
+    assert origin["gpus"] == "command line" and origin["dtype"] == "environment"
+    assert origin["gpu_type"] == "cluster config" and origin["max_steps"] == "recipe"
+
+
+def test_cluster_config_round_trip_and_secrets(tmp_path):
+    path = tmp_path / "cluster_config.yaml"
+    cfg = ClusterConfig(install_path=str(tmp_path), experiments_path=str(tmp_path / "exp"), env={"A": "1"})
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    secrets = save_secrets({"HF_TOKEN": "hf_secret_value"}, path)
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    assert read_secret_names(secrets) == ["HF_TOKEN"]
+    assert "hf_secret_value" not in path.read_text()
+
+
+def test_bad_cluster_config_is_one_line(tmp_path):
+    path = tmp_path / "cluster_config.yaml"
+    path.write_text("install_path: /x\nexperiments_path: /y\ngpus_per_node: -1\n")
+    with pytest.raises(LlmbError, match=r"gpus_per_node: Input should be greater than 0"):
+        load_config(path)
+    path.write_text("install_path: /x\nexperiments_path: /y\nbogus: 1\n")
+    with pytest.raises(LlmbError, match="bogus"):
+        load_config(path)
+    with pytest.raises(LlmbError, match="run `llmb init` first"):
+        load_config(tmp_path / "none.yaml", required=True)
+
+
+def _job(tmp_path: Path, **kw) -> SlurmJob:
+    base = dict(
+        name="llama3.1 8b; rm -rf /", nodes=2, ranks_per_node=2, experiment_dir=tmp_path,
+        command=["-m", "llmb.engine.worker", "--name", NASTY[1]], python=str(tmp_path / "python"),
+        env={f"V{i}": v for i, v in enumerate(NASTY)}, partition="debug",
+    )
+    base.update(kw)
+    return SlurmJob(**base)
+
+
+def test_job_names_are_sanitized():
+    assert job_name("llama3.1 8b; rm -rf / `x`") == "llama3.1-8b-rm-rf-x"
+    assert job_name("\n$()") == "llmb"
+
+
+def test_script_is_valid_bash(tmp_path):
+    script = tmp_path / "job.sbatch"
+    script.write_text(render(_job(tmp_path)))
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --partition=debug" in text
+    assert "#SBATCH --job-name=llama3.1-8b-rm-rf" in text
+
+
+@pytest.mark.parametrize("field, value", [
+    ("partition", "debug\n#SBATCH --uid=0"), ("account", "a b"), ("qos", "$(id)"),
+    ("extra_args", ["--comment=$(id)"]), ("extra_args", ["not-a-flag"]),
+])
+def test_unsafe_directive_values_are_refused(tmp_path, field, value):
+    with pytest.raises(LlmbError):
+        render(_job(tmp_path, **{field: value}))
+
+
+def test_hostile_values_arrive_intact_and_run_nothing(tmp_path):
+    """Run the script with stand-ins for srun/scontrol/python: every value arrives as one
+    argument or variable, byte for byte, and no injected command runs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/bash\nif [ \"$2\" = hostnames ]; then echo node1; else echo 'NodeName=node1 NodeAddr=127.0.0.1 x'; fi\n")
+    # srun: drop its own options, run the rest.
+    (bin_dir / "srun").write_text("#!/bin/bash\nwhile [[ \"$1\" == --* ]]; do shift; done\nexec \"$@\"\n")
+    out = tmp_path / "argv.txt"
+    (tmp_path / "python").write_text(
+        "#!/bin/bash\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done > " + str(out) + "\n"
+        "for i in 0 1 2 3 4 5 6; do v=V$i; printf '%s\\0' \"${!v}\"; done >> " + str(out) + "\n"
+    )
+    for f in list(bin_dir.iterdir()) + [tmp_path / "python"]:
+        f.chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    script.write_text(render(_job(tmp_path)))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "node[1-2]"}
+    proc = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not list(tmp_path.rglob("PWNED"))
+    parts = out.read_bytes().decode().split("\0")[:-1]
+    torchrun_args, values = parts[:-7], parts[-7:]
+    assert values == NASTY
+    assert torchrun_args[-4:] == ["-m", "llmb.engine.worker", "--name", NASTY[1]]
+    assert "--rdzv-endpoint=127.0.0.1:29742" in torchrun_args and "--rdzv-id=4242" in torchrun_args
