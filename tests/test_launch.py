@@ -140,3 +140,36 @@ def test_hostile_values_arrive_intact_and_run_nothing(tmp_path):
     assert values == NASTY
     assert torchrun_args[-4:] == ["-m", "llmb.engine.worker", "--name", NASTY[1]]
     assert "--rdzv-endpoint=127.0.0.1:29742" in torchrun_args and "--rdzv-id=4242" in torchrun_args
+
+
+def test_init_writes_config_and_keeps_secrets_out_of_sight(tmp_path, monkeypatch, capsys):
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_TOKEN", "hf_do_not_print_me")
+    code = main(["init", "-y", "--launcher", "local", "--gpu-type", "gb200", "--gpus-per-node", "4",
+                 "--secret", "HF_TOKEN", "--env", "NCCL_DEBUG=WARN"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "hf_do_not_print_me" not in out + err
+    cfg = load_config(tmp_path / "cluster_config.yaml")
+    assert (cfg.gpu_type, cfg.gpus_per_node, cfg.env) == ("gb200", 4, {"NCCL_DEBUG": "WARN"})
+    assert stat.S_IMODE((tmp_path / "secrets.env").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("argv", [
+    ["init", "-y", "--gpu-type", "tpu"],
+    ["init", "-y", "--secret", "LLMB_TEST_UNSET_SECRET"],
+    ["init", "-y", "--launcher", "kubernetes"],
+    ["init", "-y", "--env", "NOEQUALS"],
+    ["init", "-y", "--gpus-per-node", "0"],
+    ["cancel", "abc"],
+])
+def test_init_bad_input_writes_nothing(argv, tmp_path, monkeypatch, capsys):
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_HOME", str(tmp_path))
+    monkeypatch.delenv("LLMB_TEST_UNSET_SECRET", raising=False)
+    assert main(argv) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "cluster_config.yaml").exists()
