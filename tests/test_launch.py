@@ -173,3 +173,44 @@ def test_init_bad_input_writes_nothing(argv, tmp_path, monkeypatch, capsys):
     assert main(argv) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "cluster_config.yaml").exists()
+
+
+def test_bulk_spec_expands_dtypes_scales_and_repeats(tmp_path, catalog):
+    from llmb.launch.bulk import expand, load_bulk
+
+    spec = tmp_path / "runs.yaml"
+    spec.write_text(
+        "runs:\n"
+        "  - {workload: llama3.1, size: 8b, dtype: [bf16, fp8], scales: [8, 16], repeats: 2, overrides: {max_steps: 20}}\n"
+        "  - {workload: nemotron, size: 340b, dtype: fp8, max_scale: 256}\n"
+    )
+    runs = expand(load_bulk(spec), catalog)
+    assert len(runs) == 2 * 2 * 2 + 2
+    assert runs[0].overrides == {"max_steps": 20}
+    assert [(r.workload, r.gpus) for r in runs[-2:]] == [("nemotron4", 128), ("nemotron4", 256)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("runs: []\n", "runs: List should have at least 1 item"),
+    ("runs:\n  - {workload: llama3.1, size: 8b, bogus: 1}\n", "bogus"),
+    ("runs:\n  - {workload: llama3.1, size: 8b, overrides: {frob: 1}}\n", "unknown override"),
+    ("runs:\n  - {workload: llama3.1, size: 8b, scales: [0]}\n", "scales must be positive"),
+    ("runs: [\n", "malformed YAML"),
+])
+def test_bulk_spec_errors(tmp_path, text, message):
+    from llmb.launch.bulk import load_bulk
+
+    spec = tmp_path / "runs.yaml"
+    spec.write_text(text)
+    with pytest.raises(LlmbError, match=message):
+        load_bulk(spec)
+
+
+def test_scale_discovery(catalog):
+    from llmb.launch.bulk import discover_scales
+
+    assert discover_scales(catalog, "llama3.1", "70b", "fp8", min_scale=256, max_scale=1024) == [256, 512, 1024]
+    assert discover_scales(catalog, "llama4", "400b", "bf16", gpu_type="h100") == [512]
+    assert discover_scales(catalog, "llama3.1", "8b", "bf16", exact=[32, 8]) == [8, 32]
+    with pytest.raises(LlmbError, match="lies within"):
+        discover_scales(catalog, "llama3.1", "8b", "bf16", min_scale=4096)
