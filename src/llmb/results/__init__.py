@@ -1,0 +1,1 @@
+"""Results: parsing logs of every framework, statistics, the job store, comparisons."""

@@ -1,0 +1,182 @@
+"""Collective-communication summaries (``llmb trace``): type, count, bytes and time of the
+collectives a run issued, from NCCL ``INFO`` log lines (``NCCL_DEBUG=INFO
+NCCL_DEBUG_SUBSYS=COLL``) or from a torch.profiler chrome trace.
+
+NCCL logs of a traced run easily exceed 1 GB: they are streamed line by line in binary and
+decoded leniently. NCCL's lines carry no durations, so a log summary has counts and bytes only;
+a profiler trace adds time (host time of the ``gloo:``/``nccl:`` record functions, or device
+time of NCCL kernels when CUDA activity was recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from llmb.errors import LlmbError
+
+# ncclDataType_t, in enum order (nccl.h): element sizes in bytes.
+NCCL_DTYPE_BYTES = {0: 1, 1: 1, 2: 4, 3: 4, 4: 8, 5: 8, 6: 2, 7: 4, 8: 8, 9: 2, 10: 1, 11: 1}
+NCCL_DTYPE_NAMES = {0: "int8", 1: "uint8", 2: "int32", 3: "uint32", 4: "int64", 5: "uint64", 6: "float16",
+                    7: "float32", 8: "float64", 9: "bfloat16", 10: "float8e4m3", 11: "float8e5m2"}
+TORCH_DTYPE_BYTES = {"float": 4, "float32": 4, "c10::Half": 2, "c10::BFloat16": 2, "double": 8, "long int": 8,
+                     "int": 4, "signed char": 1, "unsigned char": 1, "bool": 1, "Float": 4, "BFloat16": 2,
+                     "Half": 2, "Double": 8, "Long": 8, "Int": 4, "Byte": 1, "Char": 1,
+                     "c10::Float8_e4m3fn": 1, "c10::Float8_e5m2": 1}
+
+_NCCL_LINE = re.compile(
+    rb"\[(?P<dev>\d+)\] NCCL INFO (?P<op>[A-Za-z]+): opCount (?P<opcount>[0-9a-fA-F]+) sendbuff \S+ "
+    rb"recvbuff \S+ count (?P<count>\d+) datatype (?P<dtype>\d+) op (?P<redop>\d+) root (?P<root>-?\d+) "
+    rb"comm (?P<comm>0x[0-9a-fA-F]+)(?: \[nranks=(?P<nranks>\d+)\])?"
+)
+_PREFIX = re.compile(rb"(?P<host>[\w.\-]+):(?P<pid>\d+):(?P<tid>\d+) \[\d+\] NCCL INFO")
+
+# Profiler names of collectives: gloo:all_reduce, nccl:all_reduce, ncclDevKernel_AllReduce_Sum_f32...
+_PROFILER_NAME = re.compile(r"^(?:gloo|nccl|mpi|ucc):(?P<op>\w+)$")
+_KERNEL_NAME = re.compile(r"^nccl(?:Dev)?Kernel_(?P<op>[A-Za-z]+)")
+
+
+@dataclass
+class CollectiveStats:
+    op: str
+    nranks: int | None
+    calls: int = 0
+    bytes: int = 0
+    time_s: float | None = None
+    dtypes: set[str] = field(default_factory=set)
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["dtypes"] = sorted(self.dtypes)
+        return d
+
+
+@dataclass
+class TraceSummary:
+    source: str
+    kind: str  # "nccl-log" or "profiler"
+    stats: dict[tuple[str, int | None], CollectiveStats] = field(default_factory=dict)
+    lines: int = 0
+    ranks: set[str] = field(default_factory=set)
+
+    def add(self, op: str, nranks: int | None, nbytes: int, dtype: str, time_s: float | None = None) -> None:
+        key = (op, nranks)
+        s = self.stats.setdefault(key, CollectiveStats(op, nranks))
+        s.calls += 1
+        s.bytes += nbytes
+        s.dtypes.add(dtype)
+        if time_s is not None:
+            s.time_s = (s.time_s or 0.0) + time_s
+
+    def rows(self) -> list[CollectiveStats]:
+        return sorted(self.stats.values(), key=lambda s: (-s.bytes, s.op))
+
+    def as_dict(self) -> dict[str, object]:
+        return {"source": self.source, "kind": self.kind, "lines": self.lines, "ranks": len(self.ranks),
+                "collectives": [s.as_dict() for s in self.rows()]}
+
+
+_CANONICAL = {"allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter",
+              "alltoall": "all_to_all", "alltoallv": "all_to_all"}
+
+
+def _canonical(op: str) -> str:
+    """AllReduce / all_reduce / _allgather_base -> all_reduce / all_gather."""
+    key = op.lower().strip("_").replace("_", "").removesuffix("base")
+    return _CANONICAL.get(key, key)
+
+
+def iter_lines(stream: BinaryIO, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a binary stream, split on \\n and \\r, without reading it whole."""
+    rest = b""
+    while True:
+        chunk = stream.read(chunk_bytes)
+        if not chunk:
+            break
+        parts = re.split(rb"[\r\n]", rest + chunk)
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
+
+
+def summarize_nccl_log(stream: BinaryIO, source: str = "<stream>") -> TraceSummary:
+    summary = TraceSummary(source, "nccl-log")
+    for line in iter_lines(stream):
+        if b"NCCL INFO" not in line:
+            continue
+        m = _NCCL_LINE.search(line)
+        if m is None:
+            continue
+        dtype = int(m["dtype"])
+        nbytes = int(m["count"]) * NCCL_DTYPE_BYTES.get(dtype, 0)
+        nranks = int(m["nranks"]) if m["nranks"] else None
+        summary.add(_canonical(m["op"].decode()), nranks, nbytes, NCCL_DTYPE_NAMES.get(dtype, f"type{dtype}"))
+        summary.lines += 1
+        prefix = _PREFIX.search(line)
+        summary.ranks.add(
+            f"{prefix['host'].decode()}:{prefix['pid'].decode()}" if prefix else f"dev{m['dev'].decode()}"
+        )
+    return summary
+
+
+def _numel(dims: object) -> int:
+    if not isinstance(dims, list) or not dims or not isinstance(dims[0], list):
+        return 0
+    n = 1
+    for d in dims[0]:
+        n *= int(d)
+    return n
+
+
+def summarize_profiler_trace(events: Iterable[dict], source: str = "<trace>") -> TraceSummary:
+    summary = TraceSummary(source, "profiler")
+    for ev in events:
+        if not isinstance(ev, dict) or ev.get("ph") != "X":
+            continue
+        name = str(ev.get("name", ""))
+        args = ev.get("args") or {}
+        op = None
+        if (m := _PROFILER_NAME.match(name)) is not None:
+            op = m["op"]
+        elif (k := _KERNEL_NAME.match(name)) is not None:
+            op = k["op"]
+        if op is None:
+            continue
+        types = args.get("Input type")
+        dtype = str(types[0]) if isinstance(types, list) and types else str(args.get("dtype", "?"))
+        elems = int(args.get("In msg nelems", 0) or 0) or _numel(args.get("Input Dims"))
+        nbytes = elems * TORCH_DTYPE_BYTES.get(str(dtype), 0)
+        group = args.get("Group size")
+        summary.add(_canonical(op), int(group) if group else None, nbytes, str(dtype), float(ev.get("dur", 0.0)) / 1e6)
+        summary.lines += 1
+        summary.ranks.add(str(ev.get("pid", "?")))
+    return summary
+
+
+def summarize_path(path: Path) -> TraceSummary:
+    """Summarize a profiler trace (``*.json``, ``*.json.gz``) or an NCCL log (anything else)."""
+    if not path.exists():
+        raise LlmbError(f"no such file: {path}")
+    if path.is_dir():
+        raise LlmbError(f"{path} is a folder: give a profiler trace or a log file")
+    name = path.name
+    if name.endswith((".json", ".json.gz", ".pt.trace.json")):
+        import gzip
+
+        opener = gzip.open if name.endswith(".gz") else open
+        try:
+            with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+                data = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise LlmbError(f"{name}: not a readable chrome trace ({exc})") from None
+        events = data.get("traceEvents", []) if isinstance(data, dict) else data
+        if not isinstance(events, list):
+            raise LlmbError(f"{name}: no traceEvents list in this JSON")
+        return summarize_profiler_trace(events, str(path))
+    with path.open("rb") as fh:
+        return summarize_nccl_log(fh, str(path))
