@@ -8,17 +8,13 @@ there replaces a shipped one of the same name.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import yaml
-from pydantic import BaseModel, ValidationError
 
 from llmb.catalog.schema import Baseline, GpuSpec, SizeSpec, Workload
+from llmb.datafile import read_yaml, validate
 from llmb.errors import CatalogError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -32,54 +28,12 @@ def _normalize(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch not in " _-")
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(
-        f"[{part}]" if isinstance(part, int) else str(part) for part in first["loc"]
-    ).replace(".[", "[")
-    got = f" (got {first['input']!r})" if "input" in first and not isinstance(
-        first["input"], (dict, list)
-    ) else ""
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    where = f"{loc}: " if loc else ""
-    return f"{path.name}: {where}{first['msg']}{got}{more}"
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise CatalogError(f"{path.name}:{where}: malformed YAML: {problem}") from None
-
-
-def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
-    # A JSON round trip gives strict typing (no "8" -> 8, no 8.0 -> 8) while still accepting
-    # YAML lists where the schema wants tuples.
-    try:
-        payload = json.dumps(data)
-    except (TypeError, ValueError):
-        raise CatalogError(
-            f"{path.name}: holds a value YAML reads as a date or other non-JSON type; quote it"
-        ) from None
-    try:
-        return model.model_validate_json(payload)
-    except ValidationError as err:
-        raise CatalogError(_format_validation_error(path, err)) from None
-
-
 def load_workload_file(path: Path) -> Workload:
     """Load and validate one workload file."""
-    data = _read_yaml(path)
+    data = read_yaml(path, CatalogError)
     if not isinstance(data, dict):
         raise CatalogError(f"{path.name}: expected a mapping at the top level")
-    workload = _validate(Workload, data, path)
+    workload = validate(Workload, data, path.name, error=CatalogError)
     if _normalize(workload.name) != _normalize(path.stem):
         raise CatalogError(
             f"{path.name}: name {workload.name!r} must match the file name {path.stem!r}"
@@ -88,12 +42,12 @@ def load_workload_file(path: Path) -> Workload:
 
 
 def load_hardware_file(path: Path) -> dict[str, GpuSpec]:
-    data = _read_yaml(path)
+    data = read_yaml(path, CatalogError)
     if not isinstance(data, dict) or not isinstance(data.get("gpus"), dict):
         raise CatalogError(f"{path.name}: expected a mapping with a 'gpus' table")
     gpus: dict[str, GpuSpec] = {}
     for key, entry in data["gpus"].items():
-        gpus[str(key)] = _validate(GpuSpec, entry, path)
+        gpus[str(key)] = validate(GpuSpec, entry, path.name, error=CatalogError)
     return gpus
 
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmb.catalog.loader import Catalog
+from llmb.datafile import load_model
 from llmb.errors import LlmbError
 from llmb.launch.knobs import BY_FIELD
 from llmb.plan.recipe import scales as catalog_scales
@@ -89,18 +89,7 @@ class PlannedRun:
 
 
 def load_bulk(path: Path) -> BulkSpec:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise LlmbError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise LlmbError(f"{path.name}: malformed YAML ({getattr(exc, 'problem', None) or exc})") from None
-    try:
-        return BulkSpec.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise LlmbError(f"{path.name}: {loc}: {first['msg']}") from None
+    return load_model(path, BulkSpec, strict=False)
 
 
 def discover_scales(

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llmb.datafile import load_model
 from llmb.errors import LlmbError
 from llmb.paths import install_dir
 
@@ -97,16 +98,7 @@ def load_config(path: Path | None = None, required: bool = False) -> ClusterConf
         if required:
             raise LlmbError(f"no cluster configuration at {path}: run `llmb init` first")
         return None
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise LlmbError(f"{path}: malformed YAML ({getattr(exc, 'problem', None) or exc})") from None
-    try:
-        return ClusterConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise LlmbError(f"{path}: {loc}: {first['msg']}") from None
+    return load_model(path, ClusterConfig, strict=False)
 
 
 def save_config(config: ClusterConfig, path: Path | None = None) -> Path:

@@ -1,0 +1,59 @@
+"""Reading YAML data files into pydantic models, with one-line errors naming the file and the
+field (``toy.yaml: sizes.1b.layouts[0].gpus: Input should be a valid integer (got '8')``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from llmb.errors import LlmbError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(name: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"]).replace(".[", "[")
+    value = first.get("input")
+    got = f" (got {value!r})" if "input" in first and not isinstance(value, (dict, list)) else ""
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{name}: {loc + ': ' if loc else ''}{first['msg']}{got}{more}"
+
+
+def read_yaml(path: Path, error: type[LlmbError] = LlmbError) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise error(f"{path.name}:{where}: malformed YAML: {problem}") from None
+
+
+def validate(model: type[M], data: Any, name: str, strict: bool = True, error: type[LlmbError] = LlmbError) -> M:
+    """Validate ``data`` as ``model``. ``strict`` goes through JSON so that "8" is no integer
+    and 8.0 no whole number, while YAML lists still fill tuple fields."""
+    try:
+        if strict:
+            try:
+                payload = json.dumps(data)
+            except (TypeError, ValueError):
+                raise error(f"{name}: holds a value YAML reads as a date or other non-JSON type; quote it") from None
+            return model.model_validate_json(payload)
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise error(format_validation_error(name, err)) from None
+
+
+def load_model(path: Path, model: type[M], strict: bool = True, error: type[LlmbError] = LlmbError) -> M:
+    """Read ``path`` and validate it as ``model``; an empty file is an empty mapping."""
+    data = read_yaml(path, error)
+    return validate(model, {} if data is None else data, path.name, strict, error)
