@@ -34,7 +34,7 @@ def prepare_cmd(
         False, "--train-tokenizer", help="Train a byte-level BPE on the input instead."
     ),
     vocab_size: int = typer.Option(
-        8192, "--vocab-size", help="Vocabulary size of the trained tokenizer (entries)."
+        8192, "--vocab-size", help="Vocabulary size of the trained tokenizer (entries, at most: merges seen once are not learned)."
     ),
     tokenizer_out: Optional[Path] = typer.Option(
         None, "--tokenizer-out", help="Where to save the trained tokenizer [PREFIX.tokenizer.json]."

@@ -94,7 +94,9 @@ def train_tokenizer(
     """Train a byte-level BPE (GPT-2 style) on the texts of a JSONL file.
 
     Id 0 is ``<|endoftext|>``, then the 256 byte symbols, then the merges, up to
-    ``vocab_size`` entries. Deterministic for a given input.
+    ``vocab_size`` entries: fewer when the input has no more pairs seen ``min_frequency``
+    times (a small corpus stops early rather than learn one-off merges). Deterministic for
+    a given input.
     """
     if vocab_size < 257 + 1:
         raise LlmbError(f"vocab size {vocab_size} is too small: a byte-level BPE needs at least 258")
@@ -193,7 +195,7 @@ def prepare(
         if save_tokenizer is not None:
             try:
                 Path(save_tokenizer).parent.mkdir(parents=True, exist_ok=True)
-                tokenizer.save(os.fspath(save_tokenizer))
+                tokenizer.save(os.fspath(save_tokenizer), pretty=False)
             except Exception as exc:
                 raise LlmbError(f"cannot write {save_tokenizer}: {exc}") from None
             tokenizer_path = save_tokenizer
