@@ -111,3 +111,20 @@ def test_corrupt_index_is_one_clear_error(tmp_path, corrupt, message):
 def test_missing_dataset(tmp_path):
     with pytest.raises(LlmbError, match="not found"):
         IndexedDataset(tmp_path / "nothing")
+
+
+def test_megatron_core_reads_and_writes_the_same_bytes(tmp_path):
+    """Runs only where megatron-core is installed (it is not a dependency of llmb)."""
+    megatron = pytest.importorskip("megatron.core.datasets.indexed_dataset")
+    import torch
+
+    docs = [np.array(doc) for doc in DOCS]
+    builder = megatron.IndexedDatasetBuilder(str(tmp_path / "m.bin"), dtype=np.uint16)
+    for doc in docs:
+        builder.add_document(torch.tensor(doc), [len(doc)])
+    builder.finalize(str(tmp_path / "m.idx"))
+    write(tmp_path / "ours", DOCS)
+    for suffix in (".bin", ".idx"):
+        assert (tmp_path / f"m{suffix}").read_bytes() == (tmp_path / f"ours{suffix}").read_bytes()
+    theirs = megatron.IndexedDataset(str(tmp_path / "ours"))
+    assert [theirs[i].tolist() for i in range(len(theirs))] == DOCS
