@@ -76,11 +76,11 @@ def prepare_cmd(
             console=console,
             transient=True,
         ) as progress:
-            task = progress.add_task("tokenizing", total=total_bytes)
+            task = progress.add_task("reading", total=total_bytes)
             summary = prepare(
                 input_path,
                 output_prefix,
-                on_progress=lambda done: progress.update(task, completed=done),
+                on_progress=lambda phase, done: progress.update(task, description=phase, completed=done),
                 **kwargs,
             )
     else:

@@ -28,12 +28,13 @@ EOD_TOKEN = "<|endoftext|>"
 KNOWN_EOD_TOKENS = (EOD_TOKEN, "</s>", "<|end_of_text|>", "<eos>", "<|eos|>", "<|im_end|>")
 DOCS_PER_BATCH = 512  # documents handed to the (multi-threaded) batch encoder at once
 
-ProgressFn = Callable[[int], None]  # called with the input bytes read so far
+ProgressFn = Callable[[str, int], None]  # called with (phase, input bytes read so far)
 
 
 @dataclass(frozen=True)
 class PrepareSummary:
-    """What one ``prepare`` run did. Sizes in bytes, times in seconds."""
+    """What one ``prepare`` run did. Sizes in bytes; ``seconds`` is the wall time of the whole
+    run, tokenizer training included, and ``tokens_per_s`` is ``tokens / seconds``."""
 
     input_path: str
     output_prefix: str
@@ -89,7 +90,11 @@ def iter_texts(path: str | os.PathLike, json_key: str = "text") -> Iterator[tupl
 
 
 def train_tokenizer(
-    path: str | os.PathLike, vocab_size: int, json_key: str = "text", min_frequency: int = 2
+    path: str | os.PathLike,
+    vocab_size: int,
+    json_key: str = "text",
+    min_frequency: int = 2,
+    on_progress: ProgressFn | None = None,
 ) -> Tokenizer:
     """Train a byte-level BPE (GPT-2 style) on the texts of a JSONL file.
 
@@ -113,8 +118,10 @@ def train_tokenizer(
     counted = [0]
 
     def texts() -> Iterator[str]:
-        for text, _ in iter_texts(path, json_key):
+        for text, bytes_read in iter_texts(path, json_key):
             counted[0] += 1
+            if on_progress is not None and counted[0] % DOCS_PER_BATCH == 0:
+                on_progress("training tokenizer", bytes_read)
             yield text
 
     tokenizer.train_from_iterator(texts(), trainer=trainer)
@@ -175,7 +182,8 @@ def prepare(
 
     The tokenizer is ``tokenizer``, or loaded from ``tokenizer_path``, or trained on the input
     with ``train_vocab_size`` entries (and written to ``save_tokenizer`` if given). Texts that
-    tokenize to nothing are skipped and counted. ``on_progress`` receives the input bytes read.
+    tokenize to nothing are skipped and counted. ``on_progress`` receives the phase
+    (``"training tokenizer"``, ``"tokenizing"``) and the input bytes read in it.
     Texts are encoded with the tokenizer's own special-token handling (as Megatron's
     ``HuggingFaceTokenizer`` does: a BOS is added if the tokenizer.json says so).
     """
@@ -191,7 +199,7 @@ def prepare(
     if tokenizer_path is not None:
         tokenizer = load_tokenizer(tokenizer_path)
     elif train_vocab_size is not None:
-        tokenizer = train_tokenizer(input_path, train_vocab_size, json_key)
+        tokenizer = train_tokenizer(input_path, train_vocab_size, json_key, on_progress=on_progress)
         if save_tokenizer is not None:
             try:
                 Path(save_tokenizer).parent.mkdir(parents=True, exist_ok=True)
@@ -224,11 +232,11 @@ def prepare(
                 flush(batch)
                 batch = []
                 if on_progress is not None:
-                    on_progress(bytes_read)
+                    on_progress("tokenizing", bytes_read)
         if batch:
             flush(batch)
         if on_progress is not None:
-            on_progress(bytes_read)
+            on_progress("tokenizing", bytes_read)
         if writer.num_documents == 0:
             raise LlmbError(f"{input_path} has no documents with any tokens")
         documents, tokens, dtype = writer.num_documents, writer.num_tokens, writer.dtype
