@@ -25,7 +25,12 @@ def take(batches, steps):
 
 
 def rows(batch_list):
-    return [row for tokens, labels in batch_list for row in torch.cat([tokens, labels[:, -1:]], 1).tolist()]
+    """Each sample as its seq_len + 1 tokens (the inputs plus the last label)."""
+    return [
+        row
+        for tokens, labels in batch_list
+        for row in torch.cat([tokens, labels[:, -1:]], dim=1).tolist()
+    ]
 
 
 def test_shapes_dtypes_and_labels(dataset):
@@ -62,10 +67,10 @@ def test_shuffled_epoch_is_a_permutation_and_epochs_differ(dataset):
 
 def test_dp_shards_are_disjoint_and_union_is_the_single_rank_stream(dataset):
     micro, dp, steps = 2, 3, 5
-    single = rows(take(TokenBatches(dataset, seq_len=SEQ_LEN, micro_batch=micro, seed=7), steps * dp))
+    common = dict(seq_len=SEQ_LEN, micro_batch=micro, seed=7)
+    single = rows(take(TokenBatches(dataset, **common), steps * dp))
     shards = [
-        take(TokenBatches(dataset, seq_len=SEQ_LEN, micro_batch=micro, seed=7, dp_rank=r, dp_size=dp), steps)
-        for r in range(dp)
+        take(TokenBatches(dataset, **common, dp_rank=r, dp_size=dp), steps) for r in range(dp)
     ]
     # Step s of rank r is micro-batch s * dp + r of the single-rank stream.
     interleaved = [shards[r][s] for s in range(steps) for r in range(dp)]

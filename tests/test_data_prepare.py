@@ -7,7 +7,13 @@ import pytest
 from tokenizers import Tokenizer
 
 from llmb.cli import main
-from llmb.engine.data import IndexedDataset, TokenBatches, sample_dir, sample_prefix, sample_tokenizer_path
+from llmb.engine.data import (
+    IndexedDataset,
+    TokenBatches,
+    sample_dir,
+    sample_prefix,
+    sample_tokenizer_path,
+)
 from llmb.engine.data.prepare import prepare
 
 SAMPLE_JSONL = sample_dir() / "prose.jsonl"
@@ -37,7 +43,8 @@ def test_prepare_reproduces_the_shipped_files(tmp_path):
     ])
     assert code == 0
     for suffix in (".bin", ".idx"):
-        assert (tmp_path / f"prose{suffix}").read_bytes() == sample_prefix().with_suffix(suffix).read_bytes()
+        shipped = sample_prefix().with_suffix(suffix)
+        assert (tmp_path / f"prose{suffix}").read_bytes() == shipped.read_bytes()
     assert (tmp_path / "tok.json").read_bytes() == sample_tokenizer_path().read_bytes()
 
 
@@ -65,9 +72,12 @@ def test_prepare_with_a_tokenizer_file_and_json_summary(tmp_path, capsys):
 
 def test_trained_tokenizer_defaults_next_to_the_output(tmp_path):
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"text": f"line {i} of a tiny corpus"}) + "\n" for i in range(50)))
-    summary = prepare(src, tmp_path / "ds", train_vocab_size=300, save_tokenizer=tmp_path / "t.json",
-                      append_eod=True)
+    lines = [json.dumps({"text": f"line {i} of a tiny corpus"}) for i in range(50)]
+    src.write_text("\n".join(lines) + "\n")
+    summary = prepare(
+        src, tmp_path / "ds", train_vocab_size=300, save_tokenizer=tmp_path / "t.json",
+        append_eod=True,
+    )
     assert summary.documents == 50 and summary.eod_id == 0
     assert Tokenizer.from_file(str(tmp_path / "t.json")).get_vocab_size() <= 300
     assert main(["data", "prepare", str(src), "--output-prefix", str(tmp_path / "ds2"),
@@ -100,28 +110,37 @@ def test_bad_input_is_one_line_exit_1(tmp_path, capsys, content, extra, fragment
         src.write_bytes(content)
     elif content is not None:
         src.write_text(content)
-    argv = ["data", "prepare", str(src), "--output-prefix", str(tmp_path / "ds"), "--train-tokenizer",
-            "--vocab-size", "300", *extra]
+    argv = ["data", "prepare", str(src), "--output-prefix", str(tmp_path / "ds"),
+            "--train-tokenizer", "--vocab-size", "300", *extra]
     one_line_error(capsys, argv, fragment)
     assert not (tmp_path / "ds.bin").exists() and not (tmp_path / "ds.idx").exists()
 
 
-def test_bad_options_are_one_line_exit_1(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ([], "give exactly one"),
+        (["--tokenizer", "{tmp}/no.json"], "tokenizer file"),
+        (["--tokenizer", "{tmp}/junk.json"], "is not a tokenizer.json"),
+        (["--tokenizer", "{sample_tok}", "--append-eod", "--eod-token", "<no>"], "no token '<no>'"),
+        (["--train-tokenizer", "--vocab-size", "100"], "too small"),
+    ],
+)
+def test_bad_options_are_one_line_exit_1(tmp_path, capsys, options, fragment):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "hello"}\n')
-    out = ["--output-prefix", str(tmp_path / "ds")]
-    one_line_error(capsys, ["data", "prepare", str(src), *out], "give exactly one")
-    one_line_error(capsys, ["data", "prepare", str(src), *out, "--tokenizer", str(tmp_path / "no.json")],
-                   "tokenizer file")
     (tmp_path / "junk.json").write_text("{}")
-    one_line_error(capsys, ["data", "prepare", str(src), *out, "--tokenizer", str(tmp_path / "junk.json")],
-                   "is not a tokenizer.json")
-    one_line_error(capsys, ["data", "prepare", str(src), *out, "--tokenizer", str(sample_tokenizer_path()),
-                            "--append-eod", "--eod-token", "<nope>"], "no token '<nope>'")
-    one_line_error(capsys, ["data", "prepare", str(src), *out, "--train-tokenizer", "--vocab-size", "100"],
-                   "too small")
+    options = [o.format(tmp=tmp_path, sample_tok=sample_tokenizer_path()) for o in options]
+    argv = ["data", "prepare", str(src), "--output-prefix", str(tmp_path / "ds"), *options]
+    one_line_error(capsys, argv, fragment)
+
+
+def test_unwritable_output_and_missing_dataset_are_one_line_exit_1(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "hello"}\n')
     # Not writable even as root: the output's parent folder is a file.
     (tmp_path / "afile").write_text("")
-    one_line_error(capsys, ["data", "prepare", str(src), "--output-prefix", str(tmp_path / "afile" / "ds"),
-                            "--train-tokenizer", "--vocab-size", "300"], "cannot write")
+    argv = ["data", "prepare", str(src), "--output-prefix", str(tmp_path / "afile" / "ds"),
+            "--train-tokenizer", "--vocab-size", "300"]
+    one_line_error(capsys, argv, "cannot write")
     one_line_error(capsys, ["data", "info", str(tmp_path / "nothing")], "not found")

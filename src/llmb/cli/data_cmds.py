@@ -34,7 +34,9 @@ def prepare_cmd(
         False, "--train-tokenizer", help="Train a byte-level BPE on the input instead."
     ),
     vocab_size: int = typer.Option(
-        8192, "--vocab-size", help="Vocabulary size of the trained tokenizer (entries, at most: merges seen once are not learned)."
+        8192,
+        "--vocab-size",
+        help="Largest vocabulary of the trained tokenizer (merges seen once are not learned).",
     ),
     tokenizer_out: Optional[Path] = typer.Option(
         None, "--tokenizer-out", help="Where to save the trained tokenizer [PREFIX.tokenizer.json]."
@@ -80,7 +82,9 @@ def prepare_cmd(
             summary = prepare(
                 input_path,
                 output_prefix,
-                on_progress=lambda phase, done: progress.update(task, description=phase, completed=done),
+                on_progress=lambda phase, done: progress.update(
+                    task, description=phase, completed=done
+                ),
                 **kwargs,
             )
     else:
@@ -95,7 +99,8 @@ def prepare_cmd(
         highlight=False,
     )
     if summary.skipped_empty_documents:
-        console.print(f"skipped {summary.skipped_empty_documents:,} empty documents", highlight=False)
+        skipped = summary.skipped_empty_documents
+        console.print(f"skipped {skipped:,} empty documents", highlight=False)
     console.print(
         f"{summary.input_bytes:,} input bytes -> {summary.output_bytes:,} output bytes in "
         f"{summary.seconds:.2f} s ({summary.tokens_per_s:,.0f} tokens/s)",
@@ -107,7 +112,7 @@ def prepare_cmd(
 
 @data_app.command("info")
 def info_cmd(
-    prefix: str = typer.Argument(..., metavar="PREFIX", help="Dataset prefix (PREFIX.bin + PREFIX.idx)."),
+    prefix: str = typer.Argument(..., metavar="PREFIX", help="Dataset prefix (.bin + .idx)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Documents, tokens, token dtype and vocabulary bound of an indexed dataset."""
@@ -130,4 +135,4 @@ def info_cmd(
     for key, value in info.items():
         shown = f"{value:,}" if isinstance(value, int) else value
         console.print(f"{key:<12} {shown}", highlight=False)
-    console.print("vocab_bound is the largest token id + 1: the smallest usable vocabulary", highlight=False)
+    console.print("vocab_bound = largest token id + 1: the smallest usable vocabulary")

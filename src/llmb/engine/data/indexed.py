@@ -220,13 +220,15 @@ class IndexedDataset:
         self.num_tokens = int(self.sequence_lengths.sum(dtype=np.int64))
         bin_bytes = self.bin_path.stat().st_size
         if sequence_count:
-            end = int(self.sequence_starts_bytes[-1]) + int(self.sequence_lengths[-1]) * self.dtype.itemsize
+            last_length_bytes = int(self.sequence_lengths[-1]) * self.dtype.itemsize
+            end = int(self.sequence_starts_bytes[-1]) + last_length_bytes
             if end > bin_bytes:
                 raise LlmbError(f"{self.bin_path} is truncated ({bin_bytes} bytes, {end} needed)")
         # mmap of an empty file fails; an empty dataset is legal, so give it an empty array.
-        self._data = (
-            np.memmap(self.bin_path, mode="r", dtype=self.dtype) if bin_bytes else np.empty(0, self.dtype)
-        )
+        if bin_bytes:
+            self._data = np.memmap(self.bin_path, mode="r", dtype=self.dtype)
+        else:
+            self._data = np.empty(0, self.dtype)
         expected_starts = np.zeros(sequence_count, dtype=np.int64)
         np.cumsum(self.sequence_lengths[:-1], dtype=np.int64, out=expected_starts[1:])
         # Files written by a builder are contiguous; only then is the .bin the token stream.
@@ -262,7 +264,9 @@ class IndexedDataset:
     def document(self, d: int) -> np.ndarray:
         """The tokens of document ``d`` (all its sequences, concatenated)."""
         first, last = int(self.document_index[d]), int(self.document_index[d + 1])
-        return np.concatenate([self[i] for i in range(first, last)]) if last > first else self._data[:0]
+        if last == first:
+            return self._data[:0]
+        return np.concatenate([self[i] for i in range(first, last)])
 
     def vocab_bound(self, chunk_tokens: int = 1 << 24) -> int:
         """Largest token id + 1 (0 when empty): the smallest vocabulary that can train on it.

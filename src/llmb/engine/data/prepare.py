@@ -85,7 +85,8 @@ def iter_texts(path: str | os.PathLike, json_key: str = "text") -> Iterator[tupl
                 raise LlmbError(f"{path}:{line_no}: no key {json_key!r} (use --json-key)")
             text = record[json_key]
             if not isinstance(text, str):
-                raise LlmbError(f"{path}:{line_no}: {json_key!r} is {type(text).__name__}, not a string")
+                kind = type(text).__name__
+                raise LlmbError(f"{path}:{line_no}: {json_key!r} is {kind}, not a string")
             yield text, bytes_read
 
 
@@ -104,7 +105,7 @@ def train_tokenizer(
     a given input.
     """
     if vocab_size < 257 + 1:
-        raise LlmbError(f"vocab size {vocab_size} is too small: a byte-level BPE needs at least 258")
+        raise LlmbError(f"vocab size {vocab_size} is too small: byte-level BPE needs at least 258")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -151,7 +152,8 @@ def find_eod_id(tokenizer: Tokenizer, eod_token: str | None = None) -> int:
     if eod_token:
         raise LlmbError(f"the tokenizer has no token {eod_token!r}")
     raise LlmbError(
-        f"the tokenizer has none of {', '.join(KNOWN_EOD_TOKENS)}; name its end token with --eod-token"
+        f"the tokenizer has none of {', '.join(KNOWN_EOD_TOKENS)}; "
+        "name its end token with --eod-token"
     )
 
 
@@ -249,7 +251,8 @@ def prepare(
         skipped_empty_documents=skipped,
         tokens=tokens,
         input_bytes=input_path.stat().st_size,
-        output_bytes=bin_path(output_prefix).stat().st_size + idx_path(output_prefix).stat().st_size,
+        output_bytes=bin_path(output_prefix).stat().st_size
+        + idx_path(output_prefix).stat().st_size,
         seconds=seconds,
         tokens_per_s=tokens / seconds if seconds > 0 else float("inf"),
         dtype=str(dtype),
