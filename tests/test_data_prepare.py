@@ -120,6 +120,7 @@ def test_bad_input_is_one_line_exit_1(tmp_path, capsys, content, extra, fragment
     "options, fragment",
     [
         ([], "give exactly one"),
+        (["--tokenizer", "{sample_tok}", "--vocab-size", "500"], "go with --train-tokenizer"),
         (["--tokenizer", "{tmp}/no.json"], "tokenizer file"),
         (["--tokenizer", "{tmp}/junk.json"], "is not a tokenizer.json"),
         (["--tokenizer", "{sample_tok}", "--append-eod", "--eod-token", "<no>"], "no token '<no>'"),

@@ -16,6 +16,7 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 
+DEFAULT_VOCAB_SIZE = 8192
 # Below this size a progress bar would only flicker.
 PROGRESS_MIN_BYTES = 8 * 2**20
 
@@ -33,10 +34,11 @@ def prepare_cmd(
     train_tokenizer: bool = typer.Option(
         False, "--train-tokenizer", help="Train a byte-level BPE on the input instead."
     ),
-    vocab_size: int = typer.Option(
-        8192,
+    vocab_size: Optional[int] = typer.Option(
+        None,
         "--vocab-size",
-        help="Largest vocabulary of the trained tokenizer (merges seen once are not learned).",
+        help="Largest vocabulary of the trained tokenizer (merges seen once are not learned)"
+        f" [{DEFAULT_VOCAB_SIZE}].",
     ),
     tokenizer_out: Optional[Path] = typer.Option(
         None, "--tokenizer-out", help="Where to save the trained tokenizer [PREFIX.tokenizer.json]."
@@ -54,8 +56,11 @@ def prepare_cmd(
 
     if (tokenizer is None) == (not train_tokenizer):
         raise LlmbError("give exactly one of --tokenizer FILE and --train-tokenizer")
-    if train_tokenizer and tokenizer_out is None:
-        tokenizer_out = Path(f"{output_prefix}.tokenizer.json")
+    if not train_tokenizer and (vocab_size is not None or tokenizer_out is not None):
+        raise LlmbError("--vocab-size and --tokenizer-out go with --train-tokenizer")
+    if train_tokenizer:
+        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        tokenizer_out = tokenizer_out or Path(f"{output_prefix}.tokenizer.json")
 
     total_bytes = input_path.stat().st_size if input_path.is_file() else 0
     show_progress = console.is_terminal and not as_json and total_bytes >= PROGRESS_MIN_BYTES
