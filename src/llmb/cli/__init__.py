@@ -22,7 +22,10 @@ from llmb.cli.app import app, console, err_console
 from llmb.errors import LlmbError, SystemFailure
 
 # Command modules register themselves on `app` when imported.
-from llmb.cli import catalog_cmds, launch_cmds, trace_cmds  # noqa: E402,F401
+from llmb.cli import catalog_cmds  # noqa: E402,F401
+from llmb.cli import data_cmds  # noqa: E402,F401
+from llmb.cli import launch_cmds  # noqa: E402,F401
+from llmb.cli import trace_cmds  # noqa: E402,F401
 
 __all__ = ["app", "console", "err_console", "main"]
 

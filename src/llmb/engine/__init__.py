@@ -1,0 +1,1 @@
+"""The llmb training engine."""
