@@ -56,13 +56,23 @@ class GroupedExperts(nn.Module):
         self._act = activation_fn(activation)
 
     def forward(self, x: torch.Tensor, tokens_per_expert: list[int]) -> torch.Tensor:
-        outs = []
-        for e, xe in enumerate(torch.split(x, tokens_per_expert, dim=0)):
-            h = self._act(xe @ self.w1[e])
-            if self.gated:
-                h = h * (xe @ self.w3[e])
-            outs.append(h @ self.w2[e])
-        return torch.cat(outs) if outs else x.new_zeros(x.shape)
+        return expert_mlp(x, tokens_per_expert, self.w1, self.w2, self.w3, self._act)
+
+
+def expert_mlp(x, tokens_per_expert, w1, w2, w3, act) -> torch.Tensor:
+    """Run expert ``e`` on its slice of ``x`` (sorted by expert) for every ``e``.
+
+    A loop of GEMMs: on CPU a grouped GEMM would not be faster, and the loop is exact.
+    """
+    # Expert weights FSDP leaves alone (expert parallelism) stay fp32 under a bf16 policy:
+    # cast at use (a no-op when the dtypes already match).
+    outs = []
+    for e, xe in enumerate(torch.split(x, tokens_per_expert, dim=0)):
+        h = act(xe @ w1[e].to(xe.dtype))
+        if w3 is not None:
+            h = h * (xe @ w3[e].to(xe.dtype))
+        outs.append(h @ w2[e].to(xe.dtype))
+    return torch.cat(outs) if outs else x.new_zeros(x.shape)
 
 
 class MoE(nn.Module):

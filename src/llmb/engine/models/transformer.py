@@ -56,10 +56,11 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables ``[max_seq, head_dim]``; ``forward(n)`` returns rows 0..n-1.
+    """cos/sin tables ``[max_seq, head_dim]``; ``forward()`` returns the rows of the
+    positions this rank holds: all of them here. Attention slices the first ``seq`` rows.
 
     Context parallelism replaces this module with one that returns the rows of the positions
-    a rank holds.
+    a rank holds (not contiguous with load balancing).
     """
 
     def __init__(self, head_dim: int, max_seq: int, theta: float):
@@ -76,8 +77,8 @@ class RotaryEmbedding(nn.Module):
         self.cos.copy_(angles.cos().to(self.cos.device, self.cos.dtype))
         self.sin.copy_(angles.sin().to(self.sin.device, self.sin.dtype))
 
-    def forward(self, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.cos[:seq_len], self.sin[:seq_len]
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos, self.sin
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -115,6 +116,9 @@ class Attention(nn.Module):
         q = self.wq(x).view(b, s, -1, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(b, s, -1, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(b, s, -1, self.head_dim).transpose(1, 2)
+        # Sliced here, not in the caller: under sequence parallelism only the attention sees
+        # the whole sequence.
+        cos, sin = cos[:s], sin[:s]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = self.core(q, k, v)
         return self.wo(out.transpose(1, 2).reshape(b, s, -1))
@@ -177,7 +181,7 @@ class Transformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tok_embeddings is not None:
             x = self.tok_embeddings(x)
-        cos, sin = self.rope(x.shape[1])
+        cos, sin = self.rope()
         for layer in self.layers.values():
             x = layer(x, cos, sin)
         if self.norm is None:
