@@ -160,7 +160,7 @@ def resolve_run(req: RunRequest) -> ResolvedRun:
                 f"{req.nproc} rank(s) cannot hold every kind of parallelism of the recipe; "
                 f"not exercised: {', '.join(dropped)}"
             )
-    if recipe.derived.etp > 1:
+    if recipe.model.moe is not None and recipe.derived.etp > 1:
         raise LlmbError("ETP > 1 (tensor-parallel experts) is not implemented in the llmb engine yet")
 
     steps = req.steps or wl.max_steps

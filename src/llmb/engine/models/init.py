@@ -19,17 +19,17 @@ from torch.distributed.tensor import DTensor
 
 ROWS_PER_BLOCK = 256
 
-# Plain (non-DTensor) parameters that hold a slice of a larger logical tensor, e.g. the local
-# experts under expert parallelism, carry these two attributes.
-GLOBAL_SHAPE_ATTR = "_llmb_global_shape"
-GLOBAL_OFFSET_ATTR = "_llmb_global_offset"
+# A module whose plain (non-DTensor) parameters hold a slice of a larger logical tensor, e.g.
+# the local experts under expert parallelism, maps their names to (global shape, offset) in
+# this attribute. (On the module, not the parameter: ``to_empty`` replaces parameters.)
+SLICES_ATTR = "_llmb_param_slices"
 
 
 def _block_seed(seed: int, name: str, block: int) -> int:
     return zlib.crc32(f"{seed}/{name}/{block}".encode()) & 0x7FFF_FFFF_FFFF
 
 
-def _local_box(param: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+def _local_box(param: torch.Tensor, place=None) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
     """(local tensor, global shape, global offset of the local box)."""
     if isinstance(param, DTensor):
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -39,16 +39,17 @@ def _local_box(param: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], tupl
             param.shape, param.device_mesh, param.placements
         )
         return local, tuple(param.shape), tuple(offset)
-    shape = tuple(getattr(param, GLOBAL_SHAPE_ATTR, param.shape))
-    offset = tuple(getattr(param, GLOBAL_OFFSET_ATTR, (0,) * param.dim()))
-    return param, shape, offset
+    if place is not None:
+        return param, tuple(place[0]), tuple(place[1])
+    return param, tuple(param.shape), (0,) * param.dim()
 
 
 @torch.no_grad()
-def seeded_normal_(param: torch.Tensor, name: str, seed: int, std: float) -> None:
-    """Fill ``param`` (a plain tensor, a DTensor shard or a tagged slice) with N(0, std^2)
-    values that depend only on ``seed``, ``name`` and each element's global index."""
-    local, shape, offset = _local_box(param)
+def seeded_normal_(param: torch.Tensor, name: str, seed: int, std: float, place=None) -> None:
+    """Fill ``param`` (a plain tensor, a DTensor shard, or a slice at ``place`` = (global
+    shape, global offset)) with N(0, std^2) values that depend only on ``seed``, ``name`` and
+    each element's global index."""
+    local, shape, offset = _local_box(param, place)
     if local.numel() == 0:
         return
     if len(shape) == 1:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmb.catalog.schema import ModelSpec
-from llmb.engine.models.init import fill_, seeded_normal_
+from llmb.engine.models.init import SLICES_ATTR, fill_, seeded_normal_
 from llmb.engine.models.moe import MoE, activation_fn
 
 INIT_STD = 0.02
@@ -204,15 +204,19 @@ class Transformer(nn.Module):
         """
         self.rope.init_buffers()
         residual_std = INIT_STD / math.sqrt(2 * self.spec.layers)
-        for name, p in self.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            owner = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
-            if "norm" in owner:
-                fill_(p, 1.0 if leaf == "weight" else 0.0)
-            elif owner in ("wo", "w2") or leaf == "w2":
-                seeded_normal_(p, name, seed, residual_std)
-            else:
-                seeded_normal_(p, name, seed, INIT_STD)
+        for module_name, module in self.named_modules():
+            slices = getattr(module, SLICES_ATTR, {})
+            for leaf, p in module.named_parameters(recurse=False):
+                # torch.compile wraps blocks; names must not depend on it.
+                name = f"{module_name}.{leaf}".replace("._orig_mod", "")
+                owner = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
+                place = slices.get(leaf)
+                if "norm" in owner:
+                    fill_(p, 1.0 if leaf == "weight" else 0.0)
+                elif owner in ("wo", "w2") or leaf == "w2":
+                    seeded_normal_(p, name, seed, residual_std, place)
+                else:
+                    seeded_normal_(p, name, seed, INIT_STD, place)
 
 
 def build_model(spec: ModelSpec, device: torch.device | str = "meta") -> Transformer:

@@ -18,7 +18,7 @@ from llmb.catalog.schema import ModelSpec
 from llmb.engine.models.transformer import Transformer, build_model
 from llmb.engine.parallel.context import apply_cp, refresh_cp_buffers
 from llmb.engine.parallel.data_parallel import apply_ddp, apply_fsdp
-from llmb.engine.parallel.expert import apply_ep
+from llmb.engine.parallel.expert import apply_ep, tag_expert_params
 from llmb.engine.parallel.mesh import Parallel, ParallelDims, build_parallel
 from llmb.engine.parallel.pipeline import build_chunk, build_schedule, chunk_ids
 from llmb.engine.parallel.tensor import apply_tp
@@ -94,12 +94,12 @@ def build_model_parts(
         if dims.cp > 1:
             apply_cp(m, par.group("cp"), dims.cp, par.cp_rank)
         chunk_experts = apply_ep(m, par.ep_group, dims.ep, par.ep_rank) if dims.ep > 1 else []
-        experts += chunk_experts
         if use_fsdp:
             apply_fsdp(m, par.sub("dp_cp"), compute_dtype, ignored=set(chunk_experts))
         m.to_empty(device=device)
         m.init_weights(seed)
         refresh_cp_buffers(m)
+        experts += tag_expert_params(m)
     low_precision = not use_fsdp and compute_dtype != torch.float32
     if low_precision:
         for m in modules:

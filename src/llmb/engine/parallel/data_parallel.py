@@ -40,7 +40,7 @@ def apply_fsdp(
             module.set_force_sum_reduction_for_comms(True)
 
 
-def _sum_hook(group: dist.ProcessGroup, bucket: dist.GradBucket) -> torch.futures.Future:
+def _sum_hook(group, bucket):  # no annotations: DDP checks them, and they'd be strings here
     work = dist.all_reduce(bucket.buffer(), op=dist.ReduceOp.SUM, group=group, async_op=True)
     return work.get_future().then(lambda fut: fut.value()[0])
 
@@ -49,6 +49,7 @@ def apply_ddp(model: nn.Module, group: dist.ProcessGroup) -> nn.Module:
     """Wrap ``model`` in DDP reducing with SUM (DDP itself would divide by the world size)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    ddp = DistributedDataParallel(model, process_group=group, broadcast_buffers=False)
+    # The buffers (rotary tables) are computed identically on every rank: no syncing.
+    ddp = DistributedDataParallel(model, process_group=group, forward_sync_buffers=False)
     ddp.register_comm_hook(group, _sum_hook)
     return ddp

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from llmb.engine.models.init import GLOBAL_OFFSET_ATTR, GLOBAL_SHAPE_ATTR
+from llmb.engine.models.init import SLICES_ATTR
 from llmb.engine.models.moe import MoE, activation_fn, expert_mlp
 from llmb.engine.models.transformer import Transformer
 from llmb.engine.parallel.collectives import all_to_all
@@ -32,16 +32,15 @@ class ExpertParallelExperts(nn.Module):
         self.local_experts = experts.num_experts // ep
         self._act = activation_fn(experts.activation)
         first = rank * self.local_experts
+        slices = {}
         for name in ("w1", "w2", "w3"):
             full = getattr(experts, name)
             if full is None:
                 setattr(self, name, None)
                 continue
-            local = nn.Parameter(torch.empty_like(full[first : first + self.local_experts]))
-            setattr(local, GLOBAL_SHAPE_ATTR, tuple(full.shape))
-            setattr(local, GLOBAL_OFFSET_ATTR, (first, 0, 0))
-            setattr(local, EXPERT_ATTR, True)
-            setattr(self, name, local)
+            setattr(self, name, nn.Parameter(torch.empty_like(full[first : first + self.local_experts])))
+            slices[name] = (tuple(full.shape), (first, 0, 0))
+        setattr(self, SLICES_ATTR, slices)
 
     def forward(self, x: torch.Tensor, tokens_per_expert: list[int]) -> torch.Tensor:
         ep, local = self.ep, self.local_experts
@@ -72,8 +71,16 @@ def apply_ep(model: Transformer, group: dist.ProcessGroup, ep: int, rank: int) -
     return params
 
 
-def expert_params(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if getattr(p, EXPERT_ATTR, False)]
+def tag_expert_params(model: nn.Module) -> list[nn.Parameter]:
+    """Mark (again, after ``to_empty`` replaced them) and return the expert-parallel
+    parameters of ``model``."""
+    params = []
+    for module in model.modules():
+        if isinstance(module, ExpertParallelExperts):
+            for p in module.parameters():
+                setattr(p, EXPERT_ATTR, True)
+                params.append(p)
+    return params
 
 
 @torch.no_grad()
