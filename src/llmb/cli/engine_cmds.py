@@ -151,22 +151,24 @@ def run_cmd(
     if run.world == 1:
         from llmb.engine.runner import train
 
-        summary = train(run, exp_dir, progress=console.is_terminal and not as_json)
+        # With --json, stdout carries only the summary; step lines go to stderr.
+        summary = train(run, exp_dir, progress=console.is_terminal and not as_json,
+                        stream=sys.stderr if as_json else None)
     else:
-        summary = _torchrun(run.world, exp_dir)
+        summary = _torchrun(run.world, exp_dir, quiet_stdout=as_json)
     if as_json:
         print_json(summary)
     else:
         console.print(result_table(summary))
 
 
-def _torchrun(nproc: int, exp_dir: Path) -> dict[str, Any]:
+def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False) -> dict[str, Any]:
     env = dict(os.environ)
     # Share the cores among the ranks instead of oversubscribing them.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "llmb.engine.worker", str(exp_dir)]
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr if quiet_stdout else None)
     try:
         code = proc.wait()
     except KeyboardInterrupt:  # the workers got the SIGINT too; let them write the summary

@@ -82,8 +82,9 @@ def window_stats(step_times_s: list[float], warmup: int, window: int) -> dict[st
 class _Progress:
     """A rich progress bar on a terminal (rank 0); plain printing otherwise."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, stream=None):
         self.bar = None
+        self.stream = stream
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -99,7 +100,7 @@ class _Progress:
             self.bar.console.print(text, highlight=False, soft_wrap=True, markup=False)
             self.bar.advance(self.task)
         else:
-            print(text, flush=True)
+            print(text, flush=True, file=self.stream or sys.stdout)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -110,8 +111,9 @@ def _raise_interrupt(signum, frame):  # torchrun stops workers with SIGTERM
     raise KeyboardInterrupt
 
 
-def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False) -> dict[str, Any]:
-    """Train ``run`` on this rank; returns the summary (rank 0 also writes it)."""
+def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream=None) -> dict[str, Any]:
+    """Train ``run`` on this rank; returns the summary (rank 0 also writes it). Step lines go
+    to ``stream`` (stdout by default) or above the progress bar."""
     device = device_for(run.request.device)
     init_distributed(device)
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -133,7 +135,7 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False) -> dic
             writer = SummaryWriter(str(exp_dir / "tensorboard"))
         log = open(exp_dir / "log.txt", "a", encoding="utf-8") if lead else None
         metrics_file = open(exp_dir / "metrics.jsonl", "a", encoding="utf-8") if lead else None
-        bar = _Progress(run.steps, progress and rank == 0)
+        bar = _Progress(run.steps, progress and rank == 0, stream)
         step_times: list[float] = []
         losses: list[float] = []
         status = "complete"
