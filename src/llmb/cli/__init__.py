@@ -23,7 +23,9 @@ from llmb.errors import LlmbError, SystemFailure
 
 # Command modules register themselves on `app` when imported.
 from llmb.cli import catalog_cmds  # noqa: E402,F401
+from llmb.cli import catalog_cmds  # noqa: E402,F401
 from llmb.cli import data_cmds  # noqa: E402,F401
+from llmb.cli import engine_cmds  # noqa: E402,F401
 from llmb.cli import launch_cmds  # noqa: E402,F401
 from llmb.cli import trace_cmds  # noqa: E402,F401
 

@@ -1,6 +1,10 @@
-"""Real training data: Megatron-style indexed datasets and the batches cut from them.
+"""Training data for the engine.
 
-The whole interface::
+Every source is an iterator of ``(tokens, labels)`` micro-batches for one data-parallel rank,
+each an int64 tensor ``[micro_batch, seq_len]`` (``labels`` = ``tokens`` shifted by one). The
+train loop pulls GA micro-batches per step and does not care where they come from:
+:class:`~llmb.engine.data.synthetic.SyntheticTokens` (the recipes' mock data) or Megatron-style
+indexed datasets::
 
     from llmb.engine.data import IndexedDataset, TokenBatches, sample_prefix
 
@@ -30,6 +34,8 @@ from llmb.engine.data.indexed import IndexedDataset, IndexedDatasetWriter, token
 
 __all__ = [
     "IndexedDataset",
+    "MicroBatch",
+    "SyntheticTokens",
     "IndexedDatasetWriter",
     "TokenBatches",
     "sample_dir",
@@ -42,11 +48,15 @@ SAMPLE_NAME = "prose"
 
 
 def __getattr__(name: str):
-    # TokenBatches needs torch; importing it lazily keeps `llmb data info`/`prepare` quick.
+    # These need torch; importing them lazily keeps `llmb data info`/`prepare` quick.
     if name == "TokenBatches":
         from llmb.engine.data.batches import TokenBatches
 
         return TokenBatches
+    if name in ("SyntheticTokens", "MicroBatch"):
+        from llmb.engine.data import synthetic
+
+        return getattr(synthetic, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

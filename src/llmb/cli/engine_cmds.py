@@ -1,0 +1,215 @@
+"""Engine commands: ``llmb run`` (train a workload or its CPU proxy) and ``llmb doctor``.
+
+Recipe knobs also come from the reference recipes' environment variables: DTYPE, MODEL_SIZE,
+JOB_TOTAL_GPUS, GPUS_PER_NODE, MAX_STEPS and the layout overrides TP, PP, CP, VP, EP, ETP,
+MBS, GBS. Precedence: command-line option > environment variable > recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from llmb.cli.app import JSON_OPTION, app, console, print_json
+from llmb.errors import LlmbError, SystemFailure
+
+LAYOUT_ENV = ("TP", "PP", "CP", "VP", "EP", "ETP", "MBS", "GBS")
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LlmbError(f"environment variable {name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise LlmbError(f"environment variable {name} must be positive, got {value}")
+    return value
+
+
+def _pick(cli, env_name: str, parse=_env_int):
+    return cli if cli is not None else parse(env_name)
+
+
+def _fmt_rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.2f}"
+
+
+def result_table(summary: dict[str, Any]) -> Table:
+    """The reference-style result table of one run."""
+    lay = summary["layout"]
+    table = Table(title=f"llmb run: {summary['workload']} {summary['size']} {summary['dtype']} "
+                  f"on {summary['world_size']} rank(s) [{summary['status']}]", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    layout = (f"TP{lay['tp']} PP{lay['pp']} CP{lay['cp']} EP{lay['ep']} VP{lay['vp'] or 1} "
+              f"DP{lay['dp']}  MBS{lay['mbs']} GBS{lay['gbs']} GA{lay['ga']}")
+    table.add_row("layout", layout)
+    w = summary["window"]
+    m = summary["metrics"]
+    if w is None or m is None:
+        table.add_row("steps completed", f"{summary['steps_completed']} (none in the statistics window)")
+        return table
+    table.add_row("steps (window)", f"{w['first_step']}-{w['last_step']} of {summary['steps_planned']}"
+                  + ("" if summary["window_complete"] else " (incomplete)"))
+    table.add_row("step time (s)", f"{w['mean']:.4f} ± {w['std']:.4f} (median {w['median']:.4f})")
+    table.add_row("tokens/s", _fmt_rate(m["tokens_per_s"]))
+    table.add_row("tokens/s per device", _fmt_rate(m["tokens_per_s_per_gpu"]))
+    table.add_row(f"TFLOP/s per device ({m['convention']} FLOPs)", f"{m['tflops_per_gpu']:.4f}")
+    table.add_row(f"MFU (of {summary['mfu_denominator']['label']}, "
+                  f"{summary['mfu_denominator']['flops'] / 1e9:.0f} GFLOP/s)", f"{m['mfu'] * 100:.2f} %")
+    table.add_row("days to train 1T tokens", f"{m['days_per_1t_tokens']:,.1f}")
+    table.add_row("loss (first -> last)", f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}")
+    table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
+    if summary.get("experiment_dir"):
+        table.add_row("experiment", summary["experiment_dir"])
+    return table
+
+
+@app.command("run")
+def run_cmd(
+    workload: Optional[str] = typer.Argument(None, help="catalog workload (default llama3.1)"),
+    size: Optional[str] = typer.Option(None, "--size", help="model size [env MODEL_SIZE]"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp32 or fp8 [env DTYPE]"),
+    proxy: str = typer.Option("default", "--proxy", help="CPU proxy name (proxies.yaml), or 'none' for full size"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="processes on this host [env JOB_TOTAL_GPUS]"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps [env MAX_STEPS]"),
+    tp: Optional[int] = typer.Option(None, "--tp"),
+    pp: Optional[int] = typer.Option(None, "--pp"),
+    cp: Optional[int] = typer.Option(None, "--cp"),
+    vp: Optional[int] = typer.Option(None, "--vp"),
+    ep: Optional[int] = typer.Option(None, "--ep"),
+    etp: Optional[int] = typer.Option(None, "--etp"),
+    mbs: Optional[int] = typer.Option(None, "--mbs"),
+    gbs: Optional[int] = typer.Option(None, "--gbs"),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="steps left out of the statistics"),
+    window: Optional[int] = typer.Option(None, "--window", help="steps in the statistics window"),
+    seed: int = typer.Option(1234, "--seed"),
+    lr: float = typer.Option(3e-4, "--lr", help="peak learning rate"),
+    ddp: bool = typer.Option(False, "--ddp", help="plain DDP instead of FSDP2 for data parallelism"),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile every transformer block"),
+    convention: str = typer.Option("recipe", "--flops", help="FLOPs convention: recipe, megatron, 6n"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="resolve and print the config; do not train"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Train a workload: its CPU proxy by default, in-process on 1 rank or via torchrun."""
+    from llmb.engine.config import DEFAULT_WORKLOAD, RunRequest, resolve_run
+
+    total_gpus = _env_int("JOB_TOTAL_GPUS")
+    per_node = _env_int("GPUS_PER_NODE")
+    if total_gpus and per_node and total_gpus > per_node and nproc is None:
+        raise LlmbError(
+            f"JOB_TOTAL_GPUS={total_gpus} spans several nodes of {per_node}; start multi-node runs through a launcher"
+        )
+    overrides = {k.lower(): _pick(v, k) for k, v in zip(LAYOUT_ENV, (tp, pp, cp, vp, ep, etp, mbs, gbs))}
+    full = proxy.lower() == "none"
+    world = nproc or total_gpus or (None if full else 1)
+    req = RunRequest(
+        workload=workload or DEFAULT_WORKLOAD,
+        size=size or os.environ.get("MODEL_SIZE") or None,
+        dtype=(dtype or os.environ.get("DTYPE") or None),
+        proxy=None if full else proxy,
+        nproc=world or 1,
+        gpus=total_gpus if full else None,
+        overrides=overrides,
+        steps=_pick(steps, "MAX_STEPS"),
+        seed=seed, lr=lr, warmup_steps=warmup_steps, window=window,
+        dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention,
+    )
+    if full and world is None:
+        resolved = resolve_run(req)  # the recipe's own scale decides the process count
+        req = RunRequest(**{**req.__dict__, "nproc": resolved.world})
+    run = resolve_run(req)
+    if run.recipe.dtype == "fp8":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LlmbError("fp8 needs a CUDA GPU with FP8 tensor cores (H100 or newer) and torchao; on CPU use --dtype bf16 or fp32")
+    if dry_run:
+        print_json(run.as_dict())
+        return
+
+    from llmb.launch.experiment import create_experiment_dir, write_json
+
+    exp_dir = create_experiment_dir(run.recipe.workload.name, run.size_label, run.recipe.dtype, run.world)
+    write_json(exp_dir / "request.json", req.__dict__)
+    if not as_json:
+        console.print(f"[bold]llmb run[/] {run.recipe.workload.name} {run.size_label} {run.recipe.dtype}, "
+                      f"{run.world} rank(s) -> {exp_dir}", highlight=False)
+        for note in run.notes:
+            console.print(f"  note: {note}", highlight=False)
+    if run.world == 1:
+        from llmb.engine.runner import train
+
+        # With --json, stdout carries only the summary; step lines go to stderr.
+        summary = train(run, exp_dir, progress=console.is_terminal and not as_json,
+                        stream=sys.stderr if as_json else None)
+    else:
+        summary = _torchrun(run.world, exp_dir, quiet_stdout=as_json)
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(result_table(summary))
+
+
+def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False) -> dict[str, Any]:
+    env = dict(os.environ)
+    # Share the cores among the ranks instead of oversubscribing them.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "llmb.engine.worker", str(exp_dir)]
+    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr if quiet_stdout else None)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:  # the workers got the SIGINT too; let them write the summary
+        code = proc.wait()
+    summary_file = exp_dir / "summary.json"
+    if not summary_file.exists():
+        if code == 1:
+            raise LlmbError(f"the training workers stopped on a configuration error (see above); {exp_dir}")
+        raise SystemFailure(f"torchrun exited with code {code} before writing {summary_file}")
+    return json.loads(summary_file.read_text())
+
+
+@app.command("doctor")
+def doctor_cmd(as_json: bool = JSON_OPTION) -> None:
+    """Print the environment and measure (and cache) the CPU GEMM ceiling used for MFU."""
+    import torch
+
+    from llmb.engine.ceiling import cache_file, gemm_ceiling
+    from llmb.engine.environment import torch_facts
+    from llmb.launch.experiment import host_facts
+
+    facts = {**host_facts(), **torch_facts()}
+    ceilings = {}
+    for dtype in ("fp32", "bf16"):
+        t0 = time.perf_counter()
+        flops, _ = gemm_ceiling(dtype, refresh=True)
+        ceilings[dtype] = {"gflops": flops / 1e9, "measure_s": time.perf_counter() - t0}
+    facts["gemm_ceiling_measured"] = ceilings
+    facts["gemm_ceiling_cache"] = str(cache_file())
+    if as_json:
+        print_json(facts)
+        return
+    table = Table(title="llmb doctor", show_header=False)
+    table.add_column("fact")
+    table.add_column("value")
+    for key in ("llmb_version", "python", "torch", "platform", "cpu_count", "torch_threads",
+                "cpu_capability", "cuda_available", "cuda_devices"):
+        table.add_row(key, str(facts.get(key)))
+    table.add_row("backends", ", ".join(k for k, v in facts["backends"].items() if v) or "none")
+    for dtype, c in ceilings.items():
+        table.add_row(f"GEMM ceiling {dtype} (measured, {torch.get_num_threads()} threads)", f"{c['gflops']:.1f} GFLOP/s")
+    table.add_row("cached in", facts["gemm_ceiling_cache"])
+    console.print(table)
+    console.print("MFU on CPU divides by the measured GEMM ceiling of the run's precision.", highlight=False)

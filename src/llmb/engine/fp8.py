@@ -1,0 +1,33 @@
+"""FP8 training through torchao's float8 linear layers (CUDA only).
+
+This path exists for H100-class GPUs and cannot run on this CPU-only machine: it is untested
+here. It converts every ``nn.Linear`` except the output layer (kept in bf16, as the reference
+recipes do) to ``Float8Linear`` with dynamic tensorwise scaling, on the meta model before any
+parallelism is applied (torchao's documented order). With TP, torchao's float8 TP styles
+would be needed instead of the plain ones; that combination is refused.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llmb.errors import LlmbError
+
+
+def convert_to_fp8(modules, tp: int = 1) -> None:
+    if tp > 1:
+        raise LlmbError("fp8 with TP > 1 is not implemented in the llmb engine yet")
+    if not torch.cuda.is_available():
+        raise LlmbError("fp8 needs a CUDA GPU; on CPU use --dtype bf16 or fp32")
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < (8, 9):
+        raise LlmbError(f"fp8 needs compute capability 8.9 or newer (this GPU has {major}.{minor})")
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError:
+        raise LlmbError("fp8 needs torchao (pip install torchao)") from None
+    config = Float8LinearConfig()
+    for m in modules:
+        convert_to_float8_training(
+            m, config=config, module_filter_fn=lambda mod, fqn: not fqn.endswith("output")
+        )

@@ -1,0 +1,21 @@
+"""Transformer models built from a catalog :class:`~llmb.catalog.ModelSpec`.
+
+Plain ``nn.Module`` s: no process groups and no parallelism flags. Build them on the ``meta``
+device, apply parallelism from outside (:mod:`llmb.engine.parallel`), then materialize each
+rank's shard with ``to_empty`` + :meth:`Transformer.init_weights`.
+"""
+
+from llmb.engine.models.init import seeded_normal_
+from llmb.engine.models.moe import MoE, GroupedExperts, route
+from llmb.engine.models.transformer import Attention, FeedForward, Transformer, TransformerBlock
+
+__all__ = [
+    "Attention",
+    "FeedForward",
+    "GroupedExperts",
+    "MoE",
+    "Transformer",
+    "TransformerBlock",
+    "route",
+    "seeded_normal_",
+]

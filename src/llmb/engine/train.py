@@ -1,0 +1,139 @@
+"""The training step: GA micro-batches (or a pipeline schedule), global gradient clipping,
+AdamW with warm-up + cosine.
+
+The loss of a micro-batch is its summed token cross-entropy divided by the number of tokens
+in the whole global batch, and every gradient reduction is a SUM: so the gradients (and the
+reported loss) are the global-batch mean whatever the layout, which is what makes one process
+and any parallel layout agree step by step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from llmb.engine.config import ResolvedRun
+from llmb.engine.data.synthetic import MicroBatch, SyntheticTokens
+from llmb.engine.optim import MasterWeights, build_optimizer, clip_grad_norm, lr_lambda
+from llmb.engine.parallel import Parallel, build_model_parts
+from llmb.engine.parallel.context import slice_batch
+from llmb.engine.parallel.expert import reduce_expert_grads
+from llmb.errors import LlmbError
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # global-batch mean token cross-entropy (nats)
+    grad_norm: float  # global L2 norm before clipping
+    lr: float  # learning rate used by this step
+
+
+class Trainer:
+    """One rank's model share, optimizer and data; :meth:`step` runs one training step."""
+
+    def __init__(self, run: ResolvedRun, par: Parallel, device: torch.device, data=None):
+        self.run, self.par, self.device = run, par, device
+        model, derived = run.model, run.derived
+        self.ga = derived.ga
+        self.global_tokens = run.layout.gbs * model.seq_len
+        if run.recipe.dtype == "fp8" and device.type != "cuda":
+            raise LlmbError(
+                "fp8 needs a CUDA GPU with FP8 tensor cores (H100 or newer) and torchao; "
+                "on CPU use --dtype bf16 or fp32"
+            )
+        self.parts = build_model_parts(
+            model, derived, par, device, run.recipe.dtype, run.request.seed,
+            run.request.dp_mode, loss_fn=self._normalized_loss,
+        )
+        if run.request.compile:
+            self._compile()
+        params = self.parts.parameters()
+        self.master = MasterWeights(params) if self.parts.low_precision_params else None
+        opt_params = self.master.masters if self.master else params
+        self.optimizer = build_optimizer(opt_params, run.request.lr, run.request.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(run.lr_warmup_steps, run.steps, run.request.min_lr_ratio)
+        )
+        self.data = data if data is not None else SyntheticTokens(
+            vocab=model.vocab, seq_len=model.seq_len, micro_batch=run.layout.mbs, ga=self.ga,
+            dp_rank=par.dp_rank, dp_size=par.dims.dp, seed=run.request.seed,
+        )
+        self._batches = iter(self.data)
+
+    def _compile(self) -> None:
+        for m in self.parts.modules:
+            for name, block in list(m.layers.items()):
+                m.layers[name] = torch.compile(block)
+
+    def _normalized_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), reduction="sum"
+        ) / self.global_tokens
+
+    def _next_micro_batches(self) -> list[MicroBatch]:
+        cp = self.par.dims.cp
+        out = []
+        for _ in range(self.ga):
+            tokens, labels = next(self._batches)
+            tokens, labels = slice_batch(tokens, labels, cp, self.par.cp_rank)
+            out.append((tokens.to(self.device), labels.to(self.device)))
+        return out
+
+    def _forward_backward(self, batches: list[MicroBatch]) -> torch.Tensor:
+        """Summed normalized loss of this rank's tokens (0 on non-last pipeline stages)."""
+        parts = self.parts
+        if parts.schedule is not None:
+            tokens = torch.cat([t for t, _ in batches])
+            labels = torch.cat([lab for _, lab in batches])
+            losses: list[torch.Tensor] = []
+            if parts.is_first_stage and parts.is_last_stage:
+                parts.schedule.step(tokens, target=labels, losses=losses)
+            elif parts.is_first_stage:
+                parts.schedule.step(tokens)
+            elif parts.is_last_stage:
+                parts.schedule.step(target=labels, losses=losses)
+            else:
+                parts.schedule.step()
+            total = torch.zeros((), dtype=torch.float64, device=self.device)
+            for loss in losses:
+                total += loss.detach().double()
+            return total
+        model = parts.runnable[0]
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i, (tokens, labels) in enumerate(batches):
+            last = i == len(batches) - 1
+            # DDP: reduce once per step, not per micro-batch.
+            sync = model.no_sync() if parts.ddp and not last else contextlib.nullcontext()
+            with sync:
+                loss = self._normalized_loss(model(tokens), labels)
+                loss.backward()
+            total += loss.detach().double()
+        return total
+
+    def step(self) -> StepResult:
+        lr = self.optimizer.param_groups[0]["lr"]
+        total = self._forward_backward(self._next_micro_batches())
+        par = self.par
+        reduce_expert_grads(self.parts.expert_params, par.edp_group)
+        norm = clip_grad_norm(
+            self.parts.parameters(), self.run.request.grad_clip, par.ep_group, par.group("pp")
+        )
+        if self.master:
+            self.master.grads_to_masters()
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.master:
+            self.master.masters_to_params()
+            for p in self.master.masters:
+                p.grad = None
+        for m in self.parts.modules:
+            m.zero_grad(set_to_none=True)
+        for name in ("dp_cp", "pp"):
+            group = par.group(name)
+            if group is not None:
+                dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        return StepResult(loss=float(total), grad_norm=norm, lr=lr)
