@@ -226,3 +226,24 @@ def parse_file(path: str | os.PathLike[str], fmt: str | None = None, rank: int |
     """Parse one log file (streamed; any size)."""
     with open_log(path) as fh:
         return parse_stream(fh, fmt=fmt, rank=rank, path=str(path))
+
+
+LOG_SUFFIXES = (".log", ".out", ".err", ".txt")
+
+
+def log_files(paths: list[str] | list[Path]) -> list[Path]:
+    """Files named on the command line, and the log files (``*.log``, ``*.out``, ``*.err``,
+    ``*.txt``) under any folder named there, in a stable order."""
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            inside = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in LOG_SUFFIXES)
+            if not inside:
+                raise LlmbError(f"no log files (*{', *'.join(LOG_SUFFIXES)}) under {p}")
+            found.extend(inside)
+        elif p.exists():
+            found.append(p)
+        else:
+            raise LlmbError(f"no such log file or folder: {p}")
+    return found

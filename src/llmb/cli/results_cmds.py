@@ -1,0 +1,156 @@
+"""Results commands: parse, import, compare, report (and the ``jobs`` sub-app, registered from
+:mod:`llmb.cli.jobs_cmds`)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from llmb.catalog import default_catalog
+from llmb.cli.app import JSON_OPTION, app, console, print_json
+from llmb.errors import LlmbError
+from llmb.results.analysis import ROW_FIELDS, RunResult, analyze, result_row
+from llmb.results.identity import RunSpec, infer_spec
+from llmb.results.parse import check_format, log_files, parse_file
+from llmb.results.stats import Window, parse_window
+
+WINDOW_OPTION = typer.Option(
+    None, "--window", "-w", metavar="A:B",
+    help="Iterations to average, inclusive, numbered as the log prints them "
+    "(default 11:44 of 50 steps, scaled to the run's length).",
+)
+FORMAT_OPTION = typer.Option("auto", "--format", "-f", help="Log format (default: detect).")
+RANK_OPTION = typer.Option(None, "--rank", help="Rank to read in multi-rank output (default: the lowest).")
+WORKLOAD_OPTION = typer.Option(None, "--workload", help="Catalog workload (default: from the folder name).")
+SIZE_OPTION = typer.Option(None, "--size", help="Model size, e.g. 8b.")
+DTYPE_OPTION = typer.Option(None, "--dtype", help="bf16, fp8 or fp32.")
+GPUS_OPTION = typer.Option(None, "--gpus", min=1, help="Total GPUs of the run.")
+GPU_TYPE_OPTION = typer.Option(None, "--gpu-type", help="GPU type (default: the workload's).")
+CONVENTION_OPTION = typer.Option("recipe", "--convention", help="FLOPs convention for MFU: recipe, megatron or 6n.")
+CSV_OPTION = typer.Option(False, "--csv", help="Print CSV instead of a table.")
+
+
+def analyze_paths(
+    paths: list[str],
+    *,
+    window: str | None,
+    fmt: str,
+    rank: int | None,
+    spec: RunSpec,
+    convention: str,
+    skip_unknown_in_folders: bool = True,
+) -> list[RunResult]:
+    """Parse and analyse every log named (folders are searched); shared by parse and import."""
+    check_format(fmt)
+    win: Window | None = parse_window(window) if window else None
+    catalog = default_catalog()
+    explicit = {Path(p) for p in paths if not Path(p).is_dir()}
+    results = []
+    for path in log_files(paths):
+        parsed = parse_file(path, fmt=fmt, rank=rank)
+        if parsed.format is None and path not in explicit and skip_unknown_in_folders:
+            continue  # sbatch scripts and other files in an experiment folder
+        run = spec.merged_over(infer_spec(path, parsed.format, catalog))
+        results.append(analyze(parsed, run, catalog, win, convention))
+    if not results:
+        raise LlmbError(f"no step lines of any known format in {', '.join(paths)}")
+    return results
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def write_csv(rows: list[dict[str, Any]], fields: tuple[str, ...] | list[str]) -> None:
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+_STATUS_STYLE = {"OK": "green", "INCOMPLETE": "yellow", "INVALID": "red", "NO_DATA": "red"}
+
+
+def print_results(results: list[RunResult]) -> None:
+    """One block per log (readable in 80 columns; --csv gives the table)."""
+    for res in results:
+        row = result_row(res)
+        status = row["status"]
+        console.print(
+            f"[bold]{res.parsed.path}[/]  {row['format'] or '-'}  [{_STATUS_STYLE[status]}]{status}[/]",
+            highlight=False,
+        )
+        run = f"{res.spec.label()} ({res.spec.source})" if res.spec.workload else "unknown (give --workload/--size/--gpus)"
+        lines = [("run", run), ("window", f"{row['window']}: {row['present']} of its steps found, {row['steps_found']} in all")]
+        if row["step_time_s"] is not None:
+            std = row["step_time_std_s"]
+            spread = f" ± {std:.3f} (sample std)" if std is not None else ""
+            minmax = (
+                f"; min {row['step_time_min_s']:.3f}, median {row['step_time_median_s']:.3f}, max {row['step_time_max_s']:.3f}"
+                if row["step_time_min_s"] is not None
+                else f" ({(res.metrics or {}).get('step_time_source', 'log')})"
+            )
+            lines.append(("step time", f"{row['step_time_s']:.3f} s{spread}{minmax}"))
+        perf = []
+        if row["tflops_per_gpu"] is not None:
+            perf.append(f"TFLOP/s/GPU {row['tflops_per_gpu']:.1f} ({row['tflops_per_gpu_source']})")
+        if row["tokens_per_s"] is not None:
+            perf.append(f"tokens/s {row['tokens_per_s']:.0f}")
+        elif row["tokens_per_s_per_gpu"] is not None:
+            perf.append(f"tokens/s/GPU {row['tokens_per_s_per_gpu']:.0f}")
+        if row["mfu"] is not None:
+            perf.append(f"MFU {_pct(row['mfu'])} ({row['convention']} FLOPs)")
+        if row["days_per_1t_tokens"] is not None:
+            perf.append(f"days/1T {row['days_per_1t_tokens']:.2f}")
+        if perf:
+            lines.append(("throughput", ", ".join(perf)))
+        base = res.recipe.baseline if res.recipe else None
+        if base is not None and base.step_time_s and row["step_time_s"]:
+            lines.append(
+                ("baseline", f"{base.step_time_s} s/step; this run has {base.step_time_s / row['step_time_s']:.1%} of its throughput")
+            )
+        for key, value in lines:
+            console.print(f"  {key:<11}{value}", highlight=False)
+        for note in list(res.stats.reasons) + list(res.parsed.notes) + list(res.notes):
+            console.print(f"  [dim]- {note}[/]", highlight=False)
+
+
+@app.command("parse")
+def parse_cmd(
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Log files or experiment folders."),
+    window: Optional[str] = WINDOW_OPTION,
+    fmt: str = FORMAT_OPTION,
+    rank: Optional[int] = RANK_OPTION,
+    workload: Optional[str] = WORKLOAD_OPTION,
+    size: Optional[str] = SIZE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    gpus: Optional[int] = GPUS_OPTION,
+    gpu_type: Optional[str] = GPU_TYPE_OPTION,
+    convention: str = CONVENTION_OPTION,
+    steps: bool = typer.Option(False, "--steps", help="With --json: include every parsed step."),
+    as_json: bool = JSON_OPTION,
+    as_csv: bool = CSV_OPTION,
+) -> None:
+    """Parse training logs of any supported framework: window statistics, status and metrics."""
+    if as_json and as_csv:
+        raise LlmbError("choose one of --json and --csv")
+    spec = RunSpec(workload, size, dtype, gpus, gpu_type)
+    results = analyze_paths(paths, window=window, fmt=fmt, rank=rank, spec=spec, convention=convention)
+    if as_json:
+        print_json([r.as_dict(with_steps=steps) for r in results])
+    elif as_csv:
+        write_csv([result_row(r) for r in results], ROW_FIELDS)
+    else:
+        print_results(results)

@@ -1,0 +1,177 @@
+"""From a parsed log to a measured run: window statistics plus the reference metrics.
+
+Every derived number (tokens/s, TFLOP/s per GPU from the catalog's FLOPs, MFU, days per 1T
+tokens, a step time implied by tokens/s) comes from :mod:`llmb.plan`; nothing is re-derived
+here. A TFLOP/s per GPU the framework printed is reported as logged, beside the catalog's, and
+preferred when it is plausible (positive and below the GPU's dense peak).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmb.catalog.loader import Catalog
+from llmb.errors import LlmbError
+from llmb.plan.metrics import step_time_from_tokens_per_s
+from llmb.plan.recipe import Recipe, resolve
+from llmb.results.identity import RunSpec
+from llmb.results.parse import ParsedLog
+from llmb.results.stats import Window, WindowStats, default_window, window_stats
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One analysed log: its steps, identity, window statistics and metrics."""
+
+    parsed: ParsedLog
+    spec: RunSpec
+    stats: WindowStats
+    recipe: Recipe | None = None
+    #: the reference metrics at the window's mean step time (``None`` without a recipe)
+    metrics: dict[str, Any] | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def step_time_s(self) -> float | None:
+        return self.metrics["step_time_s"] if self.metrics else self.stats.mean("step_time_s")
+
+    def as_dict(self, with_steps: bool = False) -> dict[str, Any]:
+        p = self.parsed
+        out: dict[str, Any] = {
+            "path": p.path,
+            "format": p.format,
+            "rank": p.rank,
+            "ranks": list(p.ranks),
+            "run": self.spec.as_dict(),
+            "gpu_type": self.recipe.gpu_type if self.recipe else self.spec.gpu_type,
+            "status": self.stats.status.value,
+            "window": str(self.stats.window),
+            "reasons": list(self.stats.reasons),
+            "steps_found": len(p.records),
+            "last_iteration": p.records[-1].iteration if p.records else None,
+            "progress": list(p.progress) if p.progress else None,
+            "stats": {k: v.as_dict() for k, v in self.stats.metrics.items()},
+            "metrics": self.metrics,
+            "baseline": self.recipe.baseline.model_dump(mode="json") if self.recipe and self.recipe.baseline else None,
+            "layout": self.recipe.layout.as_dict() if self.recipe else None,
+            "lines": p.lines,
+            "bytes": p.bytes,
+            "notes": list(p.notes) + list(self.notes),
+        }
+        if with_steps:
+            out["steps"] = [r.as_dict() for r in p.records]
+        return out
+
+
+ROW_FIELDS = (
+    "path", "format", "workload", "size", "dtype", "gpus", "gpu_type", "status", "window", "present",
+    "steps_found", "step_time_s", "step_time_std_s", "step_time_min_s", "step_time_max_s",
+    "step_time_median_s", "tflops_per_gpu", "tflops_per_gpu_source", "tokens_per_s",
+    "tokens_per_s_per_gpu", "mfu", "convention", "days_per_1t_tokens", "reasons",
+)
+
+
+def result_row(result: RunResult) -> dict[str, Any]:
+    """A flat row (CSV and tables): window statistics of the step time, then the metrics."""
+    p, s, spec, m = result.parsed, result.stats, result.spec, result.metrics or {}
+    st = s.metrics.get("step_time_s")
+    logged_tokens = s.mean("tokens_per_s")
+    return {
+        "path": p.path,
+        "format": p.format,
+        "workload": spec.workload,
+        "size": spec.size,
+        "dtype": spec.dtype or (result.recipe.dtype if result.recipe else None),
+        "gpus": spec.gpus,
+        "gpu_type": result.recipe.gpu_type if result.recipe else spec.gpu_type,
+        "status": s.status.value,
+        "window": str(s.window),
+        "present": s.present,
+        "steps_found": len(p.records),
+        "step_time_s": m.get("step_time_s", st.mean if st else None),
+        "step_time_std_s": st.std if st else None,
+        "step_time_min_s": st.min if st else None,
+        "step_time_max_s": st.max if st else None,
+        "step_time_median_s": st.median if st else None,
+        "tflops_per_gpu": m.get("tflops_per_gpu", s.mean("tflops_per_gpu")),
+        "tflops_per_gpu_source": m.get("tflops_per_gpu_source", "log" if s.mean("tflops_per_gpu") else None),
+        "tokens_per_s": m.get("tokens_per_s", logged_tokens),
+        "tokens_per_s_per_gpu": m.get("tokens_per_s_per_gpu", s.mean("tokens_per_s_per_gpu")),
+        "mfu": m.get("mfu"),
+        "convention": m.get("convention"),
+        "days_per_1t_tokens": m.get("days_per_1t_tokens"),
+        "reasons": "; ".join(s.reasons),
+    }
+
+
+def _final_reached(parsed: ParsedLog, planned: int | None) -> bool | None:
+    if parsed.final_reached is not None:
+        return parsed.final_reached
+    if planned is None or not parsed.records or parsed.iteration_base is None:
+        return None
+    return parsed.records[-1].iteration >= planned - 1 + parsed.iteration_base
+
+
+def analyze(
+    parsed: ParsedLog,
+    spec: RunSpec,
+    catalog: Catalog,
+    window: Window | None = None,
+    convention: str = "recipe",
+) -> RunResult:
+    """Window statistics for ``parsed`` and, when ``spec`` names a catalog recipe, its metrics."""
+    notes: list[str] = []
+    recipe: Recipe | None = None
+    if spec.workload and spec.size and spec.gpus:
+        recipe = resolve(catalog, spec.workload, spec.size, spec.dtype, spec.gpus, spec.gpu_type)
+    elif spec.workload or spec.size or spec.gpus:
+        missing = [n for n in ("workload", "size", "gpus") if getattr(spec, n) is None]
+        notes.append(f"no metrics: give --{' --'.join(missing)} (or name the folder like llama3.1_8b_bf16_gpus8)")
+    planned = parsed.planned_steps or (recipe.workload.max_steps if recipe else None)
+    window = window or default_window(planned)
+    stats = window_stats(parsed.records, window, _final_reached(parsed, planned))
+    metrics = _metrics(stats, recipe, convention, notes) if recipe else None
+    return RunResult(parsed, spec, stats, recipe, metrics, tuple(notes))
+
+
+def _metrics(stats: WindowStats, recipe: Recipe, convention: str, notes: list[str]) -> dict[str, Any] | None:
+    step = stats.mean("step_time_s")
+    step_source = "log"
+    if step is None:
+        # torchtitan prints tokens/s per device, not a step time: let plan turn it into one.
+        per_gpu = stats.mean("tokens_per_s_per_gpu")
+        job = stats.mean("tokens_per_s")
+        tokens = job if job is not None else (per_gpu * recipe.gpus if per_gpu is not None else None)
+        if tokens is None or not tokens > 0:
+            return None
+        step = step_time_from_tokens_per_s(recipe.model.seq_len, recipe.layout.gbs, tokens)
+        step_source = "tokens/s in the log"
+    if not (math.isfinite(step) and step > 0):
+        notes.append(f"no metrics: the window's mean step time is {step}")
+        return None
+    try:
+        m = recipe.metrics(step, convention).as_dict()
+    except LlmbError as exc:  # e.g. an unknown convention
+        raise LlmbError(f"cannot compute metrics for {recipe.title}: {exc}") from None
+    m["step_time_source"] = step_source
+    m["tflops_per_gpu_catalog"] = m["tflops_per_gpu"]
+    m["tflops_per_gpu_source"] = f"catalog FLOPs ({convention})"
+    logged = stats.mean("tflops_per_gpu")
+    m["tflops_per_gpu_logged"] = logged
+    if logged is not None:
+        if 0 < logged <= m["peak_tflops"]:
+            m["tflops_per_gpu"] = logged
+            m["tflops_per_gpu_source"] = "log"
+        else:
+            notes.append(
+                f"logged TFLOP/s/GPU {logged:.1f} is beyond the {m['peak_tflops']:.0f} TFLOP/s peak; "
+                "the catalog's FLOPs are used instead"
+            )
+    if m["mfu"] > 1:
+        notes.append(
+            f"MFU {m['mfu']:.0%} is impossible: the run is probably not {recipe.title} "
+            "(check --workload/--size/--gpus)"
+        )
+    return m
