@@ -114,3 +114,42 @@ def test_explicit_file_without_steps_is_no_data(tmp_path, capsys):
     f.write_bytes(b"\x00\xffnothing\n")
     code, out, _ = run(capsys, "parse", str(f), "--json")
     assert code == 0 and json.loads(out)[0]["status"] == "NO_DATA"
+
+
+def test_import_list_show_export(tmp_path, capsys, llmb_home):
+    d = experiment(tmp_path, "log.out", "nemo2_llama31_8b_bf16.log", "llama3.1_8b_bf16_gpus8")
+    code, out, err = run(capsys, "import", str(d), "--cluster", "eos", "--json")
+    assert code == 0, err
+    (done,) = json.loads(out)
+    assert done["run_id"].startswith("llama3.1_8b_bf16_gpus8-20260101T000000Z-") and done["status"] == "OK"
+    assert (llmb_home / "jobs.db").exists()
+    code, out, _ = run(capsys, "import", str(d))  # again: same run id, updated in place
+    code, out, _ = run(capsys, "jobs", "list", "--json")
+    (row,) = json.loads(out)
+    assert row["cluster"] == "eos" and row["started_at"] == "2026-01-01T00:00:00Z"
+    assert row["mfu"] == pytest.approx(row["metrics"]["mfu"]) and row["layout"]["cp"] == 2
+    code, out, _ = run(capsys, "jobs", "show", done["run_id"][:12], "--json", "--steps")
+    shown = json.loads(out)
+    assert len(shown["steps"]) == 50 and shown["steps"][0]["iteration"] == 0
+    code, out, _ = run(capsys, "jobs", "export", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 1 and rows[0]["run_id"] == done["run_id"] and rows[0]["workload"] == "llama3.1"
+    target = tmp_path / "runs.json"
+    code, out, _ = run(capsys, "jobs", "export", "--format", "json", "--output", str(target))
+    assert code == 0 and json.loads(target.read_text())[0]["run_id"] == done["run_id"]
+    code, out, _ = run(capsys, "jobs", "list")
+    assert "llama3.1 8b bf16 x8" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["jobs", "show", "nope"], "no run 'nope'"),
+        (["jobs", "export", "--format", "xml"], "unknown export format"),
+        (["jobs", "save-set", "ref", "nope"], "no run 'nope'"),
+        (["import", str(LOGS), "--run-id", "x"], "--run-id names one run"),
+    ],
+)
+def test_jobs_bad_input_is_one_line(capsys, argv, needle):
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and err.strip().count("\n") == 0 and needle in err

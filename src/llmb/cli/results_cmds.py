@@ -154,3 +154,46 @@ def parse_cmd(
         write_csv([result_row(r) for r in results], ROW_FIELDS)
     else:
         print_results(results)
+
+
+@app.command("import")
+def import_cmd(
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Log files or experiment folders."),
+    window: Optional[str] = WINDOW_OPTION,
+    fmt: str = FORMAT_OPTION,
+    rank: Optional[int] = RANK_OPTION,
+    workload: Optional[str] = WORKLOAD_OPTION,
+    size: Optional[str] = SIZE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    gpus: Optional[int] = GPUS_OPTION,
+    gpu_type: Optional[str] = GPU_TYPE_OPTION,
+    convention: str = CONVENTION_OPTION,
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster name to record."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id (one log only; default: derived from the path)."),
+    job_id: Optional[str] = typer.Option(None, "--job-id", help="Scheduler job id to record."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Parse logs and store the runs in the job store ($LLMB_HOME/jobs.db)."""
+    from llmb.results.analysis import run_id_for, store_row
+    from llmb.results.store import Store
+
+    spec = RunSpec(workload, size, dtype, gpus, gpu_type)
+    results = analyze_paths(paths, window=window, fmt=fmt, rank=rank, spec=spec, convention=convention)
+    if run_id is not None and len(results) != 1:
+        raise LlmbError(f"--run-id names one run but {len(results)} logs were found")
+    store = Store.open()
+    done = []
+    for res in results:
+        rid = run_id or run_id_for(res)
+        store.put(store_row(res, rid, cluster=cluster, job_id=job_id), res.parsed.records)
+        done.append({"run_id": rid, "status": res.stats.status.value, "path": res.parsed.path})
+    if as_json:
+        print_json(done)
+        return
+    for d in done:
+        console.print(f"imported {d['run_id']}  {d['status']}  ({d['path']})", highlight=False)
+    console.print(f"[dim]job store: {store.path}[/]", highlight=False)
+
+
+# The jobs sub-app lives in its own module (the launcher side extends it).
+from llmb.cli import jobs_cmds  # noqa: E402,F401

@@ -8,8 +8,12 @@ preferred when it is plausible (positive and below the GPU's dense peak).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from llmb.catalog.loader import Catalog
@@ -175,3 +179,62 @@ def _metrics(stats: WindowStats, recipe: Recipe, convention: str, notes: list[st
             "(check --workload/--size/--gpus)"
         )
     return m
+
+
+_STAMP = re.compile(r"^\d{8}T\d{6}Z$")
+
+
+def run_id_for(result: RunResult) -> str:
+    """A stable id for a log: the experiment (or file) name plus a hash of its absolute path,
+    so importing the same log again updates its run instead of adding one."""
+    path = Path(str(result.parsed.path)).resolve()
+    folder = path.parent
+    if _STAMP.match(folder.name):  # llmb: experiments/<name>/<UTC timestamp>/
+        name = f"{folder.parent.name}-{folder.name}"
+    elif result.spec.source.startswith("folder "):
+        name = result.spec.source.split(" ", 1)[1]
+    else:
+        name = path.stem
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)[:80]}-{digest}"
+
+
+def store_row(result: RunResult, run_id: str, cluster: str | None = None, job_id: str | None = None) -> dict[str, Any]:
+    """The job-store row of an analysed run."""
+    row = result_row(result)
+    path = Path(str(result.parsed.path)).resolve()
+    started = None
+    if _STAMP.match(path.parent.name):
+        started = datetime.strptime(path.parent.name, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        finished = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OSError:
+        finished = None
+    return {
+        "run_id": run_id,
+        "workload": row["workload"],
+        "size": row["size"],
+        "dtype": row["dtype"],
+        "gpus": row["gpus"],
+        "gpu_type": row["gpu_type"],
+        "cluster": cluster,
+        "layout": result.recipe.layout.as_dict() if result.recipe else None,
+        "format": row["format"],
+        "status": row["status"],
+        "window": row["window"],
+        "step_time_s": row["step_time_s"],
+        "step_time_std_s": row["step_time_std_s"],
+        "tokens_per_s": row["tokens_per_s"],
+        "tflops_per_gpu": row["tflops_per_gpu"],
+        "mfu": row["mfu"],
+        "days_per_1t_tokens": row["days_per_1t_tokens"],
+        "convention": row["convention"],
+        "stats": result.stats.as_dict(),
+        "metrics": result.metrics,
+        "notes": list(result.stats.reasons) + list(result.parsed.notes) + list(result.notes),
+        "log_path": str(path),
+        "log_bytes": result.parsed.bytes,
+        "started_at": started,
+        "finished_at": finished,
+        "job_id": job_id,
+    }
