@@ -195,5 +195,107 @@ def import_cmd(
     console.print(f"[dim]job store: {store.path}[/]", highlight=False)
 
 
+def _runs_from_args(args: list[str], spec: RunSpec, window: str | None, convention: str) -> list[dict[str, Any]]:
+    """Job-store rows for run ids, and rows made on the fly for log paths."""
+    from llmb.results.analysis import run_id_for, store_row
+    from llmb.results.store import Store
+
+    store = Store.open()
+    if not args:
+        rows = store.runs()
+        if not rows:
+            raise LlmbError(f"the job store ({store.path}) holds no runs; name logs or run ids, or llmb import some")
+        return rows
+    rows = []
+    for arg in args:
+        if Path(arg).exists():
+            for res in analyze_paths([arg], window=window, fmt="auto", rank=None, spec=spec, convention=convention):
+                rows.append(store_row(res, run_id_for(res)))
+        else:
+            rows.append(store.get(arg))
+    return rows
+
+
+_VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "N/A": "yellow"}
+_METRIC_FMT = {"step_time_s": ".3f", "tokens_per_s": ".0f", "mfu": ".4f", "days_per_1t_tokens": ".2f"}
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Optional[list[str]] = typer.Argument(None, metavar="[RUN_ID|LOG]...", help="Runs to judge (default: every stored run)."),
+    against: Optional[str] = typer.Option(None, "--against", help="Compare with this stored run instead of the baselines."),
+    set_name: Optional[str] = typer.Option(None, "--set", help="Compare with the matching run of this saved set."),
+    tolerance: float = typer.Option(0.95, "--tolerance", help="Pass when throughput >= this fraction of the reference."),
+    show_history: bool = typer.Option(False, "--history", help="Also flag regressions along each configuration's stored history."),
+    window: Optional[str] = WINDOW_OPTION,
+    workload: Optional[str] = WORKLOAD_OPTION,
+    size: Optional[str] = SIZE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    gpus: Optional[int] = GPUS_OPTION,
+    gpu_type: Optional[str] = GPU_TYPE_OPTION,
+    convention: str = CONVENTION_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Judge runs against the catalog's baselines (default), another run, or a saved set."""
+    from llmb.results import compare as cmp
+    from llmb.results.store import Store
+
+    if against and set_name:
+        raise LlmbError("choose one of --against and --set")
+    if not 0 < tolerance <= 10:
+        raise LlmbError(f"--tolerance must be a fraction such as 0.95, got {tolerance}")
+    spec = RunSpec(workload, size, dtype, gpus, gpu_type)
+    rows = _runs_from_args(list(runs or []), spec, window, convention)
+    if against:
+        other = Store.open().get(against)
+        ref = cmp.run_reference(other)
+        reference_for = lambda run: ref  # noqa: E731
+    elif set_name:
+        members = Store.open().set_runs(set_name)
+        reference_for = lambda run: cmp.set_reference(run, members, set_name)  # noqa: E731
+    else:
+        catalog = default_catalog()
+        reference_for = lambda run: cmp.baseline_reference(run, catalog)  # noqa: E731
+    comparisons = cmp.compare_all(rows, reference_for, tolerance)
+    hist = []
+    if show_history:
+        configs = {cmp.config_of(r) for r in rows}
+        stored = [r for r in Store.open().runs() if cmp.config_of(r) in configs]
+        hist = cmp.history(stored, tolerance)
+    if as_json:
+        print_json({"tolerance": tolerance, "comparisons": [c.as_dict() for c in comparisons],
+                    "history": [h.as_dict() for h in hist]})
+        return
+    for c in comparisons:
+        tr = "" if c.throughput_ratio is None else f" {c.throughput_ratio:.1%} of its throughput"
+        console.print(
+            f"[bold]{c.run_id}[/] ({c.config}, {c.status}) vs {c.reference or '-'}: "
+            f"[{_VERDICT_STYLE[c.verdict]}]{c.verdict}[/]{tr}",
+            highlight=False,
+        )
+        if c.reference:
+            for r in c.rows:
+                if r.measured is None and r.reference is None:
+                    continue
+                f = _METRIC_FMT[r.metric]
+                console.print(
+                    f"  {r.metric:<20}{_fmt(r.measured, f):>12}{_fmt(r.reference, f):>12}"
+                    f"{'' if r.ratio is None else format(r.ratio, '.3f'):>8}",
+                    highlight=False,
+                )
+        for note in c.notes:
+            console.print(f"  [dim]- {note}[/]", highlight=False)
+    if hist:
+        console.print(f"[bold]history[/] (each run vs the best earlier OK run of its configuration, flag below {tolerance:.0%})")
+        config = None
+        for h in sorted(hist, key=lambda h: h.config):  # stable: time order within a configuration
+            if h.config != config:
+                config = h.config
+                console.print(f"  {config}", highlight=False)
+            flag = "  [red]REGRESSION[/]" if h.regression else ""
+            ratio = "first" if h.ratio is None else f"{h.ratio:.1%}"
+            console.print(f"    {(h.when or '')[:16].replace('T', ' ')}  {ratio:>7}  {h.run_id}{flag}", highlight=False)
+
+
 # The jobs sub-app lives in its own module (the launcher side extends it).
 from llmb.cli import jobs_cmds  # noqa: E402,F401
