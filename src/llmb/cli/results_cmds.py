@@ -195,8 +195,11 @@ def import_cmd(
     console.print(f"[dim]job store: {store.path}[/]", highlight=False)
 
 
-def _runs_from_args(args: list[str], spec: RunSpec, window: str | None, convention: str) -> list[dict[str, Any]]:
-    """Job-store rows for run ids, and rows made on the fly for log paths."""
+def _runs_from_args(
+    args: list[str], spec: RunSpec, window: str | None, convention: str, steps: dict[str, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """Job-store rows for run ids, and rows made on the fly for log paths (their steps go to
+    ``steps`` when given)."""
     from llmb.results.analysis import run_id_for, store_row
     from llmb.results.store import Store
 
@@ -211,6 +214,8 @@ def _runs_from_args(args: list[str], spec: RunSpec, window: str | None, conventi
         if Path(arg).exists():
             for res in analyze_paths([arg], window=window, fmt="auto", rank=None, spec=spec, convention=convention):
                 rows.append(store_row(res, run_id_for(res)))
+                if steps is not None:
+                    steps[rows[-1]["run_id"]] = [r.as_dict() for r in res.parsed.records]
         else:
             rows.append(store.get(arg))
     return rows
@@ -295,6 +300,55 @@ def compare_cmd(
             flag = "  [red]REGRESSION[/]" if h.regression else ""
             ratio = "first" if h.ratio is None else f"{h.ratio:.1%}"
             console.print(f"    {(h.when or '')[:16].replace('T', ' ')}  {ratio:>7}  {h.run_id}{flag}", highlight=False)
+
+
+@app.command("report")
+def report_cmd(
+    runs: Optional[list[str]] = typer.Argument(None, metavar="[RUN_ID|LOG]...", help="Runs to report (default: every stored run)."),
+    out: Path = typer.Option(Path("llmb-report"), "--out", "-o", help="Folder for report.md and its PNGs."),
+    workload: Optional[str] = WORKLOAD_OPTION,
+    size: Optional[str] = SIZE_OPTION,
+    dtype: Optional[str] = DTYPE_OPTION,
+    gpus: Optional[int] = GPUS_OPTION,
+    gpu_type: Optional[str] = GPU_TYPE_OPTION,
+    window: Optional[str] = WINDOW_OPTION,
+    convention: str = CONVENTION_OPTION,
+    tolerance: float = typer.Option(0.95, "--tolerance", help="Pass when throughput >= this fraction of the baseline."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw PNG plots."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Markdown tables in the reference layout plus PNG plots (scaling, step time per iteration).
+
+    With no RUN/LOG, stored runs are reported, filtered by --workload/--size/--dtype/--gpus.
+    Given logs, --workload/--size/... name the run as for `llmb parse`.
+    """
+    from llmb.report import write_report
+    from llmb.results.store import Store
+
+    if not 0 < tolerance <= 10:
+        raise LlmbError(f"--tolerance must be a fraction such as 0.95, got {tolerance}")
+    steps: dict[str, list[dict[str, Any]]] = {}
+    catalog = default_catalog()
+    if runs:
+        rows = _runs_from_args(list(runs), RunSpec(workload, size, dtype, gpus, gpu_type), window, convention, steps)
+    else:
+        store = Store.open()
+        wl = catalog.workload(workload).name if workload else None
+        rows = store.runs(workload=wl, size=size, dtype=dtype, gpus=gpus, gpu_type=gpu_type)
+        if not rows:
+            raise LlmbError(f"no stored runs match in {store.path}; llmb import some logs first")
+    store = Store.open()
+
+    def steps_for(run: dict[str, Any]) -> list[dict[str, Any]]:
+        return steps[run["run_id"]] if run["run_id"] in steps else store.steps(run["run_id"])
+
+    md = write_report(rows, steps_for, catalog, out, tolerance=tolerance, plots=plots)
+    files = sorted(str(p) for p in md.parent.glob("*.png")) if plots else []
+    if as_json:
+        print_json({"markdown": str(md), "plots": files})
+        return
+    typer.echo(md.read_text())  # raw Markdown: no wrapping, so it pastes cleanly
+    console.print(f"[dim]wrote {md}" + (f" and {len(files)} plot(s)" if files else "") + "[/]", highlight=False)
 
 
 # The jobs sub-app lives in its own module (the launcher side extends it).
