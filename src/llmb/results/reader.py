@@ -74,14 +74,16 @@ def scan(fh: BinaryIO, state: ScanState) -> Iterator[tuple[int, str]]:
             if m is None:
                 break
             s = m.start()
-            a = max(body.rfind("\n", 0, s), body.rfind("\r", 0, s)) + 1
-            e_n = body.find("\n", s)
-            e_r = body.find("\r", s)
-            if e_n < 0:
-                e_n = end_of_body
-            if e_r < 0:
-                e_r = end_of_body
-            e = e_n if e_n < e_r else e_r
+            # Search for "\r" only within the "\n"-line: an unbounded search would run to the
+            # end of the chunk on every match in a log without carriage returns (quadratic).
+            a = body.rfind("\n", 0, s) + 1
+            a = max(a, body.rfind("\r", a, s) + 1)
+            e = body.find("\n", s)
+            if e < 0:
+                e = end_of_body
+            e_r = body.find("\r", s, e)
+            if e_r >= 0:
+                e = e_r
             line_no += body.count("\n", counted, a)
             counted = a
             yield line_no, body[a:e]

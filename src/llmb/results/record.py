@@ -59,6 +59,10 @@ def to_float(text: str | None) -> float | None:
     """
     if text is None:
         return None
+    try:
+        return float(text)  # the common case, and C-fast (it ignores surrounding blanks)
+    except ValueError:
+        pass
     m = _NUM_RE.match(text.strip())
     if m is None:
         return None

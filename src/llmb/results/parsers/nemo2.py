@@ -14,6 +14,23 @@ from llmb.results.parsers.base import Parser, require_throughput
 from llmb.results.record import StepRecord, to_float
 
 _HEAD = re.compile(r"Training epoch \d{1,9}, iteration (\d{1,12})/(\d{1,12})")
+_TIMING = "train_step_timing in s"
+
+
+def _fields(rest: str) -> dict[str, str]:
+    """``| key: value`` pairs. The fast path assumes NeMo's exact separators (this is the hot
+    loop of a multi-GB log); odd spacing falls back to a tolerant split."""
+    fields = {}
+    for part in rest.split(" | "):
+        key, _, value = part.partition(": ")
+        fields[key] = value
+    if _TIMING not in fields:
+        fields = {}
+        for part in rest.split("|"):
+            key, sep, value = part.partition(":")
+            if sep:
+                fields[key.strip()] = value
+    return fields
 
 
 class Nemo2Parser(Parser):
@@ -27,13 +44,9 @@ class Nemo2Parser(Parser):
         m = _HEAD.search(text)
         if m is None:
             return None
-        fields: dict[str, str] = {}
-        for part in text[m.end():].split("|"):
-            key, sep, value = part.partition(":")
-            if sep:
-                fields[key.strip()] = value
+        fields = _fields(text[m.end():])
         it, last = int(m.group(1)), int(m.group(2))
-        step = to_float(fields.get("train_step_timing in s"))
+        step = to_float(fields.get(_TIMING))
         tflops = to_float(fields.get("TFLOPS_per_GPU"))
         self.progress[rank] = (it + 1, last + 1)
         require_throughput(step, tflops)
