@@ -153,3 +153,31 @@ def test_import_list_show_export(tmp_path, capsys, llmb_home):
 def test_jobs_bad_input_is_one_line(capsys, argv, needle):
     code, _, err = run(capsys, *argv)
     assert code == 1 and err.strip().count("\n") == 0 and needle in err
+
+
+@pytest.mark.parametrize(
+    "fixture, fmt, status",
+    [
+        ("nemo2_llama31_8b_bf16.log", "nemo2", "OK"),
+        ("nemo1_tqdm.log", "nemo1", "OK"),
+        ("megatron_llama3_fp8.log", "megatron", "OK"),
+        ("mbridge_llama3_8b.log", "mbridge", "OK"),
+        ("maxtext_llama2_70b.log", "maxtext", "OK"),
+        ("torchtitan_llama3_8b.log", "torchtitan", "OK"),
+        ("llmb_small.log", "llmb", "OK"),
+        ("nemo2_nan_loss.log", "nemo2", "INVALID"),
+        ("nemo2_killed.log", "nemo2", "INCOMPLETE"),
+        ("malformed_nemo2.log", "nemo2", "INVALID"),
+    ],
+)
+def test_parse_every_fixture(capsys, fixture, fmt, status):
+    argv = ["parse", str(LOGS / fixture), "--json", "--steps"]
+    if fmt == "torchtitan":
+        argv += ["--window", "11:30"]  # 30 steps, no printed total
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    (res,) = json.loads(out)
+    assert (res["format"], res["status"]) == (fmt, status)
+    assert len(res["steps"]) == res["steps_found"] > 0
+    code, out, _ = run(capsys, "parse", str(LOGS / fixture), "--format", fmt, "--csv")
+    assert code == 0 and f",{fmt}," in out
