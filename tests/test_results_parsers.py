@@ -238,3 +238,35 @@ def test_every_parser_survives_every_line(data):
             pass  # the driver counts these as malformed
         parser.finish()
     list(LogStream(io.BytesIO(data)))
+
+
+# ---------------------------------------------------------------- values survive each format
+
+_VAL = st.floats(min_value=1e-4, max_value=1e5, allow_nan=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(it=st.integers(1, 10**6), t=_VAL, loss=st.one_of(_VAL, st.just(math.nan), st.just(math.inf)), tflops=_VAL)
+def test_printed_values_come_back(it, t, loss, tflops):
+    lines = {
+        "nemo2": f"Training epoch 0, iteration {it}/{it} | global_step: {it} | reduced_train_loss: {loss:.6g} | "
+                 f"train_step_timing in s: {t:.6g} | TFLOPS_per_GPU: {tflops:.6e}",
+        "nemo1": f"Epoch 0: : 100%|##| {it}/{it} [00:01<00:00, reduced_train_loss={loss:.6g}, global_step={it}.00, "
+                 f"train_step_timing in s={t:.6g}, TFLOPS_per_GPU={tflops:.6g}]",
+        "megatron": f" [2026-01-27 10:49:15] iteration {it:>8d}/{it:>8d} | elapsed time per iteration (ms): {t * 1000:.6g} | "
+                    f"throughput per GPU (TFLOP/s/GPU): {tflops:.6g} | lm loss: {loss:.6E} | grad norm: 1.0 |",
+        "maxtext": f"completed step: {it}, seconds: {t:.6g}, TFLOP/s/device: {tflops:.6g}, Tokens/s/device: 1.0, loss: {loss:.6g}",
+        "torchtitan": f"[rank0]:[titan] - root - INFO - \x1b[31mstep: {it:2d}  \x1b[32mloss: {loss:7.4f}  memory:  1.00GiB(1%)  "
+                      f"tps: {round(tflops):,}  tflops: {tflops:,.2f}  mfu: N/A\x1b[39m",
+        "llmb": format_step_line(it, it, step_time_s=t, loss=loss, tflops_per_device=tflops),
+    }
+    for fmt, line in lines.items():
+        p = parse_bytes((line + "\n").encode())
+        assert p.format == fmt, line
+        (r,) = p.records
+        assert r.iteration == it
+        if fmt != "torchtitan":
+            assert r.step_time_s == pytest.approx(t, rel=1e-3, abs=1e-4)
+        want_loss = float(f"{loss:.4f}") if fmt == "torchtitan" else loss
+        assert (math.isnan(r.loss) and math.isnan(loss)) or r.loss == pytest.approx(want_loss, rel=1e-3, abs=1e-4)
+        assert r.tflops_per_gpu == pytest.approx(tflops, rel=1e-3, abs=0.01)

@@ -104,3 +104,10 @@ def test_summary_properties(values):
     assert s.min <= s.median <= s.max
     assert s.min - 1e-9 <= s.mean <= s.max + 1e-9
     assert s.std >= 0 and s.count == len(values)
+
+
+def test_outliers_are_listed_not_dropped():
+    times = [1.0] * 20 + [0.002] + [1.0] * 29  # an async-dispatch artefact at 20
+    ws = window_stats(recs(times), Window(11, 44), True)
+    assert ws.outliers == (20,) and ws.status is Status.OK
+    assert ws.metrics["step_time_s"].count == 34 and ws.metrics["step_time_s"].min == 0.002

@@ -136,6 +136,12 @@ def analyze(
     planned = parsed.planned_steps or (recipe.workload.max_steps if recipe else None)
     window = window or default_window(planned)
     stats = window_stats(parsed.records, window, _final_reached(parsed, planned))
+    if stats.outliers:
+        st = stats.metrics["step_time_s"]
+        notes.append(
+            f"step time outlier(s) in the window at iteration(s) {', '.join(map(str, stats.outliers[:6]))}"
+            f"{' ...' if len(stats.outliers) > 6 else ''} (kept; window median {st.median:.4g} s, mean {st.mean:.4g} s)"
+        )
     metrics = _metrics(stats, recipe, convention, notes) if recipe else None
     return RunResult(parsed, spec, stats, recipe, metrics, tuple(notes))
 

@@ -18,6 +18,9 @@ For runs of another length the same fractions are used: ``ceil(11/50·N)`` to
 * ``INCOMPLETE`` — an iteration of the window is missing, or the log shows the run stopped
   before its planned last step;
 * ``OK``.
+
+Step times more than 3x away from the window's median are listed as outliers (not dropped:
+the mean is what the run did; the median is there to compare).
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ from llmb.results.record import StepRecord
 
 REFERENCE_STEPS = 50
 REFERENCE_WINDOW = (11, 44)
+
+#: a window step time this many times above or below the window's median is reported as an
+#: outlier (MaxText's asynchronous dispatch logs 0.002 s steps, checkpoints add seconds)
+OUTLIER_FACTOR = 3.0
 
 #: record fields summarized over the window
 METRIC_FIELDS = ("step_time_s", "tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "mem_bytes")
@@ -126,6 +133,8 @@ class WindowStats:
     metrics: dict[str, Summary]
     #: iterations of the window found in the log
     present: int
+    #: iterations in the window whose step time is an outlier (kept in the statistics)
+    outliers: tuple[int, ...] = ()
 
     def mean(self, name: str) -> float | None:
         s = self.metrics.get(name)
@@ -137,6 +146,7 @@ class WindowStats:
             "status": self.status.value,
             "reasons": list(self.reasons),
             "present": self.present,
+            "outliers": list(self.outliers),
             "metrics": {k: v.as_dict() for k, v in self.metrics.items()},
         }
 
@@ -190,7 +200,16 @@ def window_stats(
         summary = summarize(values)
         if summary is not None:
             metrics[name] = summary
-    return WindowStats(window, status, tuple(reasons), metrics, present)
+    outliers: tuple[int, ...] = ()
+    st = metrics.get("step_time_s")
+    if st is not None and st.median > 0:
+        outliers = tuple(
+            r.iteration
+            for r in inside
+            if r.step_time_s is not None
+            and not (st.median / OUTLIER_FACTOR <= r.step_time_s <= st.median * OUTLIER_FACTOR)
+        )
+    return WindowStats(window, status, tuple(reasons), metrics, present, outliers)
 
 
 def _short(items: list[int], limit: int = 6) -> str:
