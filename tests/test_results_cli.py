@@ -181,3 +181,20 @@ def test_parse_every_fixture(capsys, fixture, fmt, status):
     assert len(res["steps"]) == res["steps_found"] > 0
     code, out, _ = run(capsys, "parse", str(LOGS / fixture), "--format", fmt, "--csv")
     assert code == 0 and f",{fmt}," in out
+
+
+def test_layout_overrides_change_the_metrics(capsys):
+    base = ["parse", str(LOGS / "nemo2_llama31_8b_bf16.log"), "--json", "--workload", "llama3.1", "--size", "8b", "--gpus", "8"]
+    code, out, _ = run(capsys, *base)
+    ref = json.loads(out)[0]
+    code, out, err = run(capsys, *base, "--layout", "gbs=256")
+    assert code == 0, err
+    res = json.loads(out)[0]
+    assert res["layout"]["gbs"] == 256
+    assert res["metrics"]["tokens_per_s"] == pytest.approx(2 * ref["metrics"]["tokens_per_s"])
+    code, _, err = run(capsys, *base, "--layout", "foo=1")
+    assert code == 1 and "unknown layout knob 'foo'" in err
+    code, out, _ = run(capsys, "parse", str(LOGS / "nemo2_killed.log"), "--json", "--workload", "llama3.1", "--size", "8b",
+                       "--gpus", "4")
+    res = json.loads(out)[0]  # a scale the catalog cannot plan: statistics, no metrics, and why
+    assert res["metrics"] is None and any("not expected to fit on 4" in n for n in res["notes"])

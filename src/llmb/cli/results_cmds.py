@@ -14,7 +14,7 @@ from llmb.catalog import default_catalog
 from llmb.cli.app import JSON_OPTION, app, console, print_json
 from llmb.errors import LlmbError
 from llmb.results.analysis import ROW_FIELDS, RunResult, analyze, result_row
-from llmb.results.identity import RunSpec, infer_spec
+from llmb.results.identity import RunSpec, infer_spec, parse_layout
 from llmb.results.parse import check_format, log_files, parse_file
 from llmb.results.stats import Window, parse_window
 
@@ -30,6 +30,9 @@ SIZE_OPTION = typer.Option(None, "--size", help="Model size, e.g. 8b.")
 DTYPE_OPTION = typer.Option(None, "--dtype", help="bf16, fp8 or fp32.")
 GPUS_OPTION = typer.Option(None, "--gpus", min=1, help="Total GPUs of the run.")
 GPU_TYPE_OPTION = typer.Option(None, "--gpu-type", help="GPU type (default: the workload's).")
+LAYOUT_OPTION = typer.Option(
+    None, "--layout", metavar="K=V,...", help="Layout knobs that differ from the catalog's row, e.g. gbs=256,tp=2."
+)
 CONVENTION_OPTION = typer.Option("recipe", "--convention", help="FLOPs convention for MFU: recipe, megatron or 6n.")
 CSV_OPTION = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
@@ -138,6 +141,7 @@ def parse_cmd(
     dtype: Optional[str] = DTYPE_OPTION,
     gpus: Optional[int] = GPUS_OPTION,
     gpu_type: Optional[str] = GPU_TYPE_OPTION,
+    layout: Optional[str] = LAYOUT_OPTION,
     convention: str = CONVENTION_OPTION,
     steps: bool = typer.Option(False, "--steps", help="With --json: include every parsed step."),
     as_json: bool = JSON_OPTION,
@@ -146,7 +150,7 @@ def parse_cmd(
     """Parse training logs of any supported framework: window statistics, status and metrics."""
     if as_json and as_csv:
         raise LlmbError("choose one of --json and --csv")
-    spec = RunSpec(workload, size, dtype, gpus, gpu_type)
+    spec = RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
     results = analyze_paths(paths, window=window, fmt=fmt, rank=rank, spec=spec, convention=convention)
     if as_json:
         print_json([r.as_dict(with_steps=steps) for r in results])
@@ -167,6 +171,7 @@ def import_cmd(
     dtype: Optional[str] = DTYPE_OPTION,
     gpus: Optional[int] = GPUS_OPTION,
     gpu_type: Optional[str] = GPU_TYPE_OPTION,
+    layout: Optional[str] = LAYOUT_OPTION,
     convention: str = CONVENTION_OPTION,
     cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster name to record."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Run id (one log only; default: derived from the path)."),
@@ -177,7 +182,7 @@ def import_cmd(
     from llmb.results.analysis import run_id_for, store_row
     from llmb.results.store import Store
 
-    spec = RunSpec(workload, size, dtype, gpus, gpu_type)
+    spec = RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
     results = analyze_paths(paths, window=window, fmt=fmt, rank=rank, spec=spec, convention=convention)
     if run_id is not None and len(results) != 1:
         raise LlmbError(f"--run-id names one run but {len(results)} logs were found")
@@ -238,6 +243,7 @@ def compare_cmd(
     dtype: Optional[str] = DTYPE_OPTION,
     gpus: Optional[int] = GPUS_OPTION,
     gpu_type: Optional[str] = GPU_TYPE_OPTION,
+    layout: Optional[str] = LAYOUT_OPTION,
     convention: str = CONVENTION_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -249,7 +255,7 @@ def compare_cmd(
         raise LlmbError("choose one of --against and --set")
     if not 0 < tolerance <= 10:
         raise LlmbError(f"--tolerance must be a fraction such as 0.95, got {tolerance}")
-    spec = RunSpec(workload, size, dtype, gpus, gpu_type)
+    spec = RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
     rows = _runs_from_args(list(runs or []), spec, window, convention)
     if against:
         other = Store.open().get(against)
@@ -330,7 +336,7 @@ def report_cmd(
     steps: dict[str, list[dict[str, Any]]] = {}
     catalog = default_catalog()
     if runs:
-        rows = _runs_from_args(list(runs), RunSpec(workload, size, dtype, gpus, gpu_type), window, convention, steps)
+        rows = _runs_from_args(list(runs), RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout)), window, convention, steps)
     else:
         store = Store.open()
         wl = catalog.workload(workload).name if workload else None

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from llmb.catalog.loader import Catalog
-from llmb.errors import LlmbError
+from llmb.errors import LayoutError, LlmbError
 from llmb.plan.metrics import step_time_from_tokens_per_s
 from llmb.plan.recipe import Recipe, resolve
 from llmb.results.identity import RunSpec
@@ -129,7 +129,15 @@ def analyze(
     notes: list[str] = []
     recipe: Recipe | None = None
     if spec.workload and spec.size and spec.gpus:
-        recipe = resolve(catalog, spec.workload, spec.size, spec.dtype, spec.gpus, spec.gpu_type)
+        try:
+            recipe = resolve(
+                catalog, spec.workload, spec.size, spec.dtype, spec.gpus, spec.gpu_type, dict(spec.layout) or None
+            )
+        except LayoutError as exc:
+            # A measured run at a scale the catalog cannot plan still has its statistics.
+            notes.append(f"no metrics: {exc}")
+        else:
+            spec = replace(spec, workload=recipe.workload.name, size=recipe.size, dtype=recipe.dtype, gpu_type=recipe.gpu_type)
     elif spec.workload or spec.size or spec.gpus:
         missing = [n for n in ("workload", "size", "gpus") if getattr(spec, n) is None]
         notes.append(f"no metrics: give --{' --'.join(missing)} (or name the folder like llama3.1_8b_bf16_gpus8)")

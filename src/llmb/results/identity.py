@@ -18,7 +18,8 @@ from typing import Any
 
 from llmb.catalog.loader import Catalog
 from llmb.catalog.schema import DTYPES
-from llmb.errors import CatalogError
+from llmb.errors import CatalogError, LlmbError
+from llmb.plan.recipe import LAYOUT_KNOBS
 
 _SIZE = r"\d+(?:\.\d+)?[bBmMtT](?:-proxy)?"
 _NAME = re.compile(
@@ -39,6 +40,8 @@ class RunSpec:
     gpu_type: str | None = None
     #: where the identity came from ("options", "folder <name>", ...)
     source: str = "options"
+    #: layout knobs that differ from the catalog's row, e.g. (("gbs", 256),)
+    layout: tuple[tuple[str, int], ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -46,11 +49,15 @@ class RunSpec:
 
     def merged_over(self, inferred: RunSpec) -> RunSpec:
         """This spec's known fields, the others from ``inferred``."""
-        given = {k: v for k, v in asdict(self).items() if v is not None and k != "source"}
+        given = {k: v for k, v in asdict(self).items() if v not in (None, ()) and k not in ("source", "layout")}
+        if self.layout:
+            inferred = replace(inferred, layout=self.layout)
         if not given:
             return inferred
         if not any(getattr(inferred, k) is not None for k in ("workload", "size", "dtype", "gpus")):
             return replace(self, source="options")
+        if not given:
+            return inferred
         return replace(inferred, **given, source=f"options + {inferred.source}")
 
     def label(self) -> str:
@@ -59,6 +66,22 @@ class RunSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_layout(text: str | None) -> tuple[tuple[str, int], ...]:
+    """``"tp=2,pp=4,gbs=256"`` -> ``(("tp", 2), ("pp", 4), ("gbs", 256))``."""
+    if not text:
+        return ()
+    out = []
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise LlmbError(f"layout {text!r} must look like tp=2,pp=4,gbs=256")
+        knob = key.strip().lower()
+        if knob not in LAYOUT_KNOBS:
+            raise LlmbError(f"unknown layout knob {knob!r} (choose from {', '.join(LAYOUT_KNOBS)})")
+        out.append((knob, int(value)))
+    return tuple(out)
 
 
 def _workload_name(catalog: Catalog, raw: str) -> str | None:
