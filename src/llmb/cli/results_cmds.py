@@ -318,6 +318,7 @@ def report_cmd(
     gpus: Optional[int] = GPUS_OPTION,
     gpu_type: Optional[str] = GPU_TYPE_OPTION,
     window: Optional[str] = WINDOW_OPTION,
+    layout: Optional[str] = LAYOUT_OPTION,
     convention: str = CONVENTION_OPTION,
     tolerance: float = typer.Option(0.95, "--tolerance", help="Pass when throughput >= this fraction of the baseline."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw PNG plots."),
