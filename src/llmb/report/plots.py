@@ -70,6 +70,10 @@ def plot_scaling(group: Group, path: Path) -> Path:
         ax_t.set_yscale("log")
         ax_t.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
         ax_t.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        # One scale: a linear axis from zero, so a 1 % gap does not look like a cliff.
+        tops = [t for t in series["measured"][0] + series["baseline"][0] if t is not None]
+        ax_t.set_ylim(0, max(tops + [1.0]) * 1.25)
     ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax_m.set_title("Model FLOPs utilization")
     ax_m.set_ylabel("MFU (%)")
