@@ -88,6 +88,7 @@ class LogStream:
 
     def __iter__(self) -> Iterator[StepRecord]:
         pending: list[tuple[str, int, str, int | None]] = []
+        feed = self.parser.feed if self.parser is not None else None
         for line_no, segment in scan(self.fh, self.state):
             text, rank = clean(segment)
             if self.parser is None:
@@ -99,13 +100,21 @@ class LogStream:
                 if chosen is None:
                     continue
                 self._choose(chosen)
+                feed = self.parser.feed  # type: ignore[union-attr]
                 for _, n, t, r in pending:
                     rec = self._feed(t, n, r)
                     if rec is not None:
                         yield rec
                 pending = []
                 continue
-            rec = self._feed(text, line_no, rank)
+            # _feed inlined: this loop runs once per step line of multi-GB logs
+            try:
+                rec = feed(text, line_no, rank)
+            except (ValueError, OverflowError) as exc:
+                self.malformed += 1
+                if self.first_error is None:
+                    self.first_error = f"line {line_no}: {exc}"
+                continue
             if rec is not None:
                 yield rec
         if self.parser is None and pending:

@@ -25,6 +25,7 @@ MAX_LINE_CHARS = 1 << 20
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 # torchrun --tee / --log-line-prefix-template: "[rank3]:" or "[default3]:"; srun --label: "3: ".
 _RANK = re.compile(r"^\s*(?:\[(?:rank|default)(\d{1,6})\]:|(\d{1,6}): )")
+_RANK_FIRST = frozenset("[0123456789 \t")
 
 
 @dataclass
@@ -102,6 +103,8 @@ def clean(segment: str) -> tuple[str, int | None]:
     """Strip ANSI escape codes and a leading rank prefix; return ``(text, rank)``."""
     if "\x1b" in segment:
         segment = _ANSI.sub("", segment)
+    if segment[:1] not in _RANK_FIRST:  # most lines: skip the regex
+        return segment, None
     m = _RANK.match(segment)
     if m is None:
         return segment, None

@@ -49,7 +49,8 @@ class Nemo2Parser(Parser):
         step = to_float(fields.get(_TIMING))
         tflops = to_float(fields.get("TFLOPS_per_GPU"))
         self.progress[rank] = (it + 1, last + 1)
-        require_throughput(step, tflops)
+        if step is None and tflops is None:
+            require_throughput(step, tflops)  # raises: a step head without any speed field
         return StepRecord(
             iteration=it,
             raw_line_no=line_no,
