@@ -64,6 +64,14 @@ def jobs_list(
 ) -> None:
     """List stored runs, oldest first."""
     store = Store.open()
+    if workload:  # accept the catalog's aliases (llama31 = llama3.1); keep unknown names as given
+        from llmb.catalog import default_catalog
+        from llmb.errors import CatalogError
+
+        try:
+            workload = default_catalog().workload(workload).name
+        except CatalogError:
+            pass
     runs = store.runs(workload=workload, size=size, dtype=dtype, gpus=gpus,
                       status=status.upper() if status else None, limit=limit)
     if as_json:
