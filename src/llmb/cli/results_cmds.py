@@ -13,10 +13,9 @@ import typer
 from llmb.catalog import default_catalog
 from llmb.cli.app import JSON_OPTION, app, console, print_json
 from llmb.errors import LlmbError
-from llmb.results.analysis import ROW_FIELDS, RunResult, analyze, result_row
-from llmb.results.identity import RunSpec, infer_spec, parse_layout
-from llmb.results.parse import check_format, log_files, parse_file
-from llmb.results.stats import Window, parse_window
+from llmb.results.analysis import ROW_FIELDS, RunResult, analyze_logs, result_row
+from llmb.results.identity import RunSpec, parse_layout
+from llmb.results.stats import parse_window
 
 WINDOW_OPTION = typer.Option(
     None, "--window", "-w", metavar="A:B",
@@ -38,30 +37,11 @@ CSV_OPTION = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 
 def analyze_paths(
-    paths: list[str],
-    *,
-    window: str | None,
-    fmt: str,
-    rank: int | None,
-    spec: RunSpec,
-    convention: str,
-    skip_unknown_in_folders: bool = True,
+    paths: list[str], *, window: str | None, fmt: str, rank: int | None, spec: RunSpec, convention: str
 ) -> list[RunResult]:
-    """Parse and analyse every log named (folders are searched); shared by parse and import."""
-    check_format(fmt)
-    win: Window | None = parse_window(window) if window else None
-    catalog = default_catalog()
-    explicit = {Path(p) for p in paths if not Path(p).is_dir()}
-    results = []
-    for path in log_files(paths):
-        parsed = parse_file(path, fmt=fmt, rank=rank)
-        if parsed.format is None and path not in explicit and skip_unknown_in_folders:
-            continue  # sbatch scripts and other files in an experiment folder
-        run = spec.merged_over(infer_spec(path, parsed.format, catalog))
-        results.append(analyze(parsed, run, catalog, win, convention))
-    if not results:
-        raise LlmbError(f"no step lines of any known format in {', '.join(paths)}")
-    return results
+    return analyze_logs(
+        paths, window=parse_window(window) if window else None, fmt=fmt, rank=rank, spec=spec, convention=convention
+    )
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:

@@ -20,8 +20,8 @@ from llmb.catalog.loader import Catalog
 from llmb.errors import LayoutError, LlmbError
 from llmb.plan.metrics import step_time_from_tokens_per_s
 from llmb.plan.recipe import Recipe, resolve
-from llmb.results.identity import RunSpec
-from llmb.results.parse import ParsedLog
+from llmb.results.identity import RunSpec, infer_spec
+from llmb.results.parse import ParsedLog, check_format, log_files, parse_file
 from llmb.results.stats import Window, WindowStats, default_window, window_stats
 
 
@@ -152,6 +152,36 @@ def analyze(
         )
     metrics = _metrics(stats, recipe, convention, notes) if recipe else None
     return RunResult(parsed, spec, stats, recipe, metrics, tuple(notes))
+
+
+def analyze_logs(
+    paths: list[str],
+    *,
+    spec: RunSpec,
+    catalog: Catalog | None = None,
+    window: Window | None = None,
+    fmt: str | None = None,
+    rank: int | None = None,
+    convention: str = "recipe",
+) -> list[RunResult]:
+    """Parse and analyse every log named (folders are searched; inside folders, files with no
+    step lines, such as sbatch scripts, are skipped). ``spec`` fields given win over what the
+    folder names say."""
+    from llmb.catalog import default_catalog
+
+    check_format(fmt)
+    catalog = catalog or default_catalog()
+    explicit = {Path(p) for p in paths if not Path(p).is_dir()}
+    results = []
+    for path in log_files(paths):
+        parsed = parse_file(path, fmt=fmt, rank=rank)
+        if parsed.format is None and path not in explicit:
+            continue
+        run = spec.merged_over(infer_spec(path, parsed.format, catalog))
+        results.append(analyze(parsed, run, catalog, window, convention))
+    if not results:
+        raise LlmbError(f"no step lines of any known format in {', '.join(map(str, paths))}")
+    return results
 
 
 def _metrics(stats: WindowStats, recipe: Recipe, convention: str, notes: list[str]) -> dict[str, Any] | None:
