@@ -270,3 +270,31 @@ def test_printed_values_come_back(it, t, loss, tflops):
         want_loss = float(f"{loss:.4f}") if fmt == "torchtitan" else loss
         assert (math.isnan(r.loss) and math.isnan(loss)) or r.loss == pytest.approx(want_loss, rel=1e-3, abs=1e-4)
         assert r.tflops_per_gpu == pytest.approx(tflops, rel=1e-3, abs=0.01)
+
+
+_PIECES = st.sampled_from(["MARK", "x", " ", "\n", "\r", "\r\n", "\u2588", "\u00e9", "ab", "MA", "RK"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_PIECES, max_size=60), st.integers(1, 17))
+def test_chunk_size_never_changes_what_is_found(pieces, chunk):
+    data = "".join(pieces).encode()
+    big = ScanState(pattern=re.compile("MARK"))
+    small = ScanState(pattern=re.compile("MARK"))
+    want = list(scan(io.BytesIO(data), big))
+    assert list(scan(io.BytesIO(data), small, chunk_bytes=chunk)) == want
+    assert (small.lines, small.bytes) == (big.lines, big.bytes)
+    # and it agrees with the obvious slow definition
+    text = data.decode("utf-8", errors="replace")
+    slow = [(n + 1, seg) for n, line in enumerate(text.split("\n")) for seg in line.split("\r") if "MARK" in seg]
+    assert want == slow
+
+
+def test_overlong_line_without_separators_is_scanned_not_hoarded(monkeypatch):
+    import llmb.results.reader as reader
+
+    monkeypatch.setattr(reader, "MAX_LINE_CHARS", 1000)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 512)
+    data = b"y" * 5000 + b"completed step: 1, seconds: 2.0, TFLOP/s/device: 3.0\n"
+    p = parse_bytes(data)
+    assert p.bytes == len(data) and p.lines == 1  # no crash, no unbounded buffer

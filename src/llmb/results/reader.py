@@ -39,7 +39,7 @@ class ScanState:
     ended_with_newline: bool = True
 
 
-def scan(fh: BinaryIO, state: ScanState) -> Iterator[tuple[int, str]]:
+def scan(fh: BinaryIO, state: ScanState, chunk_bytes: int | None = None) -> Iterator[tuple[int, str]]:
     """Yield ``(line_no, segment)`` for every ``\\n``/``\\r``-delimited segment of ``fh`` that
     contains a match of ``state.pattern``. ``line_no`` is 1-based and counts ``\\n`` only.
 
@@ -51,7 +51,7 @@ def scan(fh: BinaryIO, state: ScanState) -> Iterator[tuple[int, str]]:
     carry = ""
     last_char = "\n"
     while True:
-        data = fh.read(CHUNK_BYTES)
+        data = fh.read(chunk_bytes or CHUNK_BYTES)
         final = not data
         state.bytes += len(data)
         text = carry + decoder.decode(data, final=final)
