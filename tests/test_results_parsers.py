@@ -298,3 +298,14 @@ def test_overlong_line_without_separators_is_scanned_not_hoarded(monkeypatch):
     data = b"y" * 5000 + b"completed step: 1, seconds: 2.0, TFLOP/s/device: 3.0\n"
     p = parse_bytes(data)
     assert p.bytes == len(data) and p.lines == 1  # no crash, no unbounded buffer
+
+
+def test_mbridge_newer_step_time_line_with_extra_fields():
+    data = (b"job_fp8/0 Step Time: 0.50s , 32680.36 tok/s/gpu, GPU utilization: 257.1 MODEL_TFLOP/s/GPU , Peak Mem: 64.5GB\n"
+            b"job_fp8/0  [2025-12-22 15:18:33] iteration        5/      50 | consumed samples:  200 | "
+            b"elapsed time per iteration (ms): 503.0 | lm loss: 8.114214E+00 | grad norm: 0.042 |\n")
+    p = parse_bytes(data)
+    assert p.format == "mbridge"
+    (r,) = p.records
+    assert (r.iteration, r.step_time_s, r.tflops_per_gpu, r.tokens_per_s_per_gpu) == (5, 0.5, 257.1, 32680.36)
+    assert r.mem_bytes == pytest.approx(64.5e9) and r.grad_norm == 0.042

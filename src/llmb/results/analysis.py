@@ -214,8 +214,8 @@ def _metrics(stats: WindowStats, recipe: Recipe, convention: str, notes: list[st
             m["tflops_per_gpu_source"] = "log"
         else:
             notes.append(
-                f"logged TFLOP/s/GPU {logged:.1f} is beyond the {m['peak_tflops']:.0f} TFLOP/s peak; "
-                "the catalog's FLOPs are used instead"
+                f"logged TFLOP/s/GPU {logged:.1f} is implausible (not between 0 and the "
+                f"{m['peak_tflops']:.0f} TFLOP/s peak); the catalog's FLOPs are used instead"
             )
     if m["mfu"] > 1:
         notes.append(

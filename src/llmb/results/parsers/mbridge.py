@@ -18,10 +18,14 @@ from llmb.results.parsers.base import Parser, has_throughput
 from llmb.results.parsers.megatron import parse_iteration_line, record_from_fields
 from llmb.results.record import NUM, StepRecord, to_float
 
+# Newer releases insert fields: "Step Time: 0.50s , 32680.36 tok/s/gpu, GPU utilization: 257.1
+# MODEL_TFLOP/s/GPU , Peak Mem: 64.5GB".
 _STEP_TIME = re.compile(
-    r"Step Time\s*:\s*(" + NUM + r")\s*s\b\s*GPU utilization\s*:\s*(" + NUM + r")\s*(?:MODEL_)?TFLOP/s/GPU",
+    r"Step Time\s*:\s*(" + NUM + r")\s*s\b(.{0,80}?)GPU utilization\s*:\s*(" + NUM + r")\s*(?:MODEL_)?TFLOP/s/GPU",
     re.IGNORECASE,
 )
+_TOKENS = re.compile(r"(" + NUM + r")\s*tok/s/gpu", re.IGNORECASE)
+_PEAK_MEM = re.compile(r"Peak Mem\s*:\s*(" + NUM + r")\s*GB", re.IGNORECASE)
 
 
 class MbridgeParser(Parser):
@@ -33,7 +37,8 @@ class MbridgeParser(Parser):
 
     def __init__(self) -> None:
         super().__init__()
-        self._times: dict[int | None, deque[tuple[float | None, float | None]]] = {}
+        #: (step s, TFLOP/s/GPU, tokens/s/GPU, peak memory bytes) per rank, waiting for an iteration line
+        self._times: dict[int | None, deque[tuple[float | None, ...]]] = {}
         self._iters: dict[int | None, deque[StepRecord]] = {}
         #: throughput lines that never found an iteration line
         self.unpaired = 0
@@ -41,7 +46,17 @@ class MbridgeParser(Parser):
     def feed(self, text: str, line_no: int, rank: int | None) -> StepRecord | None:
         m = _STEP_TIME.search(text)
         if m is not None:
-            self._times.setdefault(rank, deque()).append((to_float(m.group(1)), to_float(m.group(2))))
+            tokens = _TOKENS.search(m.group(2))
+            mem = _PEAK_MEM.search(text, m.end())
+            self._times.setdefault(rank, deque()).append(
+                (
+                    to_float(m.group(1)),
+                    to_float(m.group(3)),
+                    to_float(tokens.group(1)) if tokens else None,
+                    # "GB" read as 1e9 bytes, as printed; the log does not say GiB
+                    to_float(mem.group(1)) * 1e9 if mem and to_float(mem.group(1)) is not None else None,
+                )
+            )
             return self._pair(rank)
         parsed = parse_iteration_line(text)
         if parsed is None:
@@ -55,12 +70,14 @@ class MbridgeParser(Parser):
         times, iters = self._times.get(rank), self._iters.get(rank)
         if not times or not iters:
             return None
-        step_s, tflops = times.popleft()
+        step_s, tflops, tokens, mem = times.popleft()
         rec = iters.popleft()
         return replace(
             rec,
             step_time_s=step_s if step_s is not None else rec.step_time_s,
             tflops_per_gpu=tflops if tflops is not None else rec.tflops_per_gpu,
+            tokens_per_s_per_gpu=tokens,
+            mem_bytes=mem,
         )
 
     def finish(self) -> list[StepRecord]:
