@@ -309,3 +309,11 @@ def test_mbridge_newer_step_time_line_with_extra_fields():
     (r,) = p.records
     assert (r.iteration, r.step_time_s, r.tflops_per_gpu, r.tokens_per_s_per_gpu) == (5, 0.5, 257.1, 32680.36)
     assert r.mem_bytes == pytest.approx(64.5e9) and r.grad_norm == 0.042
+
+
+def test_nemo2_newer_memory_fields_and_job_prefix():
+    data = (b"mbs_128gbs/0 Training epoch 0, iteration 45/99 | lr: 6.897e-06 | global_batch_size: 128 | global_step: 45 | "
+            b"max_memory_reserved: 127785762816 | max_memory_allocated: 115792977920 | reduced_train_loss: 11.96 | "
+            b"train_step_timing in s: 6.08 | TFLOPS_per_GPU: 1.249e+03 | consumed_samples: 5888\n")
+    (r,) = parse_bytes(data).records
+    assert (r.iteration, r.step_time_s, r.tflops_per_gpu, r.mem_bytes) == (45, 6.08, 1249.0, 127785762816)

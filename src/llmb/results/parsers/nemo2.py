@@ -3,7 +3,8 @@
 ``Training epoch 0, iteration 49/49 | lr: 7.496e-06 | global_batch_size: 128 | global_step: 49
 | peak_memory_usage: 70833405952 | memory_allocated: 44271689728 | reduced_train_loss: 11.96 |
 train_step_timing in s: 12.39 | consumed_samples: 6400`` (optionally ``| TFLOPS_per_GPU: ...``).
-``iteration k/K`` counts from 0, so the last of 50 steps is ``49/49``. Memory is in bytes.
+``iteration k/K`` counts from 0, so the last of 50 steps is ``49/49``. Memory is in bytes
+(newer releases print ``max_memory_reserved`` / ``max_memory_allocated`` instead).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Nemo2Parser(Parser):
             tflops_per_gpu=tflops,
             loss=to_float(fields.get("reduced_train_loss")),
             grad_norm=to_float(fields.get("grad_norm")),
-            mem_bytes=to_float(fields.get("peak_memory_usage")),
+            # older releases print peak_memory_usage, newer ones max_memory_reserved (bytes)
+            mem_bytes=to_float(fields.get("peak_memory_usage", fields.get("max_memory_reserved"))),
             rank=rank,
         )
