@@ -14,6 +14,7 @@ from llmb.catalog import default_catalog
 from llmb.cli.app import JSON_OPTION, app, console, print_json
 from llmb.errors import LlmbError
 from llmb.results.analysis import ROW_FIELDS, RunResult, analyze_logs, result_row
+from llmb.results.compare import compare, recipe_baseline
 from llmb.results.identity import RunSpec, parse_layout
 from llmb.results.stats import parse_window
 
@@ -99,11 +100,12 @@ def print_results(results: list[RunResult]) -> None:
             perf.append(f"days/1T {row['days_per_1t_tokens']:.2f}")
         if perf:
             lines.append(("throughput", ", ".join(perf)))
-        base = res.recipe.baseline if res.recipe else None
-        if base is not None and base.step_time_s and row["step_time_s"]:
-            lines.append(
-                ("baseline", f"{base.step_time_s} s/step; this run has {base.step_time_s / row['step_time_s']:.1%} of its throughput")
-            )
+        ref = recipe_baseline(res.recipe) if res.recipe else None
+        if ref is not None:
+            c = compare(row, ref)
+            if c.throughput_ratio is not None:
+                lines.append(("baseline", f"{ref.step_time_s} s/step; {c.throughput_ratio:.1%} of its throughput: {c.verdict}"
+                              + ("" if row["status"] == "OK" else f" (run {row['status']})")))
         for key, value in lines:
             console.print(f"  {key:<11}{value}", highlight=False)
         for note in list(res.stats.reasons) + list(res.parsed.notes) + list(res.notes):

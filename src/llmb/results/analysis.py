@@ -37,10 +37,6 @@ class RunResult:
     metrics: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
 
-    @property
-    def step_time_s(self) -> float | None:
-        return self.metrics["step_time_s"] if self.metrics else self.stats.mean("step_time_s")
-
     def as_dict(self, with_steps: bool = False) -> dict[str, Any]:
         p = self.parsed
         out: dict[str, Any] = {
@@ -100,7 +96,7 @@ def result_row(result: RunResult) -> dict[str, Any]:
         "step_time_max_s": st.max if st else None,
         "step_time_median_s": st.median if st else None,
         "tflops_per_gpu": m.get("tflops_per_gpu", s.mean("tflops_per_gpu")),
-        "tflops_per_gpu_source": m.get("tflops_per_gpu_source", "log" if s.mean("tflops_per_gpu") else None),
+        "tflops_per_gpu_source": m.get("tflops_per_gpu_source", "log" if s.mean("tflops_per_gpu") is not None else None),
         "tokens_per_s": m.get("tokens_per_s", logged_tokens),
         "tokens_per_s_per_gpu": m.get("tokens_per_s_per_gpu", s.mean("tokens_per_s_per_gpu")),
         "mfu": m.get("mfu"),

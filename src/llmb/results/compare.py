@@ -18,7 +18,7 @@ from typing import Any
 
 from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
-from llmb.plan.recipe import resolve
+from llmb.plan.recipe import Recipe, resolve
 
 DEFAULT_TOLERANCE = 0.95
 CONFIG_KEYS = ("workload", "size", "dtype", "gpus", "gpu_type")
@@ -148,6 +148,11 @@ def baseline_reference(run: dict[str, Any], catalog: Catalog) -> Reference | Non
     if not (run.get("workload") and run.get("size") and run.get("gpus")):
         return None
     recipe = resolve(catalog, run["workload"], run["size"], run.get("dtype"), run["gpus"], run.get("gpu_type"))
+    return recipe_baseline(recipe)
+
+
+def recipe_baseline(recipe: Recipe) -> Reference | None:
+    """A resolved recipe's published baseline as a :class:`Reference` (``None`` if none)."""
     b = recipe.baseline
     if b is None:
         return None
