@@ -317,3 +317,10 @@ def test_nemo2_newer_memory_fields_and_job_prefix():
             b"train_step_timing in s: 6.08 | TFLOPS_per_GPU: 1.249e+03 | consumed_samples: 5888\n")
     (r,) = parse_bytes(data).records
     assert (r.iteration, r.step_time_s, r.tflops_per_gpu, r.mem_bytes) == (45, 6.08, 1249.0, 127785762816)
+
+
+def test_torchtitan_validation_lines_are_not_training_steps():
+    data = ("[rank0]:[titan] - root - INFO - step: 10  loss:  3.0000  memory:  1.00GiB(1%)  tps: 1,000  tflops: 5.00  mfu: 1.00%\n"
+            "[rank0]:[titan] - root - INFO - \x1b[33mvalidate step: 10  \x1b[32mloss:  9.9000  memory:  1.00GiB(1%)\x1b[39m\n")
+    (r,) = parse_bytes(data.encode()).records
+    assert r.loss == 3.0 and r.tokens_per_s_per_gpu == 1000

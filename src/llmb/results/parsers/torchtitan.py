@@ -15,7 +15,8 @@ import re
 from llmb.results.parsers.base import Parser, require_throughput
 from llmb.results.record import GIB, MIB, StepRecord, to_float
 
-_HEAD = re.compile(r"(?<![\w])step:\s*(\d{1,12})\s+(?=\w+:)")
+# "validate step: N  loss: ..." lines are evaluation, not training steps.
+_HEAD = re.compile(r"(?<![\w])(?<!validate )(?<!validation )step:\s*(\d{1,12})\s+(?=\w+:)", re.IGNORECASE)
 _PAIR = re.compile(r"(\w+):\s*(\S+)")
 _UNITS = {"gib": GIB, "mib": MIB, "gb": 1e9, "mb": 1e6}
 _MEM = re.compile(r"([\d.]+)\s*(GiB|MiB|GB|MB)", re.IGNORECASE)
@@ -34,7 +35,7 @@ class TorchtitanParser(Parser):
     name = "torchtitan"
     title = "torchtitan"
     marker = re.compile("step:")
-    detect = re.compile(r"(?<![\w])step:\s*\d{1,12}\s+loss:")
+    detect = re.compile(r"(?<![\w])(?<!validate )(?<!validation )step:\s*\d{1,12}\s+loss:", re.IGNORECASE)
     iteration_base = 1
 
     def feed(self, text: str, line_no: int, rank: int | None) -> StepRecord | None:
