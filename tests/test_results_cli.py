@@ -198,3 +198,13 @@ def test_layout_overrides_change_the_metrics(capsys):
                        "--gpus", "4")
     res = json.loads(out)[0]  # a scale the catalog cannot plan: statistics, no metrics, and why
     assert res["metrics"] is None and any("not expected to fit on 4" in n for n in res["notes"])
+
+
+def test_json_is_strict_even_with_nan_losses(capsys):
+    code, out, _ = run(capsys, "parse", str(LOGS / "nemo2_nan_loss.log"), "--json", "--steps")
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    (res,) = json.loads(out, parse_constant=reject)
+    assert res["steps"][30]["loss"] == "nan" and res["status"] == "INVALID"

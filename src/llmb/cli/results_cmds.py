@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +44,18 @@ def analyze_paths(
     return analyze_logs(
         paths, window=parse_window(window) if window else None, fmt=fmt, rank=rank, spec=spec, convention=convention
     )
+
+
+def jsonable(obj: Any) -> Any:
+    """Non-finite floats as the strings "nan", "inf", "-inf": JSON has no NaN, and null would
+    read as "not logged" while a NaN loss is exactly what made a run INVALID."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if obj != obj else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
 
 
 def _fmt(value: Any, spec: str = ".2f") -> str:
@@ -135,7 +148,7 @@ def parse_cmd(
     spec = RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
     results = analyze_paths(paths, window=window, fmt=fmt, rank=rank, spec=spec, convention=convention)
     if as_json:
-        print_json([r.as_dict(with_steps=steps) for r in results])
+        print_json(jsonable([r.as_dict(with_steps=steps) for r in results]))
     elif as_csv:
         write_csv([result_row(r) for r in results], ROW_FIELDS)
     else:
@@ -256,8 +269,8 @@ def compare_cmd(
         stored = [r for r in Store.open().runs() if cmp.config_of(r) in configs]
         hist = cmp.history(stored, tolerance)
     if as_json:
-        print_json({"tolerance": tolerance, "comparisons": [c.as_dict() for c in comparisons],
-                    "history": [h.as_dict() for h in hist]})
+        print_json(jsonable({"tolerance": tolerance, "comparisons": [c.as_dict() for c in comparisons],
+                             "history": [h.as_dict() for h in hist]}))
         return
     for c in comparisons:
         tr = "" if c.throughput_ratio is None else f" {c.throughput_ratio:.1%} of its throughput"
