@@ -111,3 +111,11 @@ def test_outliers_are_listed_not_dropped():
     ws = window_stats(recs(times), Window(11, 44), True)
     assert ws.outliers == (20,) and ws.status is Status.OK
     assert ws.metrics["step_time_s"].count == 34 and ws.metrics["step_time_s"].min == 0.002
+
+
+def test_results_and_report_never_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, llmb.results, llmb.report, llmb.cli.results_cmds; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
