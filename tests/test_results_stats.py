@@ -119,3 +119,14 @@ def test_results_and_report_never_import_torch():
 
     code = "import sys, llmb.results, llmb.report, llmb.cli.results_cmds; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_log_interval_sets_which_iterations_the_window_expects():
+    rs = [StepRecord(iteration=i, raw_line_no=i, step_time_s=2.0) for i in range(10, 51, 10)]  # --log-interval 10
+    ws = window_stats(rs, Window(11, 44), True)
+    assert ws.interval == 10 and ws.expected == 3 and ws.present == 3 and ws.status is Status.OK
+    holes = [r for r in rs if r.iteration != 30]
+    ws = window_stats(holes, Window(11, 44), True)
+    assert ws.status is Status.INCOMPLETE and "30" in ws.reasons[0]
+    ws = window_stats(rs, Window(11, 15), True)
+    assert ws.status is Status.INCOMPLETE and "no logged iteration" in ws.reasons[0]

@@ -90,7 +90,9 @@ def print_results(results: list[RunResult]) -> None:
             highlight=False,
         )
         run = f"{res.spec.label()} ({res.spec.source})" if res.spec.workload else "unknown (give --workload/--size/--gpus)"
-        lines = [("run", run), ("window", f"{row['window']}: {row['present']} of its steps found, {row['steps_found']} in all")]
+        every = f", logged every {row['interval']} iterations" if row["interval"] > 1 else ""
+        found = f"{row['present']} of {row['expected']} steps found{every}; {row['steps_found']} steps in the log"
+        lines = [("run", run), ("window", f"{row['window']}: {found}")]
         if row["step_time_s"] is not None:
             std = row["step_time_std_s"]
             spread = f" ± {std:.3f} (sample std)" if std is not None else ""

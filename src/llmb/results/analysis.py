@@ -67,7 +67,7 @@ class RunResult:
 
 ROW_FIELDS = (
     "path", "format", "workload", "size", "dtype", "gpus", "gpu_type", "status", "window", "present",
-    "steps_found", "step_time_s", "step_time_std_s", "step_time_min_s", "step_time_max_s",
+    "expected", "interval", "steps_found", "step_time_s", "step_time_std_s", "step_time_min_s", "step_time_max_s",
     "step_time_median_s", "tflops_per_gpu", "tflops_per_gpu_source", "tokens_per_s",
     "tokens_per_s_per_gpu", "mfu", "convention", "days_per_1t_tokens", "reasons",
 )
@@ -89,6 +89,8 @@ def result_row(result: RunResult) -> dict[str, Any]:
         "status": s.status.value,
         "window": str(s.window),
         "present": s.present,
+        "expected": s.expected,
+        "interval": s.interval,
         "steps_found": len(p.records),
         "step_time_s": m.get("step_time_s", st.mean if st else None),
         "step_time_std_s": st.std if st else None,

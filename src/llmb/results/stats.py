@@ -15,8 +15,9 @@ For runs of another length the same fractions are used: ``ceil(11/50·N)`` to
 * ``INVALID`` — a NaN or infinite loss or grad norm anywhere in the run (a diverged run's speed
   means nothing), or a step time in the window that is not a positive finite number (clock
   artefacts such as NeMo's negative ``train_step_timing`` would poison the mean);
-* ``INCOMPLETE`` — an iteration of the window is missing, or the log shows the run stopped
-  before its planned last step;
+* ``INCOMPLETE`` — an iteration of the window is missing (of those the log prints: with
+  Megatron's ``--log-interval 10`` only every tenth), or the log shows the run stopped before
+  its planned last step;
 * ``OK``.
 
 Step times more than 3x away from the window's median are listed as outliers (not dropped:
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -135,6 +137,10 @@ class WindowStats:
     present: int
     #: iterations in the window whose step time is an outlier (kept in the statistics)
     outliers: tuple[int, ...] = ()
+    #: the log prints every ``interval``-th iteration (Megatron's --log-interval)
+    interval: int = 1
+    #: iterations of the window the log should hold, given the interval
+    expected: int = 0
 
     def mean(self, name: str) -> float | None:
         s = self.metrics.get(name)
@@ -146,6 +152,8 @@ class WindowStats:
             "status": self.status.value,
             "reasons": list(self.reasons),
             "present": self.present,
+            "expected": self.expected,
+            "interval": self.interval,
             "outliers": list(self.outliers),
             "metrics": {k: v.as_dict() for k, v in self.metrics.items()},
         }
@@ -181,10 +189,15 @@ def window_stats(
     if bad_time:
         reasons.append(f"non-positive or non-finite step time at iteration(s) {_short(bad_time)}")
     invalid = bool(reasons)
-    present = len({r.iteration for r in inside})
-    if present < window.size:
-        have = {r.iteration for r in inside}
-        missing = [i for i in range(window.first, window.last + 1) if i not in have]
+    interval = log_interval(records)
+    anchor = records[0].iteration
+    expected = [i for i in range(window.first, window.last + 1) if (i - anchor) % interval == 0]
+    have = {r.iteration for r in inside}
+    present = len(have)
+    missing = [i for i in expected if i not in have]
+    if not expected:
+        reasons.append(f"window {window} holds no logged iteration (the log prints every {interval})")
+    elif missing:
         reasons.append(f"window {window} misses iteration(s) {_short(missing)}")
     if final_reached is False:
         reasons.append("the run stopped before its planned last step")
@@ -209,7 +222,19 @@ def window_stats(
             if r.step_time_s is not None
             and not (st.median / OUTLIER_FACTOR <= r.step_time_s <= st.median * OUTLIER_FACTOR)
         )
-    return WindowStats(window, status, tuple(reasons), metrics, present, outliers)
+    return WindowStats(window, status, tuple(reasons), metrics, present, outliers, interval, len(expected))
+
+
+def log_interval(records: Sequence[StepRecord]) -> int:
+    """How often the log prints a step: the most common gap between consecutive logged
+    iterations (1 when every step is logged; Megatron's ``--log-interval`` otherwise, whose
+    printed step time is the mean over the interval)."""
+    its = sorted({r.iteration for r in records})
+    gaps = Counter(b - a for a, b in zip(its, its[1:]))
+    if not gaps:
+        return 1
+    best = max(gaps.values())
+    return min(g for g, n in gaps.items() if n == best)
 
 
 def _short(items: list[int], limit: int = 6) -> str:
