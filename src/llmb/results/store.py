@@ -249,8 +249,10 @@ class Store:
         with self._conn() as conn:
             row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
+                # substr, not LIKE: run ids contain "_", a LIKE wildcard
                 like = conn.execute(
-                    "SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY run_id LIMIT 2", (run_id + "%",)
+                    "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY run_id LIMIT 2",
+                    (len(run_id), run_id),
                 ).fetchall()
                 if len(like) == 1:  # a unique prefix is enough, as with git hashes
                     row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (like[0][0],)).fetchone()
