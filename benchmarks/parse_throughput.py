@@ -1,8 +1,8 @@
 """Parse throughput: llmb's streaming parser against ``grep | awk`` on the same generated log.
 
 Not a test. Generates a NeMo 2 log of about ``--size-mb`` MB in a temporary folder (default
-1 GB; step lines mixed with NCCL INFO and warning noise as in real multi-node logs, or every
-line a step line with ``--dense``), warms the page cache, then times
+1 GB; each step line follows ``--noise-lines`` lines of NCCL INFO and warning noise as in real
+multi-node logs, 5 by default, 0 for a log of step lines only), warms the page cache, then times
 
 * llmb: :func:`llmb.results.parse_file` — autodetection, streaming, rank selection, every
   field of every step kept in memory (what ``llmb parse`` does before its statistics);
@@ -10,7 +10,7 @@ line a step line with ``--dense``), warms the page cache, then times
   of the same lines and averaging them;
 
 checks both found the same number of steps and the same mean step time, and prints MB/s and
-the ratio. Usage: ``python benchmarks/parse_throughput.py [--size-mb 1000] [--dense] [--keep]``.
+the ratio. Usage: ``python benchmarks/parse_throughput.py [--size-mb 1000] [--noise-lines 5] [--keep]``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ AWK = r"""awk -F' [|] ' '{
 } END { if (n) printf "%d %.9f\n", n, s / n; else print 0, 0 }'"""
 
 
-def generate(path: Path, size_bytes: int, dense: bool) -> tuple[int, float]:
+def generate(path: Path, size_bytes: int, noise_lines: int) -> tuple[int, float]:
     """Write the log; returns (step lines, mean step time) as written."""
     rnd = random.Random(0)
     steps = 0
@@ -58,14 +58,14 @@ def generate(path: Path, size_bytes: int, dense: bool) -> tuple[int, float]:
     last = 10**7
     with open(path, "w", encoding="utf-8") as fh:
         while written < size_bytes:
-            if not dense:
-                for _ in range(5):
+            if noise_lines:
+                for _ in range(noise_lines):
                     batch.append(rnd.choice(NOISE).format(pid=1844, tid=2301, r=steps % 8, r1=(steps + 1) % 8, c=steps % 24))
             t = 12.3 + rnd.random() * 0.1
             batch.append(STEP.format(i=steps, last=last, lr=1.5e-7 * (steps + 1), loss=12.0 - steps * 1e-6, t=t, cs=128 * (steps + 1)))
             total_t += float(f"{t:.4g}")
             steps += 1
-            if len(batch) >= 6000:
+            if len(batch) >= 6000 + noise_lines:
                 chunk = "".join(batch)
                 fh.write(chunk)
                 written += len(chunk)
@@ -79,7 +79,7 @@ def generate(path: Path, size_bytes: int, dense: bool) -> tuple[int, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=float, default=1000.0)
-    ap.add_argument("--dense", action="store_true", help="every line a step line")
+    ap.add_argument("--noise-lines", type=int, default=5, help="noise lines per step line (0: steps only)")
     ap.add_argument("--keep", action="store_true", help="keep the generated log")
     args = ap.parse_args()
     if not shutil.which("grep") or not shutil.which("awk"):
@@ -89,9 +89,9 @@ def main() -> int:
     try:
         log = tmp / "nemo2_bench.log"
         t0 = time.perf_counter()
-        steps, mean_written = generate(log, int(args.size_mb * 1e6), args.dense)
+        steps, mean_written = generate(log, int(args.size_mb * 1e6), max(0, args.noise_lines))
         size = log.stat().st_size
-        print(f"generated {log} ({size / 1e6:.0f} MB, {steps} step lines, {'dense' if args.dense else 'realistic mix'}) "
+        print(f"generated {log} ({size / 1e6:.0f} MB, {steps} step lines, {args.noise_lines} noise lines per step line) "
               f"in {time.perf_counter() - t0:.1f} s")
         with open(log, "rb") as fh:  # warm the page cache so both sides read from memory
             while fh.read(1 << 24):
