@@ -1,0 +1,130 @@
+"""PNG plots with matplotlib's Agg canvas (no display, no pyplot global state).
+
+* scaling: tokens/s and MFU against GPU count, measured next to the published baseline;
+* steps: step time per iteration with the statistics window shaded and its mean drawn. Warm-up
+  steps are often 5-50x the steady state; the y axis is fitted to the window and points above
+  it are drawn at the top edge with their value written next to them.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from llmb.report.tables import Group
+
+MEASURED = "#1f77b4"
+BASELINE = "#ff7f0e"
+
+
+def _new(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _gpu_axis(ax: Any, counts: list[int]) -> None:
+    if len(counts) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(counts)
+    ax.set_xticklabels([str(c) for c in counts])
+    ax.minorticks_off()
+    ax.set_xlabel("GPUs")
+    ax.grid(True, alpha=0.3)
+
+
+def plot_scaling(group: Group, path: Path) -> Path:
+    """Tokens/s and MFU against GPU count for one group; returns ``path``."""
+    counts = group.gpu_counts
+    fig = _new(10, 4)
+    ax_t, ax_m = fig.subplots(1, 2)
+    series = {
+        "measured": ([group.runs[n].get("tokens_per_s") for n in counts], [group.runs[n].get("mfu") for n in counts]),
+        "baseline": (
+            [b.tokens_per_s if (b := group.baselines.get(n)) else None for n in counts],
+            [b.mfu if (b := group.baselines.get(n)) else None for n in counts],
+        ),
+    }
+    for name, color, marker in (("measured", MEASURED, "o"), ("baseline", BASELINE, "s")):
+        tokens, mfu = series[name]
+        pts = [(n, t) for n, t in zip(counts, tokens) if t is not None]
+        if pts:
+            ax_t.plot(*zip(*pts), marker=marker, color=color, label=name)
+        pts = [(n, m * 100) for n, m in zip(counts, mfu) if m is not None]
+        if pts:
+            ax_m.plot(*zip(*pts), marker=marker, color=color, label=name)
+    measured = [(n, t) for n, t in zip(counts, series["measured"][0]) if t is not None]
+    if len(measured) > 1:
+        # Weak scaling keeps the per-GPU work constant: perfect scaling is a straight line.
+        n0, t0 = measured[0]
+        ax_t.plot(counts, [t0 * n / n0 for n in counts], linestyle=":", color="gray", label="linear from smallest")
+    ax_t.set_title("Throughput")
+    ax_t.set_ylabel("tokens/s (whole job)")
+    if len(counts) > 1:
+        ax_t.set_yscale("log")
+        ax_t.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+        ax_t.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        # One scale: a linear axis from zero, so a 1 % gap does not look like a cliff.
+        tops = [t for t in series["measured"][0] + series["baseline"][0] if t is not None]
+        ax_t.set_ylim(0, max(tops + [1.0]) * 1.25)
+    ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax_m.set_title("Model FLOPs utilization")
+    ax_m.set_ylabel("MFU (%)")
+    ax_m.set_ylim(0, max([100.0 * (m or 0) for m in series["measured"][1] + series["baseline"][1]] + [10.0]) * 1.25)
+    for ax in (ax_t, ax_m):
+        _gpu_axis(ax, counts)
+        if ax.lines:
+            ax.legend(loc="lower right")
+    fig.suptitle(f"{group.title} on {group.gpu_type.upper()}: measured vs published baseline")
+    fig.savefig(path)
+    return path
+
+
+def plot_steps(title: str, steps: list[dict[str, Any]], window: tuple[int, int] | None, path: Path) -> Path | None:
+    """Step time per iteration with the window shaded; ``None`` if there are no step times.
+
+    The y axis is fitted to the window's values (the tick labels say where it starts); steps
+    outside that range are drawn as triangles on the edge and listed with their values.
+    """
+    pts = [(s["iteration"], s["step_time_s"]) for s in steps
+           if s.get("step_time_s") is not None and math.isfinite(s["step_time_s"])]
+    if not pts:
+        return None
+    its, times = zip(*pts)
+    inside = [t for i, t in pts if window and window[0] <= i <= window[1]]
+    ref = [t for t in inside if t > 0] or [t for t in times if t > 0] or list(times)
+    lo, hi = min(ref), max(ref)
+    med = statistics.median(ref)
+    span = max(hi - lo, 0.02 * abs(med), 1e-9)
+    bottom, top = max(0.0, lo - span), hi + span
+    fig = _new(10, 4)
+    ax = fig.subplots()
+    if window:
+        ax.axvspan(window[0] - 0.5, window[1] + 0.5, color="#2ca02c", alpha=0.12, label=f"window {window[0]}:{window[1]}")
+    ax.plot(its, [min(max(t, bottom), top) for t in times], marker=".", color=MEASURED, linewidth=1, label="step time")
+    off = [(i, t) for i, t in pts if t > top or t < bottom]
+    for i, t in off:
+        ax.plot([i], [top if t > top else bottom], marker="^" if t > top else "v", color="#d62728", linestyle="none")
+    if off:
+        listed = ", ".join(f"{i}: {t:.4g} s" for i, t in off[:8]) + (f" (+{len(off) - 8} more)" if len(off) > 8 else "")
+        ax.text(0.99, 0.97, f"off scale: {listed}", transform=ax.transAxes, va="top", ha="right", fontsize=8,
+                color="#d62728", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    if inside:
+        mean = statistics.fmean(inside)
+        ax.hlines(mean, window[0], window[1], colors="#2ca02c", linestyles="--", label=f"window mean {mean:.3f} s")
+    ax.set_ylim(bottom, top)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("iteration (as logged)")
+    ax.set_ylabel("step time (s)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path)
+    return path

@@ -1,0 +1,117 @@
+"""Markdown tables in the reference documents' layout: one table per workload, size and dtype;
+rows are step time, tokens/s, MFU and days to train 1T tokens; columns are GPU counts.
+
+A column shows the newest run with status OK at that GPU count (the newest of any status if
+none is OK, marked with its status). Below it, the same columns against the published
+baseline: baseline step time and the throughput ratio with its verdict.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmb.results.compare import DEFAULT_TOLERANCE, Comparison, Reference
+
+
+@dataclass
+class Group:
+    """Runs of one workload, size, dtype and GPU type, one chosen run per GPU count."""
+
+    workload: str
+    size: str
+    dtype: str
+    gpu_type: str
+    #: GPU count -> chosen run (a job-store row)
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: GPU count -> the comparison of that run with its baseline
+    comparisons: dict[int, Comparison] = field(default_factory=dict)
+    baselines: dict[int, Reference | None] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"{self.workload} {self.size} {self.dtype.upper()}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.workload}_{self.size}_{self.dtype}_{self.gpu_type}".replace("/", "-")
+
+    @property
+    def gpu_counts(self) -> list[int]:
+        return sorted(self.runs)
+
+
+def group_runs(runs: list[dict[str, Any]]) -> tuple[list[Group], list[dict[str, Any]]]:
+    """Groups of identified runs (oldest-first input), and the runs without an identity."""
+    groups: dict[tuple[str, str, str, str], Group] = {}
+    unknown = []
+    by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        if not (r.get("workload") and r.get("size") and r.get("gpus")):
+            unknown.append(r)
+            continue
+        by_key[(r["workload"], r["size"], r.get("dtype") or "?", r.get("gpu_type") or "?", r["gpus"])].append(r)
+    for (w, s, d, t, g), rs in sorted(by_key.items(), key=lambda kv: tuple(map(str, kv[0][:4])) + (kv[0][4],)):
+        ok = [r for r in rs if r.get("status") == "OK"]
+        group = groups.setdefault((w, s, d, t), Group(w, s, d, t))
+        group.runs[g] = (ok or rs)[-1]
+    return list(groups.values()), unknown
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.2f}%"
+
+
+def _row(label: str, cells: list[str]) -> str:
+    return "| " + label + " | " + " | ".join(cells) + " |"
+
+
+def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    counts = group.gpu_counts
+    gpu = group.gpu_type.upper()
+    head = _row(group.title, [f"{n}x {gpu} GPUs" for n in counts])
+    rule = "|---|" + "|".join(":---:" for _ in counts) + "|"
+    runs = [group.runs[n] for n in counts]
+
+    def mark(r: dict[str, Any], text: str) -> str:
+        return text if r.get("status") == "OK" else f"{text} ({r.get('status')})"
+
+    lines = [
+        head,
+        rule,
+        _row("Training step time (seconds per step)", [mark(r, _cell(r.get("step_time_s"), ".2f")) for r in runs]),
+        _row("Throughput in tokens per second", [_cell(r.get("tokens_per_s"), ".0f") for r in runs]),
+        _row("Model flops utilization", [_pct(r.get("mfu")) for r in runs]),
+        _row("Time to train 1T tokens in days", [_cell(r.get("days_per_1t_tokens"), ".2f") for r in runs]),
+    ]
+    conventions = sorted({str(r.get("convention")) for r in runs if r.get("convention")})
+    out = ["\n".join(lines), ""]
+    if conventions:
+        out.append(f"MFU with the `{'`, `'.join(conventions)}` FLOPs convention, over the dense {group.dtype.upper()} peak.")
+        out.append("")
+    if any(group.baselines.get(n) for n in counts):
+        bl = [group.baselines.get(n) for n in counts]
+        comps = [group.comparisons.get(n) for n in counts]
+        ratio_cells = []
+        for c in comps:
+            if c is None or c.throughput_ratio is None:
+                ratio_cells.append("n/a")
+            else:
+                ratio_cells.append(f"{c.throughput_ratio:.1%} {c.verdict}")
+        vs = [
+            _row(f"{group.title} vs published", [f"{n}x {gpu} GPUs" for n in counts]),
+            rule,
+            _row("Baseline step time (seconds per step)", [_cell(b.step_time_s if b else None, ".2f") for b in bl]),
+            _row("Baseline tokens per second", [_cell(b.tokens_per_s if b else None, ".0f") for b in bl]),
+            _row("Baseline model flops utilization", [_pct(b.mfu if b else None) for b in bl]),
+            _row(f"Measured / baseline throughput (pass at {tolerance:.0%})", ratio_cells),
+        ]
+        out += ["\n".join(vs), ""]
+    used = ", ".join(f"{n} GPUs: `{group.runs[n]['run_id']}`" for n in counts)
+    out.append(f"Runs: {used}.")
+    return "\n".join(out)

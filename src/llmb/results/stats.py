@@ -1,0 +1,242 @@
+"""The step window, its statistics and a run's completeness status. Pure functions.
+
+**Default window.** The reference parsers averaged iterations 11–44 of a 50-step run (later
+35–44). llmb keeps 11–44: it skips the warm-up steps (compilation, allocator growth, data
+prefetch) and the tail where profilers and checkpoint saves start, and still leaves 34 samples
+for a meaningful standard deviation. Iterations are numbered as the framework printed them.
+For runs of another length the same fractions are used: ``ceil(11/50·N)`` to
+``floor(44/50·N)`` of ``N`` planned steps (so 10 steps give 3–8).
+
+**Spread** is the *sample* standard deviation (ddof = 1); ``None`` with fewer than two values.
+
+**Status** (first that applies):
+
+* ``NO_DATA`` — the log holds no step of a known format;
+* ``INVALID`` — a NaN or infinite loss or grad norm anywhere in the run (a diverged run's speed
+  means nothing), or a step time in the window that is not a positive finite number (clock
+  artefacts such as NeMo's negative ``train_step_timing`` would poison the mean);
+* ``INCOMPLETE`` — an iteration of the window is missing (of those the log prints: with
+  Megatron's ``--log-interval 10`` only every tenth), or the log shows the run stopped before
+  its planned last step;
+* ``OK``.
+
+Step times more than 3x away from the window's median are listed as outliers (not dropped:
+the mean is what the run did; the median is there to compare).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+from llmb.errors import LlmbError
+from llmb.results.record import StepRecord
+
+REFERENCE_STEPS = 50
+REFERENCE_WINDOW = (11, 44)
+
+#: a window step time this many times above or below the window's median is reported as an
+#: outlier (MaxText's asynchronous dispatch logs 0.002 s steps, checkpoints add seconds)
+OUTLIER_FACTOR = 3.0
+
+#: record fields summarized over the window
+METRIC_FIELDS = ("step_time_s", "tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "mem_bytes")
+
+
+class Status(str, Enum):
+    OK = "OK"
+    INCOMPLETE = "INCOMPLETE"
+    INVALID = "INVALID"
+    NO_DATA = "NO_DATA"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Inclusive range of iteration numbers, as printed by the framework."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.last < self.first:
+            raise LlmbError(f"window {self.first}:{self.last} is empty or negative; give A:B with 0 <= A <= B")
+
+    def __contains__(self, iteration: object) -> bool:
+        return isinstance(iteration, int) and self.first <= iteration <= self.last
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}:{self.last}"
+
+
+def parse_window(text: str) -> Window:
+    """``"11:44"`` -> ``Window(11, 44)``; anything else is a user mistake."""
+    first, sep, last = text.partition(":")
+    if not sep:
+        raise LlmbError(f"window {text!r} must look like A:B (e.g. 11:44)")
+    try:
+        return Window(int(first), int(last))
+    except ValueError:
+        raise LlmbError(f"window {text!r} must be two whole numbers A:B (e.g. 11:44)") from None
+
+
+def default_window(planned_steps: int | None = None) -> Window:
+    """The reference window 11–44 of 50 steps, scaled to ``planned_steps`` when known."""
+    n = planned_steps or REFERENCE_STEPS
+    if n == REFERENCE_STEPS:
+        return Window(*REFERENCE_WINDOW)
+    first = math.ceil(REFERENCE_WINDOW[0] * n / REFERENCE_STEPS)
+    last = max(first, math.floor(REFERENCE_WINDOW[1] * n / REFERENCE_STEPS))
+    return Window(first, last)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Statistics of one metric over the window; ``std`` is the sample standard deviation."""
+
+    mean: float
+    std: float | None
+    min: float
+    max: float
+    median: float
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(values: Sequence[float]) -> Summary | None:
+    """Mean, sample std (ddof=1), min, max, median and count; ``None`` for no values."""
+    if not values:
+        return None
+    return Summary(
+        mean=statistics.fmean(values),
+        std=statistics.stdev(values) if len(values) > 1 else None,
+        min=min(values),
+        max=max(values),
+        median=statistics.median(values),
+        count=len(values),
+    )
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    window: Window
+    status: Status
+    reasons: tuple[str, ...]
+    metrics: dict[str, Summary]
+    #: iterations of the window found in the log
+    present: int
+    #: iterations in the window whose step time is an outlier (kept in the statistics)
+    outliers: tuple[int, ...] = ()
+    #: the log prints every ``interval``-th iteration (Megatron's --log-interval)
+    interval: int = 1
+    #: iterations of the window the log should hold, given the interval
+    expected: int = 0
+
+    def mean(self, name: str) -> float | None:
+        s = self.metrics.get(name)
+        return s.mean if s else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "window": str(self.window),
+            "status": self.status.value,
+            "reasons": list(self.reasons),
+            "present": self.present,
+            "expected": self.expected,
+            "interval": self.interval,
+            "outliers": list(self.outliers),
+            "metrics": {k: v.as_dict() for k, v in self.metrics.items()},
+        }
+
+
+def _bad(value: float | None) -> bool:
+    return value is not None and not math.isfinite(value)
+
+
+def window_stats(
+    records: Iterable[StepRecord],
+    window: Window,
+    final_reached: bool | None = None,
+) -> WindowStats:
+    """Statistics of ``records`` (one rank, one record per iteration) over ``window``.
+
+    ``final_reached`` is what the log says about reaching the planned last step (``None`` when
+    the format does not say; then only the window's completeness counts).
+    """
+    records = list(records)
+    if not records:
+        return WindowStats(window, Status.NO_DATA, ("no step lines found",), {}, 0)
+    reasons: list[str] = []
+    diverged = [r.iteration for r in records if _bad(r.loss) or _bad(r.grad_norm)]
+    if diverged:
+        reasons.append(f"NaN/inf loss or grad norm at iteration(s) {_short(diverged)}")
+    inside = [r for r in records if r.iteration in window]
+    bad_time = [
+        r.iteration
+        for r in inside
+        if r.step_time_s is not None and not (math.isfinite(r.step_time_s) and r.step_time_s > 0)
+    ]
+    if bad_time:
+        reasons.append(f"non-positive or non-finite step time at iteration(s) {_short(bad_time)}")
+    invalid = bool(reasons)
+    interval = log_interval(records)
+    anchor = records[0].iteration
+    expected = [i for i in range(window.first, window.last + 1) if (i - anchor) % interval == 0]
+    have = {r.iteration for r in inside}
+    present = len(have)
+    missing = [i for i in expected if i not in have]
+    if not expected:
+        reasons.append(f"window {window} holds no logged iteration (the log prints every {interval})")
+    elif missing:
+        reasons.append(f"window {window} misses iteration(s) {_short(missing)}")
+    if final_reached is False:
+        reasons.append("the run stopped before its planned last step")
+    if invalid:
+        status = Status.INVALID
+    elif reasons:
+        status = Status.INCOMPLETE
+    else:
+        status = Status.OK
+    metrics: dict[str, Summary] = {}
+    for name in METRIC_FIELDS:
+        values = [v for r in inside if (v := getattr(r, name)) is not None and math.isfinite(v)]
+        summary = summarize(values)
+        if summary is not None:
+            metrics[name] = summary
+    outliers: tuple[int, ...] = ()
+    st = metrics.get("step_time_s")
+    if st is not None and st.median > 0:
+        outliers = tuple(
+            r.iteration
+            for r in inside
+            if r.step_time_s is not None
+            and not (st.median / OUTLIER_FACTOR <= r.step_time_s <= st.median * OUTLIER_FACTOR)
+        )
+    return WindowStats(window, status, tuple(reasons), metrics, present, outliers, interval, len(expected))
+
+
+def log_interval(records: Sequence[StepRecord]) -> int:
+    """How often the log prints a step: the most common gap between consecutive logged
+    iterations (1 when every step is logged; Megatron's ``--log-interval`` otherwise, whose
+    printed step time is the mean over the interval)."""
+    its = sorted({r.iteration for r in records})
+    gaps = Counter(b - a for a, b in zip(its, its[1:]))
+    if not gaps:
+        return 1
+    best = max(gaps.values())
+    return min(g for g, n in gaps.items() if n == best)
+
+
+def _short(items: list[int], limit: int = 6) -> str:
+    text = ", ".join(map(str, items[:limit]))
+    return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
