@@ -21,9 +21,11 @@ What is modelled, and the framework conventions behind it:
   parallelism (tokens split by CP), MoE expert activations sized by conservation of routed
   tokens over the expert layout (EP x ETP x EDP), and FP8 GEMM inputs saved as 1 byte.
 * **Recompute**: ``none``; ``selective`` recomputes the norms and the MLP activation function
-  (cheap element-wise work, Megatron's ``layernorm`` / activation recompute modules); ``full``
-  keeps only each layer's input and recomputes the layer during backward (one layer's full
-  activations live at a time).
+  (cheap element-wise work, Megatron's ``layernorm`` / activation recompute modules); ``mlp``
+  keeps only the MLP block's input and recomputes the whole MLP (Megatron's ``mlp`` module,
+  MaxText policies that save the attention projections but not the MLP); ``full`` keeps only
+  each layer's input and recomputes the layer during backward (one layer's full activations
+  live at a time).
 * **In-flight micro-batches**: 1F1B keeps ``min(PP - rank, GA)`` micro-batches of a stage's
   layers alive on pipeline rank ``rank``; the interleaved schedule keeps
   ``min(2 (PP - rank - 1) + (VP - 1) PP + 1, GA x VP)`` model chunks (Megatron's warm-up count
@@ -43,14 +45,16 @@ GPU's HBM. The catalog's ``hbm_gb`` is the marketed figure, which for these part
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Literal
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
 
-Recompute = Literal["none", "selective", "full"]
-RECOMPUTE_LEVELS: tuple[str, ...] = ("none", "selective", "full")
+Recompute = Literal["none", "selective", "mlp", "full"]
+# Ordered from the least to the most recomputation (and the most to the least memory).
+RECOMPUTE_LEVELS: tuple[str, ...] = ("none", "selective", "mlp", "full")
 
 GIB = 2**30
 RUNTIME_OVERHEAD_BYTES = 3 * GIB
@@ -149,6 +153,9 @@ def layer_activation_bytes_per_token(
     # MLP block: norm input, FC1 input, FC1 output, activation output (FC2 input).
     moe = model.moe
     mlp_norm = a * h + (g * h if norms_saved else 0)
+    if recompute == "mlp":
+        router = 4 * moe.num_experts if moe is not None and model.is_moe_layer(index) else 0
+        return (attn + a * h + router) / tp
     if moe is not None and model.is_moe_layer(index):
         # Routed experts: per GPU, tokens x top_k copies, the hidden input replicated over
         # ETP (each ETP rank needs all of h) and the FFN width split by ETP; the permuted
@@ -242,6 +249,19 @@ class MemoryEstimate:
         }
 
 
+@lru_cache(maxsize=4096)
+def kind_counts(model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int) -> list[dict[bool, int]]:
+    """Per pipeline rank: how many of its layers are dense (False) and MoE (True)."""
+    counts: list[dict[bool, int]] = [{} for _ in range(pp)]
+    start = 0
+    for c, n in enumerate(layers_per_chunk):
+        for i in range(start, start + n):
+            kind = model.is_moe_layer(i)
+            counts[c % pp][kind] = counts[c % pp].get(kind, 0) + 1
+        start += n
+    return counts
+
+
 def _in_flight_chunks(pp: int, vp: int, ga: int, rank: int) -> int:
     """Model chunks (VP > 1) or micro-batches (VP = 1) whose activations rank ``rank`` holds at
     its peak."""
@@ -273,15 +293,29 @@ def estimate_memory(
     emb_params = model.vocab * h
     notes: list[str] = []
 
+    # Layers come in at most two kinds (dense, MoE): compute each kind once.
+    kinds = {False, True} if model.moe is not None else {False}
+    first_of = {k: next(i for i in range(model.layers) if model.is_moe_layer(i) == k) for k in kinds}
+    kind_params = {k: layer_params(model, i) for k, i in first_of.items()}
+    kind_act = {
+        k: layer_activation_bytes_per_token(model, derived, i, dtype, recompute)
+        for k, i in first_of.items()
+    }
+    kind_act_full = {
+        k: layer_activation_bytes_per_token(model, derived, i, dtype, "none")
+        for k, i in first_of.items()
+    }
+
     stages: list[StageMemory] = []
-    for rank, chunks in enumerate(stage_chunks(model, derived)):
-        layers = [i for chunk in chunks for i in chunk]
+    all_counts = kind_counts(model, derived.layers_per_chunk, pp)
+    for rank in range(pp):
+        counts = all_counts[rank]
         dense = experts = gemm = 0.0
-        for i in layers:
-            lp = layer_params(model, i)
-            dense += (lp.attention + lp.dense_mlp) / tp + lp.norms
-            experts += lp.experts / (ep * etp)
-            gemm += (lp.attention + lp.dense_mlp) / tp + lp.experts / (ep * etp)
+        for k, n in counts.items():
+            lp = kind_params[k]
+            dense += n * ((lp.attention + lp.dense_mlp) / tp + lp.norms)
+            experts += n * lp.experts / (ep * etp)
+            gemm += n * ((lp.attention + lp.dense_mlp) / tp + lp.experts / (ep * etp))
         if rank == 0:
             dense += emb_params / tp
         if rank == pp - 1:
@@ -294,7 +328,7 @@ def estimate_memory(
         if fsdp:
             # MaxText-style FSDP: everything sharded over the group (fp32 weights, grads,
             # Adam m and v), plus two layers of gathered bf16 weights.
-            biggest = max((layer_params(model, i).total for i in layers), default=0)
+            biggest = max((kind_params[k].total for k, n in counts.items() if n), default=0)
             weights = 4 * params / fsdp + 2 * 2 * biggest / tp
             grads = 4 * params / fsdp
             optimizer = 8 * params / fsdp
@@ -308,21 +342,13 @@ def estimate_memory(
 
         # Activations: the in-flight chunks, each a micro-batch through one chunk's layers.
         n_chunks = _in_flight_chunks(pp, vp, derived.ga, rank)
-        per_chunk = [
-            tokens * sum(layer_activation_bytes_per_token(model, derived, i, dtype, recompute) for i in c)
-            for c in chunks
-        ]
-        # Chunks of one rank are (nearly) equal; the average times the count is the total.
-        avg_chunk = sum(per_chunk) / len(per_chunk) if per_chunk else 0.0
-        if vp == 1:
-            activations = n_chunks * sum(per_chunk)
-        else:
-            activations = n_chunks * avg_chunk
-        if recompute == "full" and layers:
+        # The chunks of one rank hold (nearly) equal layer counts: a micro-batch through one
+        # chunk keeps the rank's per-micro-batch activations divided by VP.
+        per_microbatch = tokens * sum(n * kind_act[k] for k, n in counts.items())
+        activations = n_chunks * per_microbatch / vp
+        if recompute == "full" and counts:
             # During backward one layer's full activations are rebuilt and alive.
-            activations += tokens * max(
-                layer_activation_bytes_per_token(model, derived, i, dtype, "none") for i in layers
-            )
+            activations += tokens * max(kind_act_full[k] for k, n in counts.items() if n)
         logits = 0.0
         if rank == pp - 1:
             logits = tokens * model.vocab / tp * LOGITS_BYTES_PER_ELEMENT
