@@ -23,6 +23,7 @@ from llmb.errors import LlmbError, SystemFailure
 
 # Command modules register themselves on `app` when imported.
 from llmb.cli import catalog_cmds  # noqa: E402,F401
+from llmb.cli import predict_cmds  # noqa: E402,F401
 
 __all__ = ["app", "console", "err_console", "main"]
 

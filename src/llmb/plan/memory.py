@@ -96,6 +96,7 @@ class LayerParams:
         return self.attention + self.norms + self.dense_mlp + self.experts
 
 
+@lru_cache(maxsize=4096)
 def layer_params(model: ModelSpec, index: int) -> LayerParams:
     """Parameters of layer ``index`` (matches :func:`llmb.plan.flops.param_count`)."""
     h, d = model.hidden, model.kv_channels
@@ -249,6 +250,15 @@ class MemoryEstimate:
         }
 
 
+@lru_cache(maxsize=256)
+def _first_of_kind(model: ModelSpec) -> dict[bool, int]:
+    """Index of the first dense (False) and MoE (True) layer; layers of a kind are alike."""
+    out: dict[bool, int] = {}
+    for i in range(model.layers):
+        out.setdefault(model.is_moe_layer(i), i)
+    return out
+
+
 @lru_cache(maxsize=4096)
 def kind_counts(model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int) -> list[dict[bool, int]]:
     """Per pipeline rank: how many of its layers are dense (False) and MoE (True)."""
@@ -294,8 +304,8 @@ def estimate_memory(
     notes: list[str] = []
 
     # Layers come in at most two kinds (dense, MoE): compute each kind once.
-    kinds = {False, True} if model.moe is not None else {False}
-    first_of = {k: next(i for i in range(model.layers) if model.is_moe_layer(i) == k) for k in kinds}
+    first_of = _first_of_kind(model)
+    kinds = set(first_of)
     kind_params = {k: layer_params(model, i) for k, i in first_of.items()}
     kind_act = {
         k: layer_activation_bytes_per_token(model, derived, i, dtype, recompute)
