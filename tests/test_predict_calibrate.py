@@ -40,7 +40,7 @@ def test_refit_reproduces_the_stored_parameters(items):
     eff, loss = cal.fit(items)
     stored = cal.stored_calibration()
     assert eff == stored.efficiency
-    assert loss == pytest.approx(stored.loss, rel=1e-6)
+    assert loss == pytest.approx(stored.loss, rel=1e-9)
 
 
 def test_fitted_model_beats_its_start_and_the_naive_baselines(items):

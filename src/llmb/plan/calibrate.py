@@ -327,7 +327,7 @@ def to_json(cal: Calibration) -> str:
     data = {
         "parameters": cal.efficiency.as_dict(),
         "fitted_on": {"catalog_fingerprint": cal.fingerprint, "rows": len(cal.rows)},
-        "loss_mean_squared_log_error": round(cal.loss, 8),
+        "loss_mean_squared_log_error": cal.loss,
         "procedure": "llmb.plan.calibrate (module docstring); refit with `llmb calibrate --fit`",
         "cross_validation": {
             "scheme": "leave one workload out",

@@ -20,12 +20,15 @@ The model, per GPU, for one micro-batch through one transformer layer:
   beyond it), ranks ordered TP-CP-DP-PP (Megatron's default) so that inner groups land in
   one domain first:
   - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
-    layer (the backward re-gathers inputs for the weight gradients);
+    layer (the backward re-gathers inputs for the weight gradients); FP8 runs gather FP8
+    inputs (half the bytes of those 4 gathers);
   - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
     hidden behind the attention kernels except for what exceeds them;
-  - EP: dispatch and combine all-to-all, forward and backward;
+  - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
+    reduce-scatter of the routed tokens; Megatron-Core's all-to-all dispatcher runs in line
+    with the expert computation, so this traffic is counted as exposed;
   - PP: activations forward and gradients backward at every chunk boundary;
-  - a fraction ``overlap`` of TP, EP and PP traffic hides behind compute (TE userbuffers,
+  - a fraction ``overlap`` of TP and PP traffic hides behind compute (TE userbuffers,
     Megatron's overlapped p2p); the rest is exposed;
   - DP (distributed optimizer): gradient reduce-scatter and parameter all-gather over the
     DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
@@ -74,7 +77,7 @@ class Efficiency:
     attention: float = 0.55  # flash attention, fraction of the BF16 peak
     hbm: float = 0.70  # element-wise kernels, fraction of HBM bandwidth
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
-    overlap: float = 0.70  # fraction of TP / EP / PP traffic hidden behind compute
+    overlap: float = 0.70  # fraction of TP and PP traffic hidden behind compute
     expert_gemm: float = 1.0  # routed-expert grouped GEMMs relative to dense GEMMs (imbalance)
 
     @classmethod
@@ -274,7 +277,7 @@ def _layer_cost(
 
     g_attn, ew_attn = g, ew_tp
     moe = model.moe
-    ep_bytes = 0.0
+    ep_bytes = etp_bytes = 0.0
     if moe_layer and moe is not None:
         e_loc = moe.num_experts / ep
         f = moe.expert_ffn_hidden
@@ -294,8 +297,11 @@ def _layer_cost(
             ew_tp += act_bytes(fs)
             sel_tp += a * fs
             cast_tp += h + fs + (up_s + h) / 2
-        # Dispatch + combine, forward and backward: 4 all-to-alls of the routed copies.
-        ep_bytes = t * moe.top_k * h * a * etp / tp
+        # Dispatch + combine, forward and backward: 4 all-to-alls of this GPU's sequence-
+        # parallel share of the routed copies; the copies then reach the ETP ranks of an
+        # expert by an all-gather (and return by a reduce-scatter) inside the ETP group.
+        ep_bytes = t * moe.top_k * h * a / tp
+        etp_bytes = t * moe.top_k * h * a
     else:
         f = model.ffn_hidden
         up = (2 if gated else 1) * f
@@ -315,13 +321,18 @@ def _layer_cost(
     sel_s = t * (sel_tp / tp + sel_gpu) / hbm
 
     # Communication per layer per micro-batch (before overlap).
-    tp_s = 10 * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
+    # TP: 2 all-gathers + 2 reduce-scatters forward, 2 + 2 backward, 2 re-gathers of inputs
+    # for the weight gradients. FP8 runs gather the FP8-cast inputs (1 byte; Transformer
+    # Engine's overlapped all-gather): the 2 forward gathers and the 2 re-gathers.
+    gathered_inputs = 4 * (0.5 if dtype == "fp8" else 1.0)
+    tp_s = (6 + gathered_inputs) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
     cp_s = 0.0
     if cp > 1:
         step_bytes = t * 2 * kv_local * a
         same = tp * 2 <= gpu.nvlink_domain
         cp_s = 3 * (cp - 1) * net.p2p(step_bytes, same)
     ep_s = 4 * net.all_to_all(ep_bytes, ep, etp) if ep > 1 and ep_bytes else 0.0
+    ep_s += 4 * net.ring(etp_bytes, etp, 1) if etp > 1 else 0.0
     fsdp_ag = fsdp_rs = 0.0
     if lay.fsdp and lay.fsdp > 1:
         lp = layer_params(model, 0)
