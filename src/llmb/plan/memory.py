@@ -113,19 +113,6 @@ def layer_params(model: ModelSpec, index: int) -> LayerParams:
     return LayerParams(attention=attention, norms=2 * norm, dense_mlp=dense, experts=experts)
 
 
-def stage_chunks(model: ModelSpec, derived: DerivedLayout) -> list[list[list[int]]]:
-    """Layer indices per pipeline rank, per virtual chunk: ``[rank][chunk][layer index]``.
-
-    Chunks are numbered model-wise; chunk ``c`` runs on rank ``c % PP`` (Megatron order)."""
-    pp = derived.layout.pp
-    stages: list[list[list[int]]] = [[] for _ in range(pp)]
-    start = 0
-    for c, n in enumerate(derived.layers_per_chunk):
-        stages[c % pp].append(list(range(start, start + n)))
-        start += n
-    return stages
-
-
 # ---------------------------------------------------------------------------------------------
 # Activations
 # ---------------------------------------------------------------------------------------------
