@@ -74,3 +74,13 @@ def test_bad_inputs_are_one_line_errors_with_exit_1(capsys, argv):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_predict_on_a_gpu_without_a_published_layout_borrows_the_recipe(capsys):
+    h100 = _json(capsys, ["predict", "llama3.1", "-s", "70b", "-n", "64", "--json"])
+    b200 = _json(capsys, ["predict", "llama3.1", "-s", "70b", "-n", "64", "--gpu-type", "b200", "--json"])
+    assert any("no published b200 layout" in n for n in b200["notes"])
+    assert b200["baseline"] is None and b200["layout"] == h100["layout"]
+    # More peak FLOP/s, HBM bandwidth and NVLink: a shorter step; more memory: more headroom.
+    assert b200["step_time_s"] < h100["step_time_s"]
+    assert b200["memory"]["capacity_bytes"] > h100["memory"]["capacity_bytes"]

@@ -10,8 +10,15 @@ from rich.table import Table
 from llmb.catalog import default_catalog
 from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
 from llmb.plan.calibrate import MODELS, stored_calibration
-from llmb.plan.predict import RECOMPUTE_CHOICES, Forecast, explain, forecast, search_layouts
-from llmb.plan.recipe import Recipe, resolve
+from llmb.plan.predict import (
+    RECOMPUTE_CHOICES,
+    Forecast,
+    explain,
+    forecast,
+    resolve_on_gpu,
+    search_layouts,
+)
+from llmb.plan.recipe import Recipe
 
 GB = 1e9
 
@@ -22,7 +29,7 @@ GPU_TYPE = typer.Option(None, "--gpu-type", "-g", help="h100, h200, b200, gb200,
 
 
 def _recipe(workload: str, size: str, dtype: str | None, gpus: int | None, gpu_type: str | None, **knobs: int | None) -> Recipe:
-    return resolve(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs)
+    return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs)
 
 
 def _band(recipe: Recipe) -> tuple[float, float]:

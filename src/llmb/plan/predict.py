@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from typing import Any
 
+from llmb.catalog.loader import Catalog
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LayoutError, LlmbError
 from llmb.plan.layout import DerivedLayout, Layout, derive
@@ -62,7 +63,7 @@ from llmb.plan.memory import (
     least_recompute_that_fits,
 )
 from llmb.plan.metrics import RunMetrics
-from llmb.plan.recipe import Recipe
+from llmb.plan.recipe import Recipe, resolve
 
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
@@ -764,3 +765,29 @@ def explain(winner: Forecast, reference: Forecast, items: int = 3) -> list[str]:
     if winner.breakdown.recompute != reference.breakdown.recompute:
         lines.append(f"recompute: {reference.breakdown.recompute} -> {winner.breakdown.recompute}")
     return lines
+
+
+def resolve_on_gpu(
+    catalog: Catalog,
+    workload: str,
+    size: str,
+    dtype: str | None = None,
+    gpus: int | None = None,
+    gpu_type: str | None = None,
+    overrides: dict[str, int | None] | None = None,
+) -> Recipe:
+    """:func:`~llmb.plan.recipe.resolve`, extended to GPU types a workload publishes no layout
+    for: the workload's default-GPU recipe is planned on the requested GPU instead, with a
+    note saying so (no baseline applies then)."""
+    if gpu_type is not None:
+        wl = catalog.workload(workload)
+        _, spec = catalog.size(wl, size)
+        gkey = catalog.gpu_key(gpu_type)
+        want = (dtype or wl.default_dtype).lower()
+        if not any(r.gpu_type == gkey and want in r.dtypes for r in spec.layouts):
+            base = resolve(catalog, workload, size, dtype, gpus, None, overrides)
+            gpu = catalog.gpus[gkey]
+            gpu.peak_flops(base.dtype)  # a clear error when the GPU lacks the precision
+            note = f"no published {gkey} layout: the {base.gpu_type} recipe's layout, planned on {gkey}"
+            return replace(base, gpu_type=gkey, gpu=gpu, row=None, baseline=None, notes=(*base.notes, note))
+    return resolve(catalog, workload, size, dtype, gpus, gpu_type, overrides)
