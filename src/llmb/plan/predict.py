@@ -606,9 +606,15 @@ def forecast(
     else:
         mem = estimate_memory(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, recompute)
     br = predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, mem.recompute)
-    step = br.step_time_s
-    lo, hi = band
-    return Forecast(recipe, mem, br, (step / (1 + hi), step / (1 + lo)))
+    return Forecast(recipe, mem, br, _band_s(br.step_time_s, band))
+
+
+def _band_s(step_s: float, band: tuple[float, float]) -> tuple[float, float]:
+    """Step-time interval from held-out relative errors; it always contains the prediction
+    (a family whose held-out errors were all one-signed, e.g. MoE predicted without any MoE
+    data, widens the band on that side only)."""
+    lo, hi = min(band[0], 0.0), max(band[1], 0.0)
+    return step_s / (1 + hi), step_s / (1 + lo)
 
 
 def _powers_of_two(limit: int) -> list[int]:
@@ -722,8 +728,7 @@ def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[fl
     ranked = []
     for _, _, lay, derived, mem, br in found[:top]:
         cand = replace(recipe, layout=lay, derived=derived, row=None, baseline=None, overridden=(), notes=())
-        step = br.step_time_s
-        ranked.append(Forecast(cand, mem, br, (step / (1 + band[1]), step / (1 + band[0]))))
+        ranked.append(Forecast(cand, mem, br, _band_s(br.step_time_s, band)))
     return SearchResult(
         ranked=tuple(ranked),
         recipe_forecast=forecast(recipe, eff, "auto", band),
