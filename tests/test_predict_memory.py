@@ -130,3 +130,13 @@ def test_fp8_weight_cache_and_fsdp_sharding():
     s64 = estimate_memory(small.model, small.derived, small.gpu, "bf16").worst.optimizer_bytes
     s256 = estimate_memory(big.model, big.derived, big.gpu, "bf16").worst.optimizer_bytes
     assert s64 == pytest.approx(4 * s256)
+
+
+def test_nemotron4_340b_does_not_fit_below_128_gpus_as_published():
+    r = _recipe("nemotron4", "340b", "bf16", 128)
+    assert any(
+        estimate_memory(r.model, r.derived, r.gpu, "bf16", level).fits for level in RECOMPUTE_LEVELS
+    )
+    half = derive(replace(r.layout, gpus=64, gbs=16), r.model)  # TP8 PP8 leave DP 1
+    for level in RECOMPUTE_LEVELS:
+        assert not estimate_memory(r.model, half, r.gpu, "bf16", level).fits, level
