@@ -330,7 +330,7 @@ def _layer_cost(
     cp_s = 0.0
     if cp > 1:
         step_bytes = t * 2 * kv_local * a
-        same = tp * 2 <= gpu.nvlink_domain
+        same = tp * cp <= gpu.nvlink_domain  # the whole CP ring inside one NVLink domain
         cp_s = 3 * (cp - 1) * net.p2p(step_bytes, same)
     ep_s = 4 * net.all_to_all(ep_bytes, ep, etp) if ep > 1 and ep_bytes else 0.0
     ep_s += 4 * net.ring(etp_bytes, etp, 1) if etp > 1 else 0.0
