@@ -126,8 +126,13 @@ def layer_activation_bytes_per_token(
     "Per token" means per token of the full (pre-CP) sequence handled by this GPU's CP rank:
     multiply by ``MBS x seq / CP``. Everything is divided by TP (sequence parallelism splits
     the norm/residual region, TP splits the rest)."""
-    lay = derived.layout
-    tp = lay.tp
+    return _activation_bytes(model, derived.layout.tp, derived.etp, model.is_moe_layer(index), dtype, recompute)
+
+
+@lru_cache(maxsize=4096)
+def _activation_bytes(
+    model: ModelSpec, tp: int, etp: int, moe_layer: bool, dtype: str, recompute: str
+) -> float:
     h, d = model.hidden, model.kv_channels
     q, kv = model.heads * d, model.query_groups * d
     a, g = _act_bytes(dtype), _gemm_input_bytes(dtype)
@@ -142,15 +147,14 @@ def layer_activation_bytes_per_token(
     moe = model.moe
     mlp_norm = a * h + (g * h if norms_saved else 0)
     if recompute == "mlp":
-        router = 4 * moe.num_experts if moe is not None and model.is_moe_layer(index) else 0
+        router = 4 * moe.num_experts if moe is not None and moe_layer else 0
         return (attn + a * h + router) / tp
-    if moe is not None and model.is_moe_layer(index):
+    if moe is not None and moe_layer:
         # Routed experts: per GPU, tokens x top_k copies, the hidden input replicated over
         # ETP (each ETP rank needs all of h) and the FFN width split by ETP; the permuted
         # input and the un-permuted output are also kept. Conservation over the expert layout
         # gives (per token of this CP rank, per GPU) top_k * (...)/TP, see module docstring.
         f = moe.expert_ffn_hidden
-        etp = derived.etp
         up = (2 if model.gated else 1) * f
         act_out = g * f if norms_saved else 0
         experts = moe.top_k * (2 * a * h * etp + g * h * etp + a * up + act_out)

@@ -243,19 +243,59 @@ def _layer_cost(
     moe_layer: bool,
 ) -> _LayerCost:
     lay = derived.layout
-    tp, cp, ep, etp = lay.tp, lay.cp, lay.ep, derived.etp
+    # A layer's cost depends on these sizes only (not on PP, VP or DP): cache on them, so a
+    # layout search pays for each distinct combination once.
+    hw = _Hw(
+        peak_flops=gpu.peak_flops(dtype),
+        peak_bf16_flops=gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype),
+        hbm_gbps=gpu.hbm_bandwidth_gbps,
+        nvlink_gbps=gpu.nvlink_gbps,
+        nic_gbps=gpu.nic_gbps,
+        nvlink_domain=gpu.nvlink_domain,
+    )
+    return _layer_cost_cached(
+        model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, hw, dtype, eff, moe_layer
+    )
+
+
+@dataclass(frozen=True)
+class _Hw:
+    """The GPU numbers a layer's cost needs (hashable, unlike the catalog's GpuSpec)."""
+
+    peak_flops: float  # dense peak of the run's dtype, FLOP/s
+    peak_bf16_flops: float
+    hbm_gbps: float
+    nvlink_gbps: float
+    nic_gbps: float
+    nvlink_domain: int
+
+
+@lru_cache(maxsize=8192)
+def _layer_cost_cached(
+    model: ModelSpec,
+    tp: int,
+    cp: int,
+    ep: int,
+    etp: int,
+    mbs: int,
+    fsdp: int | None,
+    hw: _Hw,
+    dtype: str,
+    eff: Efficiency,
+    moe_layer: bool,
+) -> _LayerCost:
     s = model.seq_len
-    t = lay.mbs * s / cp  # tokens per micro-batch on this CP rank
+    t = mbs * s / cp  # tokens per micro-batch on this CP rank
     h, d = model.hidden, model.kv_channels
     q, kv = model.heads * d, model.query_groups * d
     kv_local = max(kv / tp, d)  # TP beyond the KV groups replicates KV heads
     a = 4 if dtype == "fp32" else 2
     gated = model.gated
-    net = _net(gpu, eff)
+    net = _Net(hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain)
     knee = eff.gemm_knee
 
-    peak_layer = gpu.peak_flops(dtype)
-    peak_bf16 = gpu.peak_flops("bf16") if dtype != "fp32" else peak_layer
+    peak_layer = hw.peak_flops
+    peak_bf16 = hw.peak_bf16_flops
     gemm_eff = {"fp8": eff.gemm_fp8}.get(dtype, eff.gemm_bf16)
 
     def gemm(m: float, n: float, k: float, peak: float = peak_layer, e: float = gemm_eff) -> float:
@@ -315,7 +355,7 @@ def _layer_cost(
         # a + 2 bytes per element of every GEMM input and (once) of every output gradient.
         ew_tp += (a + 2) * cast_tp
         ew_gpu += (a + 2) * cast_gpu
-    hbm = gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm
+    hbm = hw.hbm_gbps * 1e9 * eff.hbm
     ew_s = t * (ew_tp / tp + ew_gpu) / hbm
     # The MLP block's share, redone under "mlp" recompute (its norm, FP8 casts and GEMMs).
     mlp_fwd = (g - g_attn) + t * ((ew_tp - ew_attn) / tp + ew_gpu + 4 * a * h / tp) / hbm
@@ -330,16 +370,16 @@ def _layer_cost(
     cp_s = 0.0
     if cp > 1:
         step_bytes = t * 2 * kv_local * a
-        same = tp * cp <= gpu.nvlink_domain  # the whole CP ring inside one NVLink domain
+        same = tp * cp <= hw.nvlink_domain  # the whole CP ring inside one NVLink domain
         cp_s = 3 * (cp - 1) * net.p2p(step_bytes, same)
     ep_s = 4 * net.all_to_all(ep_bytes, ep, etp) if ep > 1 and ep_bytes else 0.0
     ep_s += 4 * net.ring(etp_bytes, etp, 1) if etp > 1 else 0.0
     fsdp_ag = fsdp_rs = 0.0
-    if lay.fsdp and lay.fsdp > 1:
+    if fsdp and fsdp > 1:
         lp = layer_params(model, 0)
         params = lp.total / tp
-        fsdp_ag = net.ring(2 * params, lay.fsdp, tp * cp)
-        fsdp_rs = net.ring(4 * params, lay.fsdp, tp * cp)
+        fsdp_ag = net.ring(2 * params, fsdp, tp * cp)
+        fsdp_rs = net.ring(4 * params, fsdp, tp * cp)
     return _LayerCost(
         gemm_fwd_s=g,
         attention_fwd_s=attn,
