@@ -672,7 +672,8 @@ def candidate_layouts(recipe: Recipe) -> list[Layout]:
     32 and the layer count, VP up to 16 dividing the layers per stage, MBS 1/2/4; for MoE
     models EP over powers of two dividing the experts, at least experts/16 (fewer local
     experts than 16 per GPU), with ETP 1 or TP. The recipe's embedding/loss pipeline
-    accounting is kept, and also tried the other way."""
+    accounting is kept, and also tried the other way. When the recipe shards with FSDP, FSDP
+    layouts (groups of 8 GPUs and up, TP inside a node, no pipeline) are tried too."""
     base = recipe.layout
     model = recipe.model
     gpus, gbs = base.gpus, base.gbs
@@ -730,6 +731,19 @@ def candidate_layouts(recipe: Recipe) -> list[Layout]:
                                 if lay not in seen:
                                     seen.add(lay)
                                     out.append(lay)
+    if base.fsdp:
+        # The recipe shards with FSDP (MaxText style): also try FSDP groups of 8 GPUs and up,
+        # with TP inside a node and no pipeline.
+        for tp in tps:
+            dp = gpus // tp
+            for fsdp in (f for f in _powers_of_two(dp) if f >= 8 and dp % f == 0):
+                for mbs in (1, 2, 4):
+                    if gbs % (mbs * dp):
+                        continue
+                    lay = Layout(gpus=gpus, tp=tp, mbs=mbs, gbs=gbs, fsdp=fsdp)
+                    if lay not in seen:
+                        seen.add(lay)
+                        out.append(lay)
     return out
 
 
@@ -778,8 +792,8 @@ def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[fl
     )
 
 
-def _complexity(lay: Layout) -> tuple[int, int, int, int]:
-    return (lay.tp * lay.cp * lay.pp * lay.ep, lay.vp or 1, lay.mbs, int(lay.embedding_in_pipeline_split))
+def _complexity(lay: Layout) -> tuple[int, int, int, int, int]:
+    return (lay.tp * lay.cp * lay.pp * lay.ep, lay.vp or 1, lay.fsdp or 0, lay.mbs, int(lay.embedding_in_pipeline_split))
 
 
 _LABELS = {
