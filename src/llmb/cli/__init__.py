@@ -27,6 +27,7 @@ from llmb.cli import catalog_cmds  # noqa: E402,F401
 from llmb.cli import data_cmds  # noqa: E402,F401
 from llmb.cli import engine_cmds  # noqa: E402,F401
 from llmb.cli import launch_cmds  # noqa: E402,F401
+from llmb.cli import predict_cmds  # noqa: E402,F401
 from llmb.cli import results_cmds  # noqa: E402,F401
 from llmb.cli import trace_cmds  # noqa: E402,F401
 

@@ -1,0 +1,376 @@
+"""Calibration of the step-time model's global efficiencies, and its cross-validation.
+
+Procedure (deterministic, no randomness, numpy not needed):
+
+1. **Samples**: every catalog baseline with a step time - printed, or for the Megatron-LM
+   rows ``seq x GBS / (tokens/s/GPU x GPUs)`` - resolved to its recipe layout. The recompute
+   level is the lightest one the memory model says fits (the recipes do not say).
+2. **Loss**: weighted mean of squared log errors ``log(predicted / measured)^2``; each
+   published table (workload, size, dtype, GPU type) weighs 1 in total, so a table with six
+   scales does not count six times as much as a single row.
+3. **Fit**: coordinate descent over the parameters of :class:`~llmb.plan.predict.Efficiency`,
+   starting from its defaults: fractions and the knee move multiplicatively (log space), the
+   overlap additively; each parameter tries a step up and down and keeps moving while the
+   loss falls; when no parameter improves, the step halves, down to ``1/64`` of the first.
+   Parameters stay within physical bounds (fractions in (0, 1]).
+4. **Cross-validation**: leave one workload (catalog file) out, fit on the rest from the same
+   start, predict the held-out rows. Reported per family (dense/MoE, BF16/FP8, H100/GB200)
+   as MAPE, median and max absolute error and bias (mean signed error), next to two naive
+   baselines: a constant MFU (the training rows' geometric-mean MFU under the ``megatron``
+   FLOPs convention, fitted per fold) and the uncalibrated roofline
+   (:meth:`Efficiency.roofline`).
+
+The fitted parameters, the procedure, the catalog fingerprint they were fitted on and the
+cross-validation summary are stored in ``calibration.json`` next to this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, fields, replace
+from importlib import resources
+from statistics import median
+from typing import Any, Callable, Iterable
+
+from llmb.catalog.loader import Catalog
+from llmb.errors import LlmbError
+from llmb.plan.flops import flops_per_sample
+from llmb.plan.memory import least_recompute_that_fits
+from llmb.plan.predict import Efficiency, predict_step
+from llmb.plan.recipe import Recipe, resolve
+
+CALIBRATION_FILE = "calibration.json"
+FIT_START = Efficiency()
+# name -> (low, high, scale); "log" moves multiplicatively, "lin" additively.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    "gemm_bf16": (0.05, 1.0, "log"),
+    "gemm_fp8": (0.05, 1.0, "log"),
+    "gemm_knee": (1.0, 4096.0, "log"),
+    "attention": (0.05, 1.0, "log"),
+    "hbm": (0.05, 1.0, "log"),
+    "link": (0.05, 1.0, "log"),
+    "overlap": (0.0, 1.0, "lin"),
+    "expert_gemm": (0.05, 1.0, "log"),
+}
+FIRST_STEP = 0.2
+STEP_HALVINGS = 6
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One published step time and the recipe it belongs to."""
+
+    workload: str
+    size: str
+    dtype: str
+    gpus: int
+    gpu_type: str
+    measured_step_s: float
+    recipe: Recipe
+    recompute: str
+
+    @property
+    def table(self) -> tuple[str, str, str, str]:
+        return (self.workload, self.size, self.dtype, self.gpu_type)
+
+    @property
+    def moe(self) -> bool:
+        return self.recipe.model.moe is not None
+
+    @property
+    def label(self) -> str:
+        return f"{self.workload} {self.size} {self.dtype} {self.gpus}x{self.gpu_type}"
+
+    def families(self) -> tuple[str, ...]:
+        return ("all", "moe" if self.moe else "dense", self.dtype, self.gpu_type)
+
+
+def measured_step_s(recipe: Recipe, baseline: Any) -> float | None:
+    """The baseline's step time in seconds (derived from tokens/s/GPU when not printed)."""
+    if baseline.step_time_s:
+        return float(baseline.step_time_s)
+    if baseline.tokens_per_s_per_gpu:
+        return recipe.model.seq_len * recipe.layout.gbs / (baseline.tokens_per_s_per_gpu * recipe.gpus)
+    if baseline.tokens_per_s:
+        return recipe.model.seq_len * recipe.layout.gbs / baseline.tokens_per_s
+    return None
+
+
+def samples(catalog: Catalog) -> list[Sample]:
+    """Every catalog baseline with a step time, resolved to its layout."""
+    out: list[Sample] = []
+    for wl, size, b in catalog.baselines():
+        recipe = resolve(catalog, wl.name, size, b.dtype, b.gpus, b.gpu_type)
+        step = measured_step_s(recipe, b)
+        if step is None:
+            continue
+        mem = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, b.dtype)
+        out.append(
+            Sample(wl.name, recipe.size, b.dtype, b.gpus, recipe.gpu_type, step, recipe, mem.recompute)
+        )
+    return out
+
+
+def fingerprint(items: Iterable[Sample]) -> str:
+    """A short hash of what a fit saw (rows, layouts and measured step times)."""
+    text = "\n".join(
+        f"{s.label} {s.recipe.layout.as_dict()} {s.measured_step_s:.6g} {s.recompute}"
+        for s in sorted(items, key=lambda s: s.label)
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def predict_sample(sample: Sample, eff: Efficiency) -> float:
+    r = sample.recipe
+    return predict_step(r.model, r.derived, r.gpu, sample.dtype, eff, sample.recompute).step_time_s
+
+
+def _weights(items: list[Sample]) -> list[float]:
+    per_table: dict[tuple[str, ...], int] = {}
+    for s in items:
+        per_table[s.table] = per_table.get(s.table, 0) + 1
+    return [1.0 / per_table[s.table] for s in items]
+
+
+def loss(items: list[Sample], eff: Efficiency) -> float:
+    """Weighted mean squared log error of the predicted step times."""
+    w = _weights(items)
+    total = sum(wi * math.log(predict_sample(s, eff) / s.measured_step_s) ** 2 for s, wi in zip(items, w))
+    return total / sum(w)
+
+
+def fit(items: list[Sample], start: Efficiency = FIT_START) -> tuple[Efficiency, float]:
+    """Coordinate descent (see the module docstring); returns the parameters and the loss."""
+    if not items:
+        raise LlmbError("no baselines to calibrate on")
+    current = start
+    best = loss(items, current)
+    step = FIRST_STEP
+    for _ in range(STEP_HALVINGS + 1):
+        improved = True
+        while improved:
+            improved = False
+            for f in fields(Efficiency):
+                lo, hi, scale = BOUNDS[f.name]
+                for direction in (1, -1):
+                    while True:
+                        value = getattr(current, f.name)
+                        new = value * math.exp(direction * step) if scale == "log" else value + direction * step
+                        new = min(hi, max(lo, new))
+                        if new == value:
+                            break
+                        trial = replace(current, **{f.name: new})
+                        trial_loss = loss(items, trial)
+                        if trial_loss < best - 1e-12:
+                            current, best, improved = trial, trial_loss, True
+                        else:
+                            break
+        step /= 2
+    return _rounded(current), best
+
+
+def _rounded(eff: Efficiency) -> Efficiency:
+    # Four significant digits: the stored file and a refit compare exactly.
+    return Efficiency(**{k: float(f"{v:.4g}") for k, v in eff.as_dict().items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Naive baselines
+# ---------------------------------------------------------------------------------------------
+
+
+def achieved_mfu(sample: Sample) -> float:
+    """MFU of the measured step under the megatron convention (dense peak of the run's dtype)."""
+    r = sample.recipe
+    return r.metrics(sample.measured_step_s, "megatron").mfu
+
+
+def fit_constant_mfu(items: list[Sample]) -> float:
+    w = _weights(items)
+    return math.exp(sum(wi * math.log(achieved_mfu(s)) for s, wi in zip(items, w)) / sum(w))
+
+
+def predict_constant_mfu(sample: Sample, mfu_value: float) -> float:
+    r = sample.recipe
+    work = flops_per_sample(r.model, "megatron") * r.layout.gbs
+    return work / (r.gpus * r.peak_flops * mfu_value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-validation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One row's measured step time and each model's held-out prediction (seconds)."""
+
+    sample: Sample
+    calibrated_s: float
+    constant_mfu_s: float
+    roofline_s: float
+
+    def error(self, model: str) -> float:
+        """Signed relative error (predicted / measured - 1)."""
+        return getattr(self, f"{model}_s") / self.sample.measured_step_s - 1.0
+
+
+MODELS = ("calibrated", "constant_mfu", "roofline")
+FAMILIES = ("all", "dense", "moe", "bf16", "fp8", "h100", "gb200")
+
+
+def cross_validate(items: list[Sample], progress: Callable[[str], None] | None = None) -> list[HeldOut]:
+    """Leave-one-workload-out predictions for every sample."""
+    roof = Efficiency.roofline()
+    out: list[HeldOut] = []
+    for wl in sorted({s.workload for s in items}):
+        train = [s for s in items if s.workload != wl]
+        test = [s for s in items if s.workload == wl]
+        if progress:
+            progress(f"fold {wl}: fitting on {len(train)} rows")
+        eff, _ = fit(train)
+        mfu_value = fit_constant_mfu(train)
+        for s in test:
+            out.append(
+                HeldOut(
+                    sample=s,
+                    calibrated_s=predict_sample(s, eff),
+                    constant_mfu_s=predict_constant_mfu(s, mfu_value),
+                    roofline_s=predict_sample(s, roof),
+                )
+            )
+    return out
+
+
+def summarize(held: list[HeldOut]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{family: {model: {n, mape, median, max, bias}}}`` in percent."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for fam in FAMILIES:
+        rows = [h for h in held if fam in h.sample.families()]
+        if not rows:
+            continue
+        table[fam] = {}
+        for model in MODELS:
+            errs = [100 * h.error(model) for h in rows]
+            abs_errs = [abs(e) for e in errs]
+            table[fam][model] = {
+                "n": len(errs),
+                "mape": sum(abs_errs) / len(errs),
+                "median": median(abs_errs),
+                "max": max(abs_errs),
+                "bias": sum(errs) / len(errs),
+            }
+    return table
+
+
+def error_band(held: list[HeldOut], moe: bool) -> tuple[float, float]:
+    """(low, high) signed held-out errors of the calibrated model bracketing ~90 % of the
+    family's rows (5th and 95th percentile, nearest rank), as fractions."""
+    errs = sorted(h.error("calibrated") for h in held if h.sample.moe == moe)
+    if not errs:
+        errs = sorted(h.error("calibrated") for h in held)
+    lo = errs[max(0, math.ceil(0.05 * len(errs)) - 1)]
+    hi = errs[min(len(errs) - 1, math.ceil(0.95 * len(errs)) - 1)]
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------
+# The stored calibration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    efficiency: Efficiency
+    fingerprint: str
+    loss: float
+    cv: dict[str, Any]
+    bands: dict[str, tuple[float, float]]
+    rows: tuple[dict[str, Any], ...]
+    procedure: str
+
+    def band(self, moe: bool) -> tuple[float, float]:
+        lo, hi = self.bands["moe" if moe else "dense"]
+        return lo, hi
+
+
+def build(items: list[Sample], progress: Callable[[str], None] | None = None) -> Calibration:
+    """Fit on every sample and cross-validate: everything ``calibration.json`` holds."""
+    if progress:
+        progress(f"fitting on all {len(items)} rows")
+    eff, best = fit(items)
+    held = cross_validate(items, progress)
+    rows = tuple(
+        {
+            "row": h.sample.label,
+            "recompute": h.sample.recompute,
+            "measured_s": round(h.sample.measured_step_s, 4),
+            "fitted_s": round(predict_sample(h.sample, eff), 4),
+            **{f"held_out_{m}_s": round(getattr(h, f"{m}_s"), 4) for m in MODELS},
+        }
+        for h in held
+    )
+    return Calibration(
+        efficiency=eff,
+        fingerprint=fingerprint(items),
+        loss=best,
+        cv=summarize(held),
+        bands={"dense": error_band(held, False), "moe": error_band(held, True)},
+        rows=rows,
+        procedure=(__doc__ or "").split("Procedure", 1)[-1].strip(),
+    )
+
+
+def to_json(cal: Calibration) -> str:
+    data = {
+        "parameters": cal.efficiency.as_dict(),
+        "fitted_on": {"catalog_fingerprint": cal.fingerprint, "rows": len(cal.rows)},
+        "loss_mean_squared_log_error": cal.loss,
+        "procedure": "llmb.plan.calibrate (module docstring); refit with `llmb calibrate --fit`",
+        "cross_validation": {
+            "scheme": "leave one workload out",
+            "error_pct": cal.cv,
+            "band_dense": list(cal.bands["dense"]),
+            "band_moe": list(cal.bands["moe"]),
+        },
+        "rows": list(cal.rows),
+    }
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
+
+
+def from_json(text: str) -> Calibration:
+    try:
+        data = json.loads(text)
+        cv = data["cross_validation"]
+        return Calibration(
+            efficiency=Efficiency.from_dict(data["parameters"]),
+            fingerprint=data["fitted_on"]["catalog_fingerprint"],
+            loss=float(data["loss_mean_squared_log_error"]),
+            cv=cv["error_pct"],
+            bands={"dense": tuple(cv["band_dense"]), "moe": tuple(cv["band_moe"])},
+            rows=tuple(data["rows"]),
+            procedure=data["procedure"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LlmbError(f"{CALIBRATION_FILE} is malformed: {exc}") from None
+
+
+def stored_calibration() -> Calibration:
+    """The calibration shipped with the package."""
+    try:
+        text = resources.files("llmb.plan").joinpath(CALIBRATION_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LlmbError(
+            f"{CALIBRATION_FILE} is missing from the package; run `llmb calibrate --fit --write`"
+        ) from None
+    return from_json(text)
+
+
+def stored_efficiency() -> Efficiency:
+    """The calibrated efficiencies, or the uncalibrated defaults when no file is shipped."""
+    try:
+        return stored_calibration().efficiency
+    except LlmbError:
+        return FIT_START

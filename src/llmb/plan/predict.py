@@ -1,0 +1,852 @@
+"""Step-time model: what one training step costs on the slowest pipeline stage, as a breakdown.
+
+Units: seconds (``*_s``), FLOP, bytes; bandwidths in bytes/s.
+
+The model, per GPU, for one micro-batch through one transformer layer:
+
+* **GEMMs** (QKV, attention output, MLP or experts, router, and the output layer on the last
+  stage) run at ``peak(dtype) x gemm_eff(dtype) x f(M) f(N) f(K)`` with ``f(d) = d / (d + knee)``:
+  small or thin matrices lose efficiency. Forward + backward = 3 x the forward FLOPs; full
+  recompute adds one more forward. FP8 runs use the FP8 peak for the layer GEMMs; the output
+  layer and attention stay BF16 (Transformer Engine defaults).
+* **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
+  (QK^T and AV over half the keys on average), 3.5 x that for forward + backward (the backward
+  recomputes the scores), at ``peak(bf16) x attention_eff``.
+* **Element-wise work** (norms, residual adds, RoPE, the MLP activation, MoE permutation, FP8
+  casts and transposes, the cross entropy) is counted in bytes moved and runs at
+  ``HBM bandwidth x hbm_eff``.
+* **Communication**, with ring / all-to-all cost models on a two-level network (NVLink inside
+  a domain of ``nvlink_domain`` GPUs - 8 on HGX H100, 72 on GB200 NVL72 - and each GPU's NIC
+  beyond it), ranks ordered TP-CP-DP-PP (Megatron's default) so that inner groups land in
+  one domain first:
+  - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
+    layer (the backward re-gathers inputs for the weight gradients); FP8 runs gather FP8
+    inputs (half the bytes of those 4 gathers);
+  - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
+    hidden behind the attention kernels except for what exceeds them;
+  - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
+    reduce-scatter of the routed tokens; Megatron-Core's all-to-all dispatcher runs in line
+    with the expert computation, so this traffic is counted as exposed;
+  - PP: activations forward and gradients backward at every chunk boundary;
+  - a fraction ``overlap`` of TP and PP traffic hides behind compute (TE userbuffers,
+    Megatron's overlapped p2p); the rest is exposed;
+  - DP (distributed optimizer): gradient reduce-scatter and parameter all-gather over the
+    DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
+    except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
+    backward) and gradient reduce-scatters, each hidden behind that layer's compute except for
+    the excess, and an all-reduce across the DP replicas.
+* **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
+  bubble (PP - 1) / (VP x GA) of the steady state.
+* **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
+
+The efficiency parameters are global (one set for every workload) and fitted by
+:mod:`llmb.plan.calibrate`; ``Efficiency.roofline()`` is the uncalibrated roofline (every
+efficiency 1, nothing overlapped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
+from typing import Any
+
+from llmb.catalog.loader import Catalog
+from llmb.catalog.schema import GpuSpec, ModelSpec
+from llmb.errors import LayoutError, LlmbError
+from llmb.plan.layout import DerivedLayout, Layout, derive
+from llmb.plan.memory import (
+    RECOMPUTE_LEVELS,
+    MemoryEstimate,
+    estimate_memory,
+    kind_counts,
+    layer_params,
+    least_recompute_that_fits,
+)
+from llmb.plan.metrics import RunMetrics
+from llmb.plan.recipe import Recipe, resolve
+
+ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Global efficiency parameters of the step-time model (fractions unless stated)."""
+
+    gemm_bf16: float = 0.80  # large BF16 GEMM, fraction of the dense BF16 peak
+    gemm_fp8: float = 0.65  # large FP8 GEMM, fraction of the dense FP8 peak
+    gemm_knee: float = 64.0  # elements: f(d) = d / (d + knee) per GEMM dimension
+    attention: float = 0.55  # flash attention, fraction of the BF16 peak
+    hbm: float = 0.70  # element-wise kernels, fraction of HBM bandwidth
+    link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
+    overlap: float = 0.70  # fraction of TP and PP traffic hidden behind compute
+    expert_gemm: float = 1.0  # routed-expert grouped GEMMs relative to dense GEMMs (imbalance)
+
+    @classmethod
+    def roofline(cls) -> Efficiency:
+        """Every unit at its datasheet peak, nothing overlapped: the uncalibrated roofline."""
+        return cls(
+            gemm_bf16=1.0,
+            gemm_fp8=1.0,
+            gemm_knee=0.0,
+            attention=1.0,
+            hbm=1.0,
+            link=1.0,
+            overlap=0.0,
+            expert_gemm=1.0,
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float]) -> Efficiency:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise LlmbError(f"unknown efficiency parameter(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class StepBreakdown:
+    """Seconds per training step on the slowest pipeline stage, by cause.
+
+    The compute terms include recomputation; the communication terms are the exposed parts
+    (the ``*_total_s`` fields give the traffic before overlap). They add up to
+    ``step_time_s``."""
+
+    gemm_s: float
+    attention_s: float
+    elementwise_s: float
+    tp_comm_s: float
+    cp_comm_s: float
+    ep_comm_s: float
+    pp_comm_s: float
+    fsdp_comm_s: float
+    bubble_s: float
+    dp_comm_s: float
+    optimizer_s: float
+    tp_comm_total_s: float
+    cp_comm_total_s: float
+    ep_comm_total_s: float
+    pp_comm_total_s: float
+    dp_comm_total_s: float
+    microbatch_s: float  # one micro-batch through the slowest stage, forward + backward
+    slowest_stage: int
+    recompute: str
+
+    @property
+    def compute_s(self) -> float:
+        return self.gemm_s + self.attention_s + self.elementwise_s
+
+    @property
+    def step_time_s(self) -> float:
+        return (
+            self.compute_s
+            + self.tp_comm_s
+            + self.cp_comm_s
+            + self.ep_comm_s
+            + self.pp_comm_s
+            + self.fsdp_comm_s
+            + self.bubble_s
+            + self.dp_comm_s
+            + self.optimizer_s
+        )
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {**asdict(self), "compute_s": self.compute_s, "step_time_s": self.step_time_s}
+
+
+# ---------------------------------------------------------------------------------------------
+# Network
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Net:
+    nvlink_bps: float
+    nic_bps: float
+    domain: int
+
+    def per_domain(self, size: int, stride: int) -> int:
+        """Members of a group (``size`` ranks, ``stride`` apart) that share one NVLink domain."""
+        if size <= 1:
+            return 1
+        return max(1, min(size, self.domain // stride)) if stride < self.domain else 1
+
+    def ring(self, nbytes: float, size: int, stride: int) -> float:
+        """Reduce-scatter or all-gather of a tensor of ``nbytes`` (its full size) over the group:
+        within the domain over NVLink, then across domains over each GPU's NIC."""
+        if size <= 1 or nbytes <= 0:
+            return 0.0
+        k = self.per_domain(size, stride)
+        t = nbytes * (k - 1) / k / self.nvlink_bps
+        outer = size // k
+        if outer > 1:
+            t += nbytes / k * (outer - 1) / outer / self.nic_bps
+        return t
+
+    def all_to_all(self, nbytes: float, size: int, stride: int) -> float:
+        """All-to-all where each GPU holds ``nbytes`` spread evenly over the group."""
+        if size <= 1 or nbytes <= 0:
+            return 0.0
+        k = self.per_domain(size, stride)
+        inside = nbytes * (k - 1) / size / self.nvlink_bps
+        outside = nbytes * (size - k) / size / self.nic_bps
+        return max(inside, outside)
+
+    def p2p(self, nbytes: float, same_domain: bool) -> float:
+        return nbytes / (self.nvlink_bps if same_domain else self.nic_bps)
+
+
+def _net(gpu: GpuSpec, eff: Efficiency) -> _Net:
+    return _Net(
+        nvlink_bps=gpu.nvlink_gbps * 1e9 * eff.link,
+        nic_bps=gpu.nic_gbps * 1e9 * eff.link,
+        domain=gpu.nvlink_domain,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-layer costs
+# ---------------------------------------------------------------------------------------------
+
+
+def _shape(m: float, n: float, k: float, knee: float) -> float:
+    if knee <= 0:
+        return 1.0
+    return (m / (m + knee)) * (n / (n + knee)) * (k / (k + knee))
+
+
+@dataclass(frozen=True)
+class _LayerCost:
+    """One layer, one micro-batch, one GPU: forward + backward seconds."""
+
+    gemm_fwd_s: float
+    attention_fwd_s: float
+    elementwise_fwd_s: float
+    selective_extra_s: float  # element-wise forward work redone under selective recompute
+    mlp_fwd_s: float  # forward of the MLP block (GEMMs and element-wise), redone under "mlp"
+    tp_s: float  # traffic before overlap
+    cp_s: float
+    ep_s: float
+    fsdp_ag_s: float  # one all-gather of this layer's weights (FSDP)
+    fsdp_rs_s: float  # one reduce-scatter of its gradients (FSDP)
+
+
+def _layer_cost(
+    model: ModelSpec,
+    derived: DerivedLayout,
+    gpu: GpuSpec,
+    dtype: str,
+    eff: Efficiency,
+    moe_layer: bool,
+) -> _LayerCost:
+    lay = derived.layout
+    # A layer's cost depends on these sizes only (not on PP, VP or DP): cache on them, so a
+    # layout search pays for each distinct combination once.
+    hw = _Hw(
+        peak_flops=gpu.peak_flops(dtype),
+        peak_bf16_flops=gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype),
+        hbm_gbps=gpu.hbm_bandwidth_gbps,
+        nvlink_gbps=gpu.nvlink_gbps,
+        nic_gbps=gpu.nic_gbps,
+        nvlink_domain=gpu.nvlink_domain,
+    )
+    return _layer_cost_cached(
+        model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, hw, dtype, eff, moe_layer
+    )
+
+
+@dataclass(frozen=True)
+class _Hw:
+    """The GPU numbers a layer's cost needs (hashable, unlike the catalog's GpuSpec)."""
+
+    peak_flops: float  # dense peak of the run's dtype, FLOP/s
+    peak_bf16_flops: float
+    hbm_gbps: float
+    nvlink_gbps: float
+    nic_gbps: float
+    nvlink_domain: int
+
+
+@lru_cache(maxsize=8192)
+def _layer_cost_cached(
+    model: ModelSpec,
+    tp: int,
+    cp: int,
+    ep: int,
+    etp: int,
+    mbs: int,
+    fsdp: int | None,
+    hw: _Hw,
+    dtype: str,
+    eff: Efficiency,
+    moe_layer: bool,
+) -> _LayerCost:
+    s = model.seq_len
+    t = mbs * s / cp  # tokens per micro-batch on this CP rank
+    h, d = model.hidden, model.kv_channels
+    q, kv = model.heads * d, model.query_groups * d
+    kv_local = max(kv / tp, d)  # TP beyond the KV groups replicates KV heads
+    a = 4 if dtype == "fp32" else 2
+    gated = model.gated
+    net = _Net(hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain)
+    knee = eff.gemm_knee
+
+    peak_layer = hw.peak_flops
+    peak_bf16 = hw.peak_bf16_flops
+    gemm_eff = {"fp8": eff.gemm_fp8}.get(dtype, eff.gemm_bf16)
+
+    def gemm(m: float, n: float, k: float, peak: float = peak_layer, e: float = gemm_eff) -> float:
+        return 2 * m * n * k / (peak * e * _shape(m, n, k, knee))
+
+    # Attention block. Element-wise bytes are per token of this CP rank: ``ew_tp`` is split
+    # by TP (sequence- or tensor-parallel regions), ``ew_gpu`` is already per GPU.
+    g = gemm(t, q / tp + 2 * kv_local, h) + gemm(t, h, q / tp)
+    attn_flops = 2 * t * s * q / tp  # causal: QK^T and AV over s/2 keys, 2 FLOP per MAC
+    attn = attn_flops / (peak_bf16 * eff.attention)
+    ew_tp = 4 * a * h + 6 * a * h + 2 * a * (q + 2 * kv)  # norms, residual adds, RoPE
+    sel_tp = 4 * a * h  # norms recomputed under selective recompute
+    ew_gpu = sel_gpu = 0.0
+    cast_tp = (h + q + h) + (q + 2 * kv + h + h) / 2  # FP8 casts: GEMM inputs, output grads
+    cast_gpu = 0.0
+
+    def act_bytes(width: int) -> float:
+        # SwiGLU reads gate and up, writes one; squared-ReLU reads one, writes one.
+        return (3 if gated else 2) * a * width
+
+    g_attn, ew_attn = g, ew_tp
+    moe = model.moe
+    ep_bytes = etp_bytes = 0.0
+    if moe_layer and moe is not None:
+        e_loc = moe.num_experts / ep
+        f = moe.expert_ffn_hidden
+        up = (2 if gated else 1) * f
+        m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert
+        g += e_loc * (gemm(m_e, up / etp, h) + gemm(m_e, h, f / etp)) / eff.expert_gemm
+        g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16)  # router
+        routed = moe.top_k * etp / tp  # routed token copies per GPU, per token of this rank
+        # Expert activation (split by ETP) and permute / un-permute copies of h.
+        ew_gpu += routed * (act_bytes(f) / etp + 4 * a * h)
+        sel_gpu += routed * a * f / etp
+        cast_gpu += routed * (h + f / etp + (up / etp + h) / 2)
+        fs = moe.shared_experts * moe.shared_expert_ffn_hidden
+        if fs:
+            up_s = (2 if gated else 1) * fs
+            g += gemm(t, up_s / tp, h) + gemm(t, h, fs / tp)
+            ew_tp += act_bytes(fs)
+            sel_tp += a * fs
+            cast_tp += h + fs + (up_s + h) / 2
+        # Dispatch + combine, forward and backward: 4 all-to-alls of this GPU's sequence-
+        # parallel share of the routed copies; the copies then reach the ETP ranks of an
+        # expert by an all-gather (and return by a reduce-scatter) inside the ETP group.
+        ep_bytes = t * moe.top_k * h * a / tp
+        etp_bytes = t * moe.top_k * h * a
+    else:
+        f = model.ffn_hidden
+        up = (2 if gated else 1) * f
+        g += gemm(t, up / tp, h) + gemm(t, h, f / tp)
+        ew_tp += act_bytes(f)
+        sel_tp += a * f
+        cast_tp += h + f + (up + h) / 2
+    if dtype == "fp8":
+        # Cast to FP8 (read bf16, write fp8) plus a transposed FP8 copy for the backward GEMMs:
+        # a + 2 bytes per element of every GEMM input and (once) of every output gradient.
+        ew_tp += (a + 2) * cast_tp
+        ew_gpu += (a + 2) * cast_gpu
+    hbm = hw.hbm_gbps * 1e9 * eff.hbm
+    ew_s = t * (ew_tp / tp + ew_gpu) / hbm
+    # The MLP block's share, redone under "mlp" recompute (its norm, FP8 casts and GEMMs).
+    mlp_fwd = (g - g_attn) + t * ((ew_tp - ew_attn) / tp + ew_gpu + 4 * a * h / tp) / hbm
+    sel_s = t * (sel_tp / tp + sel_gpu) / hbm
+
+    # Communication per layer per micro-batch (before overlap).
+    # TP: 2 all-gathers + 2 reduce-scatters forward, 2 + 2 backward, 2 re-gathers of inputs
+    # for the weight gradients. FP8 runs gather the FP8-cast inputs (1 byte; Transformer
+    # Engine's overlapped all-gather): the 2 forward gathers and the 2 re-gathers.
+    gathered_inputs = 4 * (0.5 if dtype == "fp8" else 1.0)
+    tp_s = (6 + gathered_inputs) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
+    cp_s = 0.0
+    if cp > 1:
+        step_bytes = t * 2 * kv_local * a
+        same = tp * cp <= hw.nvlink_domain  # the whole CP ring inside one NVLink domain
+        cp_s = 3 * (cp - 1) * net.p2p(step_bytes, same)
+    ep_s = 4 * net.all_to_all(ep_bytes, ep, etp) if ep > 1 and ep_bytes else 0.0
+    ep_s += 4 * net.ring(etp_bytes, etp, 1) if etp > 1 else 0.0
+    fsdp_ag = fsdp_rs = 0.0
+    if fsdp and fsdp > 1:
+        lp = layer_params(model, 0)
+        params = lp.total / tp
+        fsdp_ag = net.ring(2 * params, fsdp, tp * cp)
+        fsdp_rs = net.ring(4 * params, fsdp, tp * cp)
+    return _LayerCost(
+        gemm_fwd_s=g,
+        attention_fwd_s=attn,
+        elementwise_fwd_s=ew_s,
+        selective_extra_s=sel_s,
+        mlp_fwd_s=mlp_fwd,
+        tp_s=tp_s,
+        cp_s=cp_s,
+        ep_s=ep_s,
+        fsdp_ag_s=fsdp_ag,
+        fsdp_rs_s=fsdp_rs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+# ---------------------------------------------------------------------------------------------
+
+
+def predict_step(
+    model: ModelSpec,
+    derived: DerivedLayout,
+    gpu: GpuSpec,
+    dtype: str,
+    eff: Efficiency,
+    recompute: str = "none",
+) -> StepBreakdown:
+    """Predicted step time of training ``model`` with ``derived`` on ``gpu``, as a breakdown."""
+    if recompute not in RECOMPUTE_LEVELS:
+        raise LlmbError(
+            f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_LEVELS)})"
+        )
+    lay = derived.layout
+    tp, pp, cp = lay.tp, lay.pp, lay.cp
+    vp, ga = derived.vp, derived.ga
+    net = _net(gpu, eff)
+    a = 4 if dtype == "fp32" else 2
+    t = lay.mbs * model.seq_len / cp
+    h, v = model.hidden, model.vocab
+    exposed = 1.0 - eff.overlap
+
+    costs = {
+        kind: _layer_cost(model, derived, gpu, dtype, eff, kind)
+        for kind in ({False, True} if model.moe is not None else {False})
+    }
+    # Forward + backward multipliers (backward = 2 x forward), plus recomputation.
+    gemm_mult = 3.0 + (1.0 if recompute == "full" else 0.0)
+    attn_mult = 3.5 + (1.0 if recompute == "full" else 0.0)
+    ew_mult = 3.0 + (1.0 if recompute == "full" else 0.0)
+
+    peak_bf16 = gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype)
+    out_eff = eff.gemm_bf16
+    hbm = gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm
+
+    per_stage = []
+    for rank in range(pp):
+        n_chunks = vp
+        g = at = ew = tpc = cpc = epc = 0.0
+        fsdp_exposed = 0.0
+        for kind, n in kind_counts(model, derived.layers_per_chunk, pp)[rank].items():
+            c = costs[kind]
+            g += n * gemm_mult * c.gemm_fwd_s
+            at += n * attn_mult * c.attention_fwd_s
+            ew += n * ew_mult * c.elementwise_fwd_s
+            if recompute == "selective":
+                ew += n * c.selective_extra_s
+            elif recompute == "mlp":
+                g += n * c.mlp_fwd_s  # booked as GEMM time: it is mostly the MLP GEMMs
+            tpc += n * c.tp_s
+            cpc += n * c.cp_s
+            epc += n * c.ep_s
+            if c.fsdp_ag_s:
+                # Each layer's gathers and reduce-scatter hide behind that layer's compute.
+                fwd = c.gemm_fwd_s + c.attention_fwd_s + c.elementwise_fwd_s
+                fsdp_exposed += n * (
+                    max(0.0, c.fsdp_ag_s - fwd) + max(0.0, c.fsdp_ag_s + c.fsdp_rs_s - 2 * fwd)
+                )
+        # Ring attention hides the K/V exchange behind the attention kernels.
+        cp_exposed = max(0.0, cpc - at) if cpc else 0.0
+        if rank == pp - 1:
+            # Output layer (BF16) and the vocab-parallel cross entropy (~20 B per logit).
+            g += 3 * 2 * t * (v / tp) * h / (peak_bf16 * out_eff * _shape(t, v / tp, h, eff.gemm_knee))
+            ew += t * (v / tp) * 20 / hbm
+            if tp > 1:
+                tpc += 2 * net.ring(t * h * a, tp, 1)
+        # Pipeline p2p: activations forward and gradients backward per chunk boundary.
+        ppc = 0.0
+        if pp > 1:
+            same = tp * cp * derived.dp < gpu.nvlink_domain
+            ppc = 2 * n_chunks * net.p2p(t * h * a / tp, same)
+        per_stage.append(
+            dict(
+                gemm=g,
+                attn=at,
+                ew=ew,
+                tp=tpc * exposed,
+                cp=cp_exposed,
+                ep=epc * exposed,
+                pp=ppc * exposed,
+                fsdp=fsdp_exposed,
+                tp_total=tpc,
+                cp_total=cpc,
+                ep_total=epc,
+                pp_total=ppc,
+            )
+        )
+
+    def mb_time(x: dict[str, float]) -> float:
+        return x["gemm"] + x["attn"] + x["ew"] + x["tp"] + x["cp"] + x["ep"] + x["pp"] + x["fsdp"]
+
+    slow = max(range(pp), key=lambda r: mb_time(per_stage[r]))
+    st = per_stage[slow]
+    t_mb = mb_time(st)
+    bubble = (pp - 1) / vp * t_mb
+
+    # Data parallel: gradient reduce-scatter and parameter all-gather of the local shard.
+    dense_local, expert_local = _local_params(model, derived, slow)
+    dp_total = dp_exposed = 0.0
+    if lay.fsdp:
+        replicas = derived.dp // lay.fsdp
+        shard = (dense_local + expert_local) / lay.fsdp
+        if replicas > 1:
+            dp_total = 2 * net.ring(4 * shard, replicas, tp * cp * lay.fsdp)
+            dp_exposed = dp_total
+        opt_params = shard
+    else:
+        dpcp = derived.dp * cp
+        rs = net.ring(a * dense_local, dpcp, tp) + net.ring(a * expert_local, derived.edp, derived.etp * lay.ep)
+        ag = net.ring(2 * dense_local, dpcp, tp) + net.ring(2 * expert_local, derived.edp, derived.etp * lay.ep)
+        dp_total = rs + ag
+        fwd_window = t_mb / 3
+        dp_exposed = max(0.0, rs - 2 * fwd_window) + max(0.0, ag - fwd_window)
+        opt_params = dense_local / dpcp + expert_local / derived.edp
+    optimizer = opt_params * ADAM_BYTES_PER_PARAM / hbm
+
+    return StepBreakdown(
+        gemm_s=ga * st["gemm"],
+        attention_s=ga * st["attn"],
+        elementwise_s=ga * st["ew"],
+        tp_comm_s=ga * st["tp"],
+        cp_comm_s=ga * st["cp"],
+        ep_comm_s=ga * st["ep"],
+        pp_comm_s=ga * st["pp"],
+        fsdp_comm_s=ga * st["fsdp"],
+        bubble_s=bubble,
+        dp_comm_s=dp_exposed,
+        optimizer_s=optimizer,
+        tp_comm_total_s=ga * st["tp_total"],
+        cp_comm_total_s=ga * st["cp_total"],
+        ep_comm_total_s=ga * st["ep_total"],
+        pp_comm_total_s=ga * st["pp_total"],
+        dp_comm_total_s=dp_total,
+        microbatch_s=t_mb,
+        slowest_stage=slow,
+        recompute=recompute,
+    )
+
+
+def _local_params(model: ModelSpec, derived: DerivedLayout, rank: int) -> tuple[float, float]:
+    """(non-expert, expert) parameters held by one GPU of pipeline rank ``rank``."""
+    lay = derived.layout
+    return _local_params_cached(model, derived.layers_per_chunk, lay.pp, lay.tp, lay.ep, derived.etp, rank)
+
+
+@lru_cache(maxsize=4096)
+def _local_params_cached(
+    model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int, tp: int, ep: int, etp: int, rank: int
+) -> tuple[float, float]:
+    dense = experts = 0.0
+    start = 0
+    for c, n in enumerate(layers_per_chunk):
+        if c % pp == rank:
+            for i in range(start, start + n):
+                lp = layer_params(model, i)
+                dense += (lp.attention + lp.dense_mlp) / tp + lp.norms
+                experts += lp.experts / (ep * etp)
+        start += n
+    emb = model.vocab * model.hidden / tp
+    if rank == 0:
+        dense += emb
+    if rank == pp - 1 and (not model.tied_embeddings or pp > 1):
+        dense += emb
+    return dense, experts
+
+
+# ---------------------------------------------------------------------------------------------
+# A full forecast for one recipe, and layout search
+# ---------------------------------------------------------------------------------------------
+
+RECOMPUTE_CHOICES: tuple[str, ...] = ("auto", *RECOMPUTE_LEVELS)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Memory, step-time breakdown and throughput predicted for one recipe.
+
+    ``band_s`` brackets the step time with the calibration's held-out errors (about 90 % of
+    the cross-validated rows of the same family fell inside it)."""
+
+    recipe: Recipe
+    memory: MemoryEstimate
+    breakdown: StepBreakdown
+    band_s: tuple[float, float]
+
+    @property
+    def step_time_s(self) -> float:
+        return self.breakdown.step_time_s
+
+    @property
+    def metrics(self) -> RunMetrics:
+        return self.recipe.metrics(self.step_time_s)
+
+    @property
+    def measured_step_s(self) -> float | None:
+        b = self.recipe.baseline
+        if b is None:
+            return None
+        if b.step_time_s:
+            return float(b.step_time_s)
+        if b.tokens_per_s_per_gpu:
+            return self.recipe.model.seq_len * self.recipe.layout.gbs / (b.tokens_per_s_per_gpu * self.recipe.gpus)
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        measured = self.measured_step_s
+        return {
+            "recipe": self.recipe.title,
+            "layout": self.recipe.layout.as_dict(),
+            "derived": self.recipe.derived.as_dict(),
+            "notes": list(self.recipe.notes),
+            "recompute": self.breakdown.recompute,
+            "memory": self.memory.as_dict(),
+            "breakdown": self.breakdown.as_dict(),
+            "step_time_s": self.step_time_s,
+            "step_time_band_s": list(self.band_s),
+            "metrics": self.metrics.as_dict(),
+            "mfu_megatron": self.recipe.metrics(self.step_time_s, "megatron").mfu,
+            "baseline": (
+                {
+                    **self.recipe.baseline.model_dump(mode="json"),
+                    "measured_step_s": measured,
+                    "error_pct": None if measured is None else 100 * (self.step_time_s / measured - 1),
+                }
+                if self.recipe.baseline
+                else None
+            ),
+        }
+
+
+def forecast(
+    recipe: Recipe,
+    eff: Efficiency,
+    recompute: str = "auto",
+    band: tuple[float, float] = (0.0, 0.0),
+) -> Forecast:
+    """Predict ``recipe``; ``recompute="auto"`` takes the lightest level that fits in memory.
+
+    ``band`` is the (low, high) signed relative error of held-out predictions; the step-time
+    band is ``step / (1 + high) .. step / (1 + low)``."""
+    if recompute not in RECOMPUTE_CHOICES:
+        raise LlmbError(f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_CHOICES)})")
+    if recompute == "auto":
+        mem = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, recipe.dtype)
+    else:
+        mem = estimate_memory(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, recompute)
+    br = predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, mem.recompute)
+    return Forecast(recipe, mem, br, _band_s(br.step_time_s, band))
+
+
+def _band_s(step_s: float, band: tuple[float, float]) -> tuple[float, float]:
+    """Step-time interval from held-out relative errors; it always contains the prediction
+    (a family whose held-out errors were all one-signed, e.g. MoE predicted without any MoE
+    data, widens the band on that side only)."""
+    lo, hi = min(band[0], 0.0), max(band[1], 0.0)
+    return step_s / (1 + hi), step_s / (1 + lo)
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    out, v = [], 1
+    while v <= limit:
+        out.append(v)
+        v *= 2
+    return out
+
+
+def candidate_layouts(recipe: Recipe) -> list[Layout]:
+    """Layouts to try for ``recipe``'s model, GPU count and global batch size.
+
+    TP up to the NVLink domain (and 8), CP up to 8, PP any divisor of the remaining GPUs up to
+    32 and the layer count, VP up to 16 dividing the layers per stage, MBS 1/2/4; for MoE
+    models EP over powers of two dividing the experts, at least experts/16 (fewer local
+    experts than 16 per GPU), with ETP 1 or TP. The recipe's embedding/loss pipeline
+    accounting is kept, and also tried the other way. When the recipe shards with FSDP, FSDP
+    layouts (groups of 8 GPUs and up, TP inside a node, no pipeline) are tried too."""
+    base = recipe.layout
+    model = recipe.model
+    gpus, gbs = base.gpus, base.gbs
+    tps = [t for t in _powers_of_two(min(8, recipe.gpu.nvlink_domain)) if gpus % t == 0]
+    moe = model.moe
+    # MoE layouts multiply by the expert choices; keep their CP and MBS range small.
+    cps = [c for c in _powers_of_two(2 if moe else 8) if gpus % c == 0]
+    mbss = (1, 2) if moe else (1, 2, 4)
+    out: list[Layout] = []
+    seen: set[Layout] = set()
+    for tp in tps:
+        for cp in cps:
+            rest = gpus // (tp * cp) if gpus % (tp * cp) == 0 else 0
+            if not rest:
+                continue
+            for pp in [p for p in range(1, min(rest, model.layers, 32) + 1) if rest % p == 0]:
+                dp = rest // pp
+                for split in {base.embedding_in_pipeline_split, not base.embedding_in_pipeline_split}:
+                    extra = 2 if (split and pp > 1) else 0
+                    slots = model.layers + extra
+                    if slots % pp:
+                        continue
+                    per_stage = slots // pp
+                    vps = [1] if pp == 1 else [v for v in range(1, min(per_stage, 16) + 1) if per_stage % v == 0]
+                    for vp in vps:
+                        for mbs in mbss:
+                            if gbs % (mbs * dp):
+                                continue
+                            eps: list[tuple[int, int | None]] = [(1, None)]
+                            if moe is not None:
+                                eps = [
+                                    (e, et)
+                                    for e in _powers_of_two(moe.num_experts)
+                                    if moe.num_experts % e == 0
+                                    and e * 16 >= moe.num_experts
+                                    and (tp * cp * dp) % e == 0
+                                    for et in sorted({1, tp})
+                                    if (tp * cp * dp) % (e * et) == 0
+                                ]
+                            for ep, etp in eps:
+                                lay = Layout(
+                                        gpus=gpus,
+                                        tp=tp,
+                                        pp=pp,
+                                        cp=cp,
+                                        ep=ep,
+                                        etp=etp,
+                                        vp=vp if vp > 1 else None,
+                                        mbs=mbs,
+                                        gbs=gbs,
+                                        fsdp=None,
+                                        embedding_in_pipeline_split=split and pp > 1,
+                                        loss_in_pipeline_split=split and pp > 1,
+                                    )
+                                if lay not in seen:
+                                    seen.add(lay)
+                                    out.append(lay)
+    if base.fsdp:
+        # The recipe shards with FSDP (MaxText style): also try FSDP groups of 8 GPUs and up,
+        # with TP inside a node and no pipeline.
+        for tp in tps:
+            dp = gpus // tp
+            for fsdp in (f for f in _powers_of_two(dp) if f >= 8 and dp % f == 0):
+                for mbs in (1, 2, 4):
+                    if gbs % (mbs * dp):
+                        continue
+                    lay = Layout(gpus=gpus, tp=tp, mbs=mbs, gbs=gbs, fsdp=fsdp)
+                    if lay not in seen:
+                        seen.add(lay)
+                        out.append(lay)
+    return out
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Layouts that fit, fastest first, and the recipe's own layout for comparison."""
+
+    ranked: tuple[Forecast, ...]
+    recipe_forecast: Forecast
+    tried: int
+    valid: int
+    fitting: int
+
+
+def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[float, float] = (0.0, 0.0)) -> SearchResult:
+    """Enumerate :func:`candidate_layouts`, keep those :func:`~llmb.plan.layout.derive` accepts
+    and that fit in memory (lightest recompute that fits), rank by predicted step time."""
+    if top <= 0:
+        raise LlmbError(f"--top must be positive, got {top}")
+    found: list[tuple[float, tuple[int, int, int, int], Layout, DerivedLayout, MemoryEstimate, StepBreakdown]] = []
+    tried = valid = 0
+    for lay in candidate_layouts(recipe):
+        tried += 1
+        try:
+            derived = derive(lay, recipe.model)
+        except LayoutError:
+            continue
+        valid += 1
+        mem = least_recompute_that_fits(recipe.model, derived, recipe.gpu, recipe.dtype)
+        if not mem.fits:
+            continue
+        br = predict_step(recipe.model, derived, recipe.gpu, recipe.dtype, eff, mem.recompute)
+        found.append((round(br.step_time_s, 4), _complexity(lay), lay, derived, mem, br))
+    # Ties (to 0.1 ms) go to the simpler layout: fewer model-parallel ranks, no interleaving.
+    found.sort(key=lambda x: (x[0], x[1]))
+    ranked = []
+    for _, _, lay, derived, mem, br in found[:top]:
+        cand = replace(recipe, layout=lay, derived=derived, row=None, baseline=None, overridden=(), notes=())
+        ranked.append(Forecast(cand, mem, br, _band_s(br.step_time_s, band)))
+    return SearchResult(
+        ranked=tuple(ranked),
+        recipe_forecast=forecast(recipe, eff, "auto", band),
+        tried=tried,
+        valid=valid,
+        fitting=len(found),
+    )
+
+
+def _complexity(lay: Layout) -> tuple[int, int, int, int, int]:
+    return (lay.tp * lay.cp * lay.pp * lay.ep, lay.vp or 1, lay.fsdp or 0, lay.mbs, int(lay.embedding_in_pipeline_split))
+
+
+_LABELS = {
+    "gemm_s": "GEMMs",
+    "attention_s": "attention",
+    "elementwise_s": "element-wise",
+    "tp_comm_s": "exposed TP comm",
+    "cp_comm_s": "exposed CP comm",
+    "ep_comm_s": "exposed EP all-to-all",
+    "pp_comm_s": "exposed PP p2p",
+    "fsdp_comm_s": "exposed FSDP comm",
+    "bubble_s": "pipeline bubble",
+    "dp_comm_s": "exposed DP comm",
+    "optimizer_s": "optimizer",
+}
+
+
+def explain(winner: Forecast, reference: Forecast, items: int = 3) -> list[str]:
+    """The largest differences between two forecasts' breakdowns, as short sentences."""
+    a, b = winner.breakdown.as_dict(), reference.breakdown.as_dict()
+    diffs = sorted(_LABELS, key=lambda k: -abs(float(a[k]) - float(b[k])))
+    lines = []
+    for k in diffs[:items]:
+        d = float(a[k]) - float(b[k])
+        if abs(d) < 1e-3:
+            continue
+        lines.append(f"{_LABELS[k]}: {float(b[k]):.3f} s -> {float(a[k]):.3f} s ({'+' if d > 0 else '-'}{abs(d):.3f} s)")
+    if winner.breakdown.recompute != reference.breakdown.recompute:
+        lines.append(f"recompute: {reference.breakdown.recompute} -> {winner.breakdown.recompute}")
+    return lines
+
+
+def resolve_on_gpu(
+    catalog: Catalog,
+    workload: str,
+    size: str,
+    dtype: str | None = None,
+    gpus: int | None = None,
+    gpu_type: str | None = None,
+    overrides: dict[str, int | None] | None = None,
+) -> Recipe:
+    """:func:`~llmb.plan.recipe.resolve`, extended to GPU types a workload publishes no layout
+    for: the workload's default-GPU recipe is planned on the requested GPU instead, with a
+    note saying so (no baseline applies then)."""
+    if gpu_type is not None:
+        wl = catalog.workload(workload)
+        _, spec = catalog.size(wl, size)
+        gkey = catalog.gpu_key(gpu_type)
+        want = (dtype or wl.default_dtype).lower()
+        if not any(r.gpu_type == gkey and want in r.dtypes for r in spec.layouts):
+            base = resolve(catalog, workload, size, dtype, gpus, None, overrides)
+            gpu = catalog.gpus[gkey]
+            gpu.peak_flops(base.dtype)  # a clear error when the GPU lacks the precision
+            note = f"no published {gkey} layout: the {base.gpu_type} recipe's layout, planned on {gkey}"
+            return replace(base, gpu_type=gkey, gpu=gpu, row=None, baseline=None, notes=(*base.notes, note))
+    return resolve(catalog, workload, size, dtype, gpus, gpu_type, overrides)

@@ -1,0 +1,69 @@
+"""Calibration: the stored parameters are reproducible and up to date, and they predict."""
+
+import math
+from statistics import median
+
+import pytest
+
+from llmb.catalog import default_catalog
+from llmb.plan import calibrate as cal
+
+CAT = default_catalog()
+
+
+@pytest.fixture(scope="module")
+def items():
+    return cal.samples(CAT)
+
+
+def test_every_baseline_with_a_step_time_is_a_sample(items):
+    assert len(items) == len(CAT.baselines())
+    megatron_8b = next(s for s in items if s.workload == "megatron-llama3" and s.size == "8b")
+    # 8192 tokens x GBS 128 / (13812 tokens/s/GPU x 8 GPUs) = 9.4896 s.
+    assert megatron_8b.measured_step_s == pytest.approx(8192 * 128 / (13812 * 8))
+
+
+def test_each_published_table_weighs_one(items):
+    w = cal._weights(items)
+    tables = {s.table for s in items}
+    assert sum(w) == pytest.approx(len(tables))
+
+
+def test_stored_calibration_matches_the_catalog(items):
+    stored = cal.stored_calibration()
+    # A catalog change (rows, layouts, step times) needs `llmb calibrate --fit --write`.
+    assert stored.fingerprint == cal.fingerprint(items)
+    assert len(stored.rows) == len(items)
+
+
+def test_refit_reproduces_the_stored_parameters(items):
+    eff, loss = cal.fit(items)
+    stored = cal.stored_calibration()
+    assert eff == stored.efficiency
+    assert loss == pytest.approx(stored.loss, rel=1e-9)
+
+
+def test_fitted_model_beats_its_start_and_the_naive_baselines(items):
+    stored = cal.stored_calibration()
+    assert cal.loss(items, stored.efficiency) < cal.loss(items, cal.FIT_START)
+    assert cal.loss(items, stored.efficiency) < cal.loss(items, cal.Efficiency.roofline())
+    errs = [abs(cal.predict_sample(s, stored.efficiency) / s.measured_step_s - 1) for s in items]
+    assert median(errs) < 0.05
+    cv = stored.cv["all"]
+    assert cv["calibrated"]["mape"] < cv["constant_mfu"]["mape"]
+    assert cv["calibrated"]["mape"] < cv["roofline"]["mape"]
+
+
+def test_constant_mfu_baseline_reproduces_its_own_mfu(items):
+    s = items[0]
+    m = cal.achieved_mfu(s)
+    assert cal.predict_constant_mfu(s, m) == pytest.approx(s.measured_step_s)
+
+
+def test_calibration_json_round_trip():
+    stored = cal.stored_calibration()
+    again = cal.from_json(cal.to_json(stored))
+    assert again.efficiency == stored.efficiency
+    assert again.bands == {k: tuple(v) for k, v in stored.bands.items()}
+    lo, hi = stored.band(moe=False)
+    assert lo < 0 < hi and math.isfinite(lo)

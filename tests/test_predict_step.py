@@ -1,0 +1,118 @@
+"""Step-time model: hand-checked roofline numbers, cost models, monotonicity."""
+
+from dataclasses import replace
+
+import pytest
+
+from llmb.catalog import default_catalog
+from llmb.catalog.schema import ModelSpec
+from llmb.plan.calibrate import stored_efficiency
+from llmb.plan.layout import Layout, derive
+from llmb.plan.memory import RECOMPUTE_LEVELS
+from llmb.plan.predict import Efficiency, _Net, forecast, predict_step, search_layouts
+from llmb.plan.recipe import resolve
+
+CAT = default_catalog()
+H100 = CAT.gpus["h100"]
+
+TINY = ModelSpec(
+    family="llama",
+    layers=2,
+    hidden=1024,
+    ffn_hidden=4096,
+    heads=8,
+    query_groups=8,
+    vocab=1000,
+    seq_len=1024,
+    activation="squared_relu",
+    norm="rmsnorm",
+)
+
+
+def test_roofline_compute_hand_checked():
+    d = derive(Layout(gpus=1, mbs=1, gbs=1), TINY)
+    b = predict_step(TINY, d, H100, "bf16", Efficiency.roofline(), "none")
+    # Forward GEMM FLOP per layer, 1024 tokens: QKV 2*1024*3072*1024 = 6,442,450,944;
+    # out-proj 2*1024*1024*1024 = 2,147,483,648; FC1 and FC2 2*1024*4096*1024 each
+    # = 8,589,934,592. Sum 25,769,803,776; x3 (fwd + bwd) x 2 layers = 154,618,822,656;
+    # output layer 3*2*1024*1000*1024 = 6,291,456,000. Total 160,910,278,656 FLOP at 989e12.
+    assert b.gemm_s == pytest.approx(160_910_278_656 / 989e12, rel=1e-12)
+    # Causal attention forward 2*1024*1024*1024 = 2,147,483,648 FLOP per layer, x3.5 x2 layers.
+    assert b.attention_s == pytest.approx(2 * 3.5 * 2_147_483_648 / 989e12, rel=1e-12)
+    # One GPU: no communication, no bubble.
+    assert b.tp_comm_s == b.cp_comm_s == b.pp_comm_s == b.dp_comm_s == b.bubble_s == 0
+    assert b.step_time_s == pytest.approx(b.gemm_s + b.attention_s + b.elementwise_s + b.optimizer_s)
+
+
+def test_ring_and_all_to_all_cost_models():
+    net = _Net(nvlink_bps=400e9, nic_bps=50e9, domain=8)
+    # 8 GPUs in one NVLink domain: (n-1)/n of the tensor over NVLink.
+    assert net.ring(8e9, 8, 1) == pytest.approx(8e9 * 7 / 8 / 400e9)
+    # 16 GPUs: 7/8 inside the domain, then 1/8 of the data across 2 domains over the NIC.
+    assert net.ring(8e9, 16, 1) == pytest.approx(8e9 * 7 / 8 / 400e9 + 1e9 * 1 / 2 / 50e9)
+    # A group strided by 8 has one member per domain: everything over the NIC.
+    assert net.ring(8e9, 4, 8) == pytest.approx(8e9 * 3 / 4 / 50e9)
+    # All-to-all over 16 ranks, 8 per domain: 8/16 of the data leaves the domain.
+    assert net.all_to_all(16e9, 16, 1) == pytest.approx(16e9 * 8 / 16 / 50e9)
+
+
+def test_bubble_is_pp_minus_one_over_vp_microbatches():
+    r = resolve(CAT, "llama3.1", "70b", "bf16", 64)  # PP4 VP5
+    b = predict_step(r.model, r.derived, r.gpu, "bf16", stored_efficiency(), "none")
+    assert b.bubble_s == pytest.approx(3 / 5 * b.microbatch_s)
+    no_vp = derive(replace(r.layout, vp=None), r.model)
+    b1 = predict_step(r.model, no_vp, r.gpu, "bf16", stored_efficiency(), "none")
+    assert b1.bubble_s == pytest.approx(3 * b1.microbatch_s)
+    assert b1.bubble_s > b.bubble_s
+
+
+def test_more_recompute_means_more_time():
+    r = resolve(CAT, "llama3.1", "70b", "bf16", 64)
+    times = [
+        predict_step(r.model, r.derived, r.gpu, "bf16", stored_efficiency(), level).step_time_s
+        for level in RECOMPUTE_LEVELS
+    ]
+    assert all(a < b for a, b in zip(times, times[1:])), times
+
+
+@pytest.mark.parametrize(("workload", "size", "dtype"), [("llama3.1", "8b", "bf16"), ("llama3.1", "70b", "fp8")])
+def test_more_gpus_at_fixed_gbs_means_a_shorter_step(workload, size, dtype):
+    r = resolve(CAT, workload, size, dtype)
+    eff = stored_efficiency()
+    steps = []
+    for factor in (1, 2, 4):
+        lay = replace(r.layout, gpus=r.layout.gpus * factor)  # same GBS, more DP
+        steps.append(predict_step(r.model, derive(lay, r.model), r.gpu, dtype, eff, "none").step_time_s)
+    assert steps[0] > steps[1] > steps[2], steps
+
+
+def test_fp8_is_faster_than_bf16_but_attention_stays_bf16():
+    eff = stored_efficiency()
+    rb = resolve(CAT, "llama3.1", "8b", "bf16", 8)
+    r8 = resolve(CAT, "llama3.1", "8b", "fp8", 8)
+    bb = predict_step(rb.model, rb.derived, rb.gpu, "bf16", eff, "none")
+    b8 = predict_step(r8.model, r8.derived, r8.gpu, "fp8", eff, "none")
+    assert b8.gemm_s < bb.gemm_s
+    assert b8.attention_s == pytest.approx(bb.attention_s)
+    assert b8.elementwise_s > bb.elementwise_s  # FP8 casts and transposes
+
+
+def test_forecast_auto_recompute_fits_and_band_brackets_the_step():
+    r = resolve(CAT, "nemotron4", "340b", "bf16", 256)
+    f = forecast(r, stored_efficiency(), "auto", (-0.1, 0.2))
+    assert f.memory.fits
+    lo, hi = f.band_s
+    assert lo == pytest.approx(f.step_time_s / 1.2) and hi == pytest.approx(f.step_time_s / 0.9)
+    assert f.metrics.tokens_per_s == pytest.approx(4096 * 64 / f.step_time_s)
+
+
+def test_search_ranks_fitting_layouts_and_includes_the_recipe():
+    r = resolve(CAT, "llama3.1", "8b", "bf16", 16)
+    res = search_layouts(r, stored_efficiency(), top=5)
+    assert 0 < res.fitting <= res.valid <= res.tried
+    steps = [f.step_time_s for f in res.ranked]
+    assert steps == sorted(steps)
+    assert all(f.memory.fits for f in res.ranked)
+    assert all(f.recipe.layout.gbs == 256 and f.recipe.layout.gpus == 16 for f in res.ranked)
+    # The recipe's own layout is among the candidates, so the winner is at least as fast.
+    assert res.ranked[0].step_time_s <= res.recipe_forecast.step_time_s + 1e-9
