@@ -37,6 +37,9 @@ class Recipe:
     baseline: Baseline | None
     overridden: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    #: (FLOP/s, label) used as the MFU denominator instead of the GPU's dense peak, e.g. the
+    #: measured GEMM ceiling of a CPU run
+    peak_override: tuple[float, str] | None = None
 
     @property
     def gpus(self) -> int:
@@ -44,7 +47,15 @@ class Recipe:
 
     @property
     def peak_flops(self) -> float:
+        if self.peak_override is not None:
+            return self.peak_override[0]
         return self.gpu.peak_flops(self.dtype)
+
+    @property
+    def peak_label(self) -> str:
+        if self.peak_override is not None:
+            return self.peak_override[1]
+        return f"{self.gpu.name} dense {self.dtype.upper()} peak"
 
     def flops(self, convention: str = "recipe") -> FlopsBreakdown:
         return flops_breakdown(self.model, convention, self.workload.recipe_flops)
@@ -87,8 +98,33 @@ class Recipe:
             "flops_per_sample": {c: self.flops(c).as_dict() for c in CONVENTIONS},
             "params": params.as_dict(),
             "peak_tflops": self.peak_flops / 1e12,
+            "peak_label": self.peak_label,
             "baseline": self.baseline.model_dump(mode="json") if self.baseline else None,
         }
+
+
+def recipe_from_dict(catalog: Catalog, data: dict[str, Any]) -> Recipe:
+    """Rebuild a :class:`Recipe` from :meth:`Recipe.as_dict` output (as written into an
+    experiment's ``config.json``), model and layout as recorded — also a proxy's."""
+    try:
+        wl = catalog.workload(data["workload"])
+        size_key, spec = catalog.size(wl, data["size"])
+        gkey = catalog.gpu_key(data["gpu_type"])
+        model = ModelSpec.model_validate(data["model"])
+        layout = Layout(**data["layout"])
+        dtype = str(data["dtype"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogError(f"not a recorded recipe: {exc}") from None
+    baseline = next(
+        (b for b in spec.baselines if b.gpu_type == gkey and b.dtype == dtype and b.gpus == layout.gpus
+         and model == spec.model),
+        None,
+    )
+    return Recipe(
+        workload=wl, size=size_key, dtype=dtype, gpu_type=gkey, gpu=catalog.gpus[gkey], model=model,
+        layout=layout, derived=derive(layout, model), row=None, baseline=baseline,
+        overridden=tuple(data.get("overridden", ())), notes=tuple(data.get("notes", ())),
+    )
 
 
 def layout_from_row(row: LayoutRow) -> Layout:

@@ -9,6 +9,7 @@ preferred when it is plausible (positive and below the GPU's dense peak).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from typing import Any
 from llmb.catalog.loader import Catalog
 from llmb.errors import LayoutError, LlmbError
 from llmb.plan.metrics import step_time_from_tokens_per_s
-from llmb.plan.recipe import Recipe, resolve
+from llmb.plan.recipe import Recipe, recipe_from_dict, resolve
 from llmb.results.identity import RunSpec, infer_spec
 from llmb.results.parse import ParsedLog, check_format, log_files, parse_file
 from llmb.results.stats import Window, WindowStats, default_window, window_stats
@@ -122,11 +123,14 @@ def analyze(
     catalog: Catalog,
     window: Window | None = None,
     convention: str = "recipe",
+    recipe: Recipe | None = None,
 ) -> RunResult:
-    """Window statistics for ``parsed`` and, when ``spec`` names a catalog recipe, its metrics."""
+    """Window statistics for ``parsed`` and, when ``spec`` names a catalog recipe (or
+    ``recipe`` is given, e.g. an llmb run's recorded one), its metrics."""
     notes: list[str] = []
-    recipe: Recipe | None = None
-    if spec.workload and spec.size and spec.gpus:
+    if recipe is not None:
+        pass
+    elif spec.workload and spec.size and spec.gpus:
         try:
             recipe = resolve(
                 catalog, spec.workload, spec.size, spec.dtype, spec.gpus, spec.gpu_type, dict(spec.layout) or None
@@ -152,6 +156,44 @@ def analyze(
     return RunResult(parsed, spec, stats, recipe, metrics, tuple(notes))
 
 
+@dataclass(frozen=True)
+class EngineRun:
+    """What an llmb experiment folder records about its run (``config.json``)."""
+
+    spec: RunSpec
+    recipe: Recipe
+    window: Window | None
+
+
+def engine_run(log_path: Path, catalog: Catalog) -> EngineRun | None:
+    """The recorded identity, recipe (a proxy's own model and layout, and the MFU denominator
+    the engine used, e.g. a measured CPU ceiling) and statistics window of an llmb run whose
+    log sits in its experiment folder; ``None`` when there is no readable ``config.json``."""
+    config_file = Path(log_path).parent / "config.json"
+    try:
+        cfg = json.loads(config_file.read_text(encoding="utf-8"))
+        recipe = recipe_from_dict(catalog, cfg)
+    except (OSError, ValueError, LlmbError):
+        return None
+    denominator = cfg.get("mfu_denominator") or {}
+    if denominator.get("flops"):
+        recipe = replace(recipe, peak_override=(float(denominator["flops"]), str(denominator.get("label", "measured"))))
+    proxy = cfg.get("proxy")
+    spec = RunSpec(
+        workload=recipe.workload.name,
+        size=f"{recipe.size}-{proxy}" if proxy else recipe.size,
+        dtype=recipe.dtype,
+        gpus=int(cfg.get("world_size") or recipe.gpus),
+        gpu_type=recipe.gpu_type if not proxy else None,
+        source="engine config",
+    )
+    window = None
+    warmup, steps = cfg.get("stats_warmup_steps"), cfg.get("stats_window_steps")
+    if isinstance(warmup, int) and isinstance(steps, int) and steps > 0:
+        window = Window(warmup + 1, warmup + steps)
+    return EngineRun(spec, recipe, window)
+
+
 def analyze_logs(
     paths: list[str],
     *,
@@ -174,6 +216,12 @@ def analyze_logs(
     for path in log_files(paths):
         parsed = parse_file(path, fmt=fmt, rank=rank)
         if parsed.format is None and path not in explicit:
+            continue
+        engine = engine_run(path, catalog) if parsed.format == "llmb" else None
+        if engine is not None:
+            run = spec.merged_over(engine.spec)
+            recipe = engine.recipe if run == engine.spec else None  # options given win
+            results.append(analyze(parsed, run, catalog, window or engine.window, convention, recipe))
             continue
         run = spec.merged_over(infer_spec(path, parsed.format, catalog))
         results.append(analyze(parsed, run, catalog, window, convention))

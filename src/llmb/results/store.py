@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from llmb.errors import LlmbError
+from llmb.paths import llmb_home
 from llmb.results.record import StepRecord
 
-HOME_ENV = "LLMB_HOME"
 BUSY_TIMEOUT_S = 30.0
 
 #: Each entry upgrades the schema by one version (statements run in one transaction).
@@ -76,12 +76,6 @@ RUN_COLUMNS = (
 )
 _JSON_COLUMNS = ("layout", "stats", "metrics", "notes")
 STEP_COLUMNS = ("iteration", "step_time_s", "tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "loss", "grad_norm", "mem_bytes")
-
-
-def llmb_home() -> Path:
-    """``$LLMB_HOME``, or ``~/.llmb``."""
-    env = os.environ.get(HOME_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".llmb"
 
 
 def default_path() -> Path:
