@@ -14,7 +14,6 @@ rather than damaged.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
