@@ -8,8 +8,8 @@
 #
 # Two slurmd run on this host as node1 and node2 (Debian's slurmd allows several per host), each
 # claiming 4 CPUs (SlurmdParameters=config_overrides lets nodes claim more than the host has), on
-# loopback ports. State, spool, logs and pid files live under $LLMB_SLURM_DIR
-# (default /tmp/llmb-slurm). Accounting: jobcomp/filetxt, so `sacct -c` works; plain `sacct`
+# loopback ports (LLMB_SLURM_CTLD_PORT, default 16817; LLMB_SLURM_NODE_PORT, default 17001 and
+# the next). State, spool, logs and pid files live under $LLMB_SLURM_DIR (default /tmp/llmb-slurm). Accounting: jobcomp/filetxt, so `sacct -c` works; plain `sacct`
 # does not (no slurmdbd).
 set -euo pipefail
 
@@ -17,6 +17,7 @@ DIR=${LLMB_SLURM_DIR:-/tmp/llmb-slurm}
 CONF=$DIR/slurm.conf
 HOST=$(hostname -s)
 CTLD_PORT=${LLMB_SLURM_CTLD_PORT:-16817}
+NODE_PORT=${LLMB_SLURM_NODE_PORT:-17001}  # node1 listens here, node2 on the next port
 
 log() { printf 'slurm-local: %s\n' "$*" >&2; }
 
@@ -89,7 +90,7 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd-%n.log
-NodeName=node[1-2] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001-17002 CPUs=4 RealMemory=8000 State=UNKNOWN
+NodeName=node[1-2] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$NODE_PORT-$((NODE_PORT + 1)) CPUs=4 RealMemory=8000 State=UNKNOWN
 PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
 }

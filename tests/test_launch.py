@@ -214,3 +214,66 @@ def test_scale_discovery(catalog):
     assert discover_scales(catalog, "llama3.1", "8b", "bf16", exact=[32, 8]) == [8, 32]
     with pytest.raises(LlmbError, match="lies within"):
         discover_scales(catalog, "llama3.1", "8b", "bf16", min_scale=4096)
+
+
+def _fake_slurm(tmp_path: Path) -> Path:
+    """A stand-in sbatch that hands out increasing job ids (with a lock, like the real one)."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    counter = tmp_path / "jobid"
+    counter.write_text("100")
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/bash\nexec 9>" + str(counter) + ".lock\nflock 9\n"
+        "n=$(( $(cat " + str(counter) + ") + 1 ))\necho $n > " + str(counter) + "\necho \"$n;llmblocal\"\n"
+    )
+    (bin_dir / "sbatch").chmod(0o755)
+    return bin_dir
+
+
+def test_submit_dry_run_writes_and_submits_nothing(tmp_path, monkeypatch, capsys):
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "exp"))
+    monkeypatch.setenv("PATH", "/nonexistent")  # no sbatch anywhere
+    assert main(["submit", "llama3.1", "-s", "8b", "--scale", "16", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --nodes=2" in out and "--nproc-per-node=8" in out and "$ sbatch --parsable" in out
+    assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["submit"], "name a workload"),
+    (["submit", "llama3.1", "-s", "8b"], "give --scale N"),
+    (["submit", "llama3.1", "-s", "8b", "--scale", "12"], "12 GPUs do not fill whole nodes of 8"),
+    (["submit", "llama3.1", "-s", "8b", "--scale", "8", "--tp", "3"], "GPUs (8) must be divisible by TP*CP*PP = 3*2*1 = 6"),
+    (["submit", "llama3.1", "-s", "8b", "--exact-scales", "8,x"], "positive whole numbers separated by commas"),
+    (["submit", "llama3.1", "-s", "8b", "--min-scale", "4096"], "lies within"),
+])
+def test_submit_bad_input(argv, message, tmp_path, monkeypatch, capsys):
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "exp"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code = main(argv + ["--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_two_submits_at_once_keep_the_store_intact(tmp_path):
+    """Two `llmb submit` processes racing on one store: every job recorded, integrity ok."""
+    import sqlite3
+    import sys
+
+    env = {**os.environ, "PATH": f"{_fake_slurm(tmp_path)}:{os.environ['PATH']}", "LLMB_HOME": str(tmp_path / "home"),
+           "LLMB_EXPERIMENTS_DIR": str(tmp_path / "exp")}
+    cmd = [sys.executable, "-c", "from llmb.cli import run; run()", "submit", "llama3.1", "-s", "8b",
+           "--proxy", "cpu-tiny", "--scale", "1", "--repeats", "4", "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    db = sqlite3.connect(tmp_path / "home" / "jobs.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    job_ids = [r[0] for r in db.execute("SELECT job_id FROM runs")]
+    assert sorted(job_ids) == [str(n) for n in range(101, 109)]
+    assert len(list((tmp_path / "exp").rglob("launch.sbatch"))) == 8

@@ -34,7 +34,7 @@ def print_runs(runs: list[dict[str, Any]]) -> None:
 
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("run id", overflow="fold")
-    for col in ("run", "status", "step s", "tok/s", "MFU", "finished"):
+    for col in ("run", "job", "state", "status", "step s", "tok/s", "MFU", "finished"):
         table.add_column(col, justify="right" if col in ("step s", "tok/s", "MFU") else "left")
     for r in runs:
         run = " ".join(str(r[k]) for k in ("workload", "size", "dtype") if r.get(k)) or "-"
@@ -43,6 +43,8 @@ def print_runs(runs: list[dict[str, Any]]) -> None:
         table.add_row(
             r["run_id"],
             run,
+            r.get("job_id") or "-",
+            r.get("state") or "-",
             r["status"],
             _num(r.get("step_time_s"), ".3f"),
             _num(r.get("tokens_per_s"), ".0f"),
@@ -60,10 +62,13 @@ def jobs_list(
     gpus: Optional[int] = typer.Option(None, "--gpus"),
     status: Optional[str] = typer.Option(None, "--status", help="OK, INCOMPLETE, INVALID or NO_DATA."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the newest N runs."),
+    refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask Slurm about launched runs first."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List stored runs, oldest first."""
+    """List stored runs, oldest first (launched runs refreshed from Slurm first)."""
     store = Store.open()
+    if refresh:
+        _refresh(store, quiet=True)
     if workload:  # accept the catalog's aliases (llama31 = llama3.1); keep unknown names as given
         from llmb.catalog import default_catalog
         from llmb.errors import CatalogError
@@ -153,3 +158,81 @@ def jobs_rm(run_id: str = typer.Argument(..., help="Run id.")) -> None:
     rid = store.get(run_id)["run_id"]
     store.delete(rid)
     console.print(f"removed {rid}")
+
+
+def _refresh(store: Store, quiet: bool = False) -> list:
+    from llmb.launch.tracking import refresh
+
+    changes = refresh(store)
+    if not quiet:
+        for c in changes:
+            console.print(f"job {c.job_id}: {c.old or '?'} -> {c.new}" + (f" ({c.reason})" if c.reason else ""),
+                          highlight=False)
+    return changes
+
+
+@jobs_app.command("refresh")
+def jobs_refresh(as_json: bool = JSON_OPTION) -> None:
+    """Ask Slurm (squeue, sacct, sacct -c, scontrol) about launched runs; parse finished ones."""
+    store = Store.open()
+    changes = _refresh(store, quiet=as_json)
+    if as_json:
+        print_json([c.__dict__ for c in changes])
+    elif not changes:
+        console.print("no changes")
+
+
+@jobs_app.command("log")
+def jobs_log(
+    ref: str = typer.Argument(..., help="Run id (or unique prefix) or Slurm job id."),
+    tail: Optional[int] = typer.Option(None, "--tail", "-n", min=1, help="Only the last N lines."),
+    follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing as the job writes, until it ends."),
+    interval_s: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between checks with --follow."),
+) -> None:
+    """Print a launched run's output (its slurm-<job>.out, else its log)."""
+    import collections
+    import time
+
+    from llmb.launch.slurm import TERMINAL
+    from llmb.launch.tracking import job_output
+
+    store = Store.open()
+    run = store.find_job(ref) if ref.isdigit() else None
+    run = run or store.get(ref)
+
+    def path_of(r: dict) -> Optional[Path]:
+        out = job_output(r)
+        if out is not None:
+            return out
+        log = Path(r.get("log_path") or "")
+        return log if log.is_file() else None
+
+    path = path_of(run)
+    if path is None and not follow:
+        raise LlmbError(f"no output yet for {run['run_id']} (job {run.get('job_id') or '-'}, state {run.get('state') or '-'})")
+    offset = 0
+    if path is not None:
+        with path.open("r", encoding="utf-8", errors="replace") as fh:
+            lines = collections.deque(fh, maxlen=tail) if tail else fh.readlines()
+            offset = fh.tell()
+        typer.echo("".join(lines), nl=False)
+    if not follow:
+        return
+    try:
+        while True:
+            time.sleep(interval_s)
+            _refresh(store, quiet=True)
+            run = store.get(run["run_id"])
+            path = path or path_of(run)
+            if path is not None and path.exists():
+                with path.open("r", encoding="utf-8", errors="replace") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                    offset = fh.tell()
+                if chunk:
+                    typer.echo(chunk, nl=False)
+            if run.get("state") in TERMINAL:
+                console.print(f"[dim]job {run.get('job_id')} {run['state']}[/]", highlight=False)
+                return
+    except KeyboardInterrupt:
+        return

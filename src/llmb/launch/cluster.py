@@ -59,6 +59,9 @@ class ClusterConfig(_Strict):
     gpu_type: str = "h100"
     gpus_per_node: int = Field(default=8, gt=0)
     launcher: Literal["slurm", "local"] = "slurm"
+    #: "cpu" for clusters without GPUs (like the local test cluster): jobs then train the
+    #: engine's CPU proxy on gloo unless a run asks for full size
+    accelerator: Literal["gpu", "cpu"] = "gpu"
     python: str = Field(default_factory=lambda: sys.executable, description="interpreter jobs use")
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     container: ContainerSettings | None = None

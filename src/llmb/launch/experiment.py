@@ -50,7 +50,11 @@ def create_experiment_dir(
     workload: str, size: str, dtype: str, gpus: int, root: Path | None = None
 ) -> Path:
     """Create and return a fresh experiment directory (a new timestamp each call)."""
-    base = (root or experiments_root()) / experiment_name(workload, size, dtype, gpus)
+    return fresh_stamp_dir((root or experiments_root()) / experiment_name(workload, size, dtype, gpus))
+
+
+def fresh_stamp_dir(base: Path) -> Path:
+    """Create ``base/<UTC timestamp>``, a new one even when another process took this one."""
     base.mkdir(parents=True, exist_ok=True)
     while True:
         path = base / utc_stamp()

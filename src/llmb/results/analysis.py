@@ -271,19 +271,23 @@ def _metrics(stats: WindowStats, recipe: Recipe, convention: str, notes: list[st
     return m
 
 
-_STAMP = re.compile(r"^\d{8}T\d{6}Z$")
+_STAMP = re.compile(r"^\d{8}T\d{6}(\d{3})?Z$")  # llmb.launch.experiment.utc_stamp
 
 
 def run_id_for(result: RunResult) -> str:
     """A stable id for a log: the experiment (or file) name plus a hash of its absolute path,
     so importing the same log again updates its run instead of adding one."""
-    path = Path(str(result.parsed.path)).resolve()
+    source = result.spec.source
+    return run_id_for_log(Path(str(result.parsed.path)), source.split(" ", 1)[1] if source.startswith("folder ") else None)
+
+
+def run_id_for_log(log_path: Path, name: str | None = None) -> str:
+    """The run id of the log at ``log_path`` (what a launcher records before the log exists)."""
+    path = Path(log_path).resolve()
     folder = path.parent
     if _STAMP.match(folder.name):  # llmb: experiments/<name>/<UTC timestamp>/
         name = f"{folder.parent.name}-{folder.name}"
-    elif result.spec.source.startswith("folder "):
-        name = result.spec.source.split(" ", 1)[1]
-    else:
+    elif name is None:
         name = path.stem
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
     return f"{re.sub(r'[^A-Za-z0-9._-]+', '-', name)[:80]}-{digest}"
@@ -295,7 +299,7 @@ def store_row(result: RunResult, run_id: str, cluster: str | None = None, job_id
     path = Path(str(result.parsed.path)).resolve()
     started = None
     if _STAMP.match(path.parent.name):
-        started = datetime.strptime(path.parent.name, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%dT%H:%M:%SZ")
+        started = datetime.strptime(path.parent.name[:15], "%Y%m%dT%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
         finished = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     except OSError:

@@ -64,6 +64,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "ALTER TABLE runs ADD COLUMN job_id TEXT",
     ),
+    # v4: runs launched by llmb: the scheduler's view (state and its reason, e.g. Slurm's
+    # PENDING/RUNNING/COMPLETED/FAILED/CANCELLED), the experiment folder, submission time
+    (
+        "ALTER TABLE runs ADD COLUMN state TEXT",
+        "ALTER TABLE runs ADD COLUMN state_reason TEXT",
+        "ALTER TABLE runs ADD COLUMN experiment_dir TEXT",
+        "ALTER TABLE runs ADD COLUMN submitted_at TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -71,8 +79,11 @@ RUN_COLUMNS = (
     "run_id", "workload", "size", "dtype", "gpus", "gpu_type", "cluster", "layout", "format", "status",
     "window", "step_time_s", "step_time_std_s", "tokens_per_s", "tflops_per_gpu", "mfu",
     "days_per_1t_tokens", "convention", "stats", "metrics", "notes", "log_path", "log_bytes",
-    "started_at", "finished_at", "imported_at", "job_id",
+    "started_at", "finished_at", "imported_at", "job_id", "state", "state_reason", "experiment_dir",
+    "submitted_at",
 )
+#: Facts a launcher records that a later parse of the log must not erase.
+_KEEP_COLUMNS = ("cluster", "job_id", "state", "state_reason", "experiment_dir", "submitted_at")
 _JSON_COLUMNS = ("layout", "stats", "metrics", "notes")
 STEP_COLUMNS = ("iteration", "step_time_s", "tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "loss", "grad_norm", "mem_bytes")
 
@@ -197,7 +208,7 @@ class Store:
         # Re-importing a log refreshes what the log says; facts only the user gave (cluster,
         # job id) are kept unless given again.
         updates = ", ".join(
-            f"{c} = COALESCE(excluded.{c}, runs.{c})" if c in ("cluster", "job_id") else f"{c} = excluded.{c}"
+            f"{c} = COALESCE(excluded.{c}, runs.{c})" if c in _KEEP_COLUMNS else f"{c} = excluded.{c}"
             for c in RUN_COLUMNS
             if c != "run_id"
         )
@@ -211,6 +222,30 @@ class Store:
                 f"INSERT INTO steps (run_id, {', '.join(STEP_COLUMNS)}) VALUES ({', '.join('?' * (len(STEP_COLUMNS) + 1))})",
                 step_rows,
             )
+
+    def set_state(self, run_id: str, state: str, reason: str | None = None) -> None:
+        """Record the scheduler's state of a launched run (and why, when it says)."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET state = ?, state_reason = COALESCE(?, state_reason) WHERE run_id = ?",
+                (state, reason, run_id),
+            )
+            if cur.rowcount == 0:
+                raise LlmbError(f"no run {run_id!r} in the job store ({self.path})")
+
+    def find_job(self, job_id: str) -> dict[str, Any] | None:
+        """The run launched as scheduler job ``job_id``, if llmb launched it."""
+        with self._conn() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE job_id = ? ORDER BY submitted_at DESC LIMIT 1",
+                               (str(job_id),)).fetchone()
+        return self._decode(row) if row is not None else None
+
+    def tracked(self, finished: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """Launched runs (with a job id) whose state is unknown or not in ``finished``."""
+        with self._conn() as conn:
+            rows = [self._decode(r) for r in conn.execute(
+                "SELECT * FROM runs WHERE job_id IS NOT NULL ORDER BY submitted_at, run_id")]
+        return [r for r in rows if r.get("state") not in finished]
 
     def delete(self, run_id: str) -> bool:
         with self._write() as conn:

@@ -1,0 +1,215 @@
+"""``llmb submit``: plan, write and submit Slurm jobs, and record them in the job store.
+
+One submission = one experiment folder holding the engine's ``request.json`` (what the
+workers run), the batch script ``launch.sbatch`` and, later, the run's log, metrics and
+summary. The job store gets the run (keyed by the run id its log will have) only after
+``sbatch`` accepted the job: a refused submission leaves neither a record nor a folder.
+
+Precedence of every knob: command line > environment variable (the recipes' names) > cluster
+configuration > the recipe.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from llmb.catalog.loader import Catalog
+from llmb.errors import LlmbError
+from llmb.launch import sbatch
+from llmb.launch.bulk import PlannedRun
+from llmb.launch.cluster import ClusterConfig, config_path, secrets_path
+from llmb.launch.experiment import experiment_name, fresh_stamp_dir, utc_stamp, write_json
+from llmb.launch.knobs import BY_FIELD, LAYOUT_FIELDS
+
+SCRIPT_NAME = "launch.sbatch"
+REQUEST_NAME = "request.json"
+#: Recipe knobs a job reads from its environment at run time (profiling, checkpoints, traces).
+FORWARDED_ENV = ("ENABLE_PROFILE", "PROFILE_START_STEP", "PROFILE_STOP_STEP", "ENABLE_NCCLTRACE",
+                 "ENABLE_CHECKPOINT", "LOAD_CHECKPOINT_PATH")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A submission ready to go: nothing has touched the disk or the scheduler yet."""
+
+    planned: PlannedRun
+    request: dict[str, Any]  # the engine's RunRequest fields
+    title: str
+    size_label: str
+    world: int
+    job: sbatch.SlurmJob
+    script: str
+
+    @property
+    def experiment_dir(self) -> Path:
+        return self.job.experiment_dir
+
+    @property
+    def log_path(self) -> Path:
+        return self.experiment_dir / "log.txt"
+
+
+def nodes_for(gpus: int, gpus_per_node: int) -> tuple[int, int]:
+    """(nodes, ranks per node) for a job of ``gpus`` ranks."""
+    if gpus <= gpus_per_node:
+        return 1, gpus
+    if gpus % gpus_per_node:
+        raise LlmbError(f"{gpus} GPUs do not fill whole nodes of {gpus_per_node} (GPUS_PER_NODE)")
+    return gpus // gpus_per_node, gpus_per_node
+
+
+def prepare(
+    planned: PlannedRun,
+    cluster: ClusterConfig,
+    knobs: Mapping[str, Any],
+    environ: Mapping[str, str],
+    experiments_root: Path | None = None,
+    max_restarts: int = 0,
+) -> Prepared:
+    """Resolve one planned run into a batch job (validating everything the engine would)."""
+    from llmb.engine.config import RunRequest, resolve_run
+
+    gpus_per_node = int(knobs.get("gpus_per_node") or cluster.gpus_per_node)
+    nodes, ranks_per_node = nodes_for(planned.gpus, gpus_per_node)
+    proxy = planned.proxy if planned.proxy is not None else ("default" if cluster.accelerator == "cpu" else None)
+    if proxy is not None and proxy.lower() == "none":
+        proxy = None
+    overrides = {k: v for k, v in {**{f: knobs.get(f) for f in LAYOUT_FIELDS}, **planned.overrides}.items()
+                 if k in LAYOUT_FIELDS and v is not None}
+    steps = planned.overrides.get("max_steps", knobs.get("max_steps"))
+    request = RunRequest(
+        workload=planned.workload, size=planned.size, dtype=planned.dtype, proxy=proxy, nproc=planned.gpus,
+        gpus=planned.gpus if proxy is None else None, gpu_type=planned.gpu_type or knobs.get("gpu_type"),
+        overrides=overrides, steps=steps,
+    )
+    run = resolve_run(request)  # every configuration mistake surfaces here, before sbatch
+    size_label, dtype, world = run.size_label, run.recipe.dtype, run.world
+    root = experiments_root or Path(cluster.experiments_path)
+    exp_dir = root / experiment_name(run.recipe.workload.name, size_label, dtype, world) / utc_stamp()
+
+    env = dict(cluster.env)
+    if cluster.accelerator == "cpu":
+        env.setdefault("OMP_NUM_THREADS", "1")  # ranks share a node's cores
+    for name in FORWARDED_ENV:
+        if name in environ:
+            env[name] = environ[name]
+    if knobs.get("profile"):
+        env["ENABLE_PROFILE"] = "true"
+    secrets = secrets_path(config_path())
+    title = f"{run.recipe.workload.name} {size_label} {dtype}, {world} rank(s) on {nodes} node(s)"
+    job = sbatch.SlurmJob(
+        name=f"llmb-{run.recipe.workload.name}-{size_label}-{dtype}-{world}",
+        nodes=nodes,
+        ranks_per_node=ranks_per_node,
+        experiment_dir=exp_dir,
+        command=["-m", "llmb.engine.worker", str(exp_dir)],
+        python=cluster.python,
+        title=title,
+        env=env,
+        account=knobs.get("account") or cluster.slurm.account,
+        partition=knobs.get("partition") or cluster.slurm.partition,
+        qos=cluster.slurm.qos,
+        reservation=cluster.slurm.reservation,
+        time_limit=cluster.slurm.time_limit,
+        gpus_per_node=(knobs.get("sbatch_gpus_per_node") or ranks_per_node)
+        if (cluster.slurm.gpus_per_node_flag or knobs.get("sbatch_gpus_per_node")) else None,
+        extra_args=list(cluster.slurm.extra_args),
+        container_image=cluster.container.image if cluster.container else None,
+        container_mounts=list(cluster.container.mounts) if cluster.container else [],
+        secrets_file=secrets if secrets.exists() else None,
+        max_restarts=max_restarts,
+    )
+    return Prepared(planned, dict(request.__dict__), title, size_label, world, job, sbatch.render(job))
+
+
+def write(prepared: Prepared) -> Prepared:
+    """Create a fresh experiment folder (a new timestamp even when another submission took
+    the planned one) holding the request and the script; returns the submission bound to it."""
+    planned_dir = prepared.experiment_dir
+    exp = fresh_stamp_dir(planned_dir.parent)
+    job = replace(prepared.job, experiment_dir=exp, command=["-m", "llmb.engine.worker", str(exp)])
+    prepared = replace(prepared, job=job, script=sbatch.render(job))
+    write_json(exp / REQUEST_NAME, prepared.request)
+    script = exp / SCRIPT_NAME
+    script.write_text(prepared.script, encoding="utf-8")
+    script.chmod(0o750)
+    return prepared
+
+
+def submit(prepared: Prepared, store, cluster_name: str | None = None) -> tuple[Prepared, str, str]:
+    """Write, ``sbatch``, record; returns (the written submission, job id, run id). A refused
+    job leaves nothing behind."""
+    from llmb.launch.slurm import cancel
+    from llmb.results.analysis import run_id_for_log
+    from llmb.results.store import utc_now
+
+    prepared = write(prepared)
+    try:
+        job_id = sbatch.submit(prepared.experiment_dir / SCRIPT_NAME)
+    except BaseException:
+        _remove(prepared.experiment_dir)
+        raise
+    run_id = run_id_for_log(prepared.log_path)
+    p = prepared.planned
+    try:
+        store.put({
+            "run_id": run_id, "workload": prepared.request["workload"], "size": prepared.size_label,
+            "dtype": p.dtype, "gpus": prepared.world, "gpu_type": p.gpu_type, "cluster": cluster_name,
+            "format": "llmb", "status": "NO_DATA", "log_path": str(prepared.log_path.resolve()),
+            "job_id": job_id, "state": "PENDING", "experiment_dir": str(prepared.experiment_dir.resolve()),
+            "submitted_at": utc_now(),
+        })
+    except BaseException:
+        # The job exists but could not be recorded: take it back rather than lose track of it.
+        try:
+            cancel(job_id)
+        finally:
+            _remove(prepared.experiment_dir)
+        raise
+    return prepared, job_id, run_id
+
+
+def _remove(exp_dir: Path) -> None:
+    """Take back an experiment folder, and its parent if that leaves it empty."""
+    shutil.rmtree(exp_dir, ignore_errors=True)
+    try:
+        exp_dir.parent.rmdir()
+    except OSError:
+        pass  # other runs of the same configuration live there
+
+
+def knobs_for(cli: Mapping[str, Any], cluster: ClusterConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """CLI > environment > cluster config, for the knobs a submission reads."""
+    from llmb.launch.knobs import resolve_knobs
+
+    values, _ = resolve_knobs(cli, environ if environ is not None else os.environ, cluster.knob_defaults())
+    unknown = set(values) - set(BY_FIELD)
+    if unknown:  # pragma: no cover - guarded by the CLI's options
+        raise LlmbError(f"unknown knob(s): {', '.join(sorted(unknown))}")
+    return values
+
+
+def default_cluster() -> ClusterConfig:
+    """The configuration used when ``llmb init`` was never run: local paths, no account."""
+    from llmb.launch.experiment import experiments_root
+    from llmb.paths import install_dir
+
+    return ClusterConfig(install_path=str(install_dir()), experiments_path=str(experiments_root().resolve()))
+
+
+def planned_from(catalog: Catalog, workload: str, size: str | None, dtype: str | None, scales: list[int],
+                 repeats: int, gpu_type: str | None, proxy: str | None, overrides: dict[str, Any]) -> list[PlannedRun]:
+    wl = catalog.workload(workload)
+    size_key = catalog.size(wl, size)[0] if size else next(iter(wl.sizes))
+    d = (dtype or wl.default_dtype).lower()
+    return [PlannedRun(wl.name, size_key, d, n, r, gpu_type, proxy, dict(overrides))
+            for n in scales for r in range(1, repeats + 1)]
+
+
+__all__ = ["Prepared", "default_cluster", "knobs_for", "nodes_for", "planned_from",
+           "prepare", "submit", "write"]

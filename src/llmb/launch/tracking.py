@@ -1,0 +1,95 @@
+"""Keeping the job store in step with the scheduler: states of launched runs, their reasons,
+and the finished runs' logs parsed into the store (so ``llmb jobs`` shows step time, tokens/s
+and MFU next to the state)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmb.launch.slurm import TERMINAL, JobState, query_states
+
+_OWN_ERROR = re.compile(r"^error: .+")  # what llmb itself prints
+_PY_ERROR = re.compile(r"\b[A-Za-z]*Error: .+")
+
+
+@dataclass(frozen=True)
+class Change:
+    run_id: str
+    job_id: str
+    old: str | None
+    new: str
+    reason: str | None
+
+
+def job_output(run: dict[str, Any]) -> Path | None:
+    """The job's own output file (``slurm-<id>.out`` in its experiment folder), if present."""
+    folder = run.get("experiment_dir")
+    if not folder or not run.get("job_id"):
+        return None
+    path = Path(folder) / f"slurm-{run['job_id']}.out"
+    return path if path.exists() else None
+
+
+def failure_reason(run: dict[str, Any], state: JobState) -> str:
+    """Why a job did not complete: the scheduler's word plus the last error line it printed."""
+    parts = [state.state.lower()]
+    if state.exit_code and state.exit_code not in ("0:0",):
+        parts.append(f"exit {state.exit_code}")
+    if state.reason and state.reason not in ("None", "NonZeroExitCode"):
+        parts.append(state.reason)
+    out = job_output(run)
+    if out is not None:
+        own = other = None
+        with out.open("r", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if _OWN_ERROR.match(line):
+                    own = line
+                elif (m := _PY_ERROR.search(line)) is not None:
+                    other = m.group(0)
+        if own or other:
+            parts.append((own or other)[:300])
+    return "; ".join(parts)
+
+
+def ingest(store, run: dict[str, Any]) -> bool:
+    """Parse a finished run's log into the store; ``False`` when there is no log to parse."""
+    from llmb.errors import LlmbError
+    from llmb.results.analysis import analyze_logs, store_row
+    from llmb.results.identity import RunSpec
+
+    log = Path(run.get("log_path") or "")
+    if not log.is_file():
+        return False
+    try:
+        (result,) = analyze_logs([str(log)], spec=RunSpec())
+    except (LlmbError, ValueError):
+        return False
+    store.put(store_row(result, run["run_id"], cluster=run.get("cluster"), job_id=run.get("job_id")),
+              result.parsed.records)
+    return True
+
+
+def refresh(store) -> list[Change]:
+    """Ask the scheduler about every launched run not known to be finished; record changes."""
+    tracked = store.tracked(finished=TERMINAL)
+    if not tracked:
+        return []
+    states = query_states([r["job_id"] for r in tracked])
+    changes = []
+    for run in tracked:
+        state = states.get(str(run["job_id"]))
+        if state is None:
+            continue  # the scheduler forgot it, or we asked the wrong cluster: keep what we know
+        reason = state.reason if state.reason and state.reason != "None" else None
+        if state.finished:
+            ingest(store, run)
+            if state.state != "COMPLETED":
+                reason = failure_reason(run, state)
+        if state.state != run.get("state") or (reason and reason != run.get("state_reason")):
+            store.set_state(run["run_id"], state.state, reason)
+            changes.append(Change(run["run_id"], str(run["job_id"]), run.get("state"), state.state, reason))
+    return changes
