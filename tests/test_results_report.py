@@ -71,3 +71,17 @@ def test_report_cli_from_store(tmp_path, capsys, monkeypatch):
     assert "no stored runs match" in capsys.readouterr().err
     assert main(["report", str(LOGS / "maxtext_llama2_70b.log"), "--out", str(tmp_path / "rep3"), "--no-plots"]) == 0
     assert "Runs without a workload" in capsys.readouterr().out
+
+
+def test_report_shows_the_prediction_next_to_measured(tmp_path):
+    from llmb.plan import resolve
+    from llmb.plan.calibrate import stored_efficiency
+    from llmb.plan.predict import forecast
+
+    runs = [row("a", 8, 12.30, 85222, 0.6238), row("c", 16, 12.40, 169000, 0.618)]
+    md = write_report(runs, lambda r: [], default_catalog(), tmp_path / "rep")
+    text = md.read_text()
+    expected = forecast(resolve(default_catalog(), "llama3.1", "8b", "bf16", 8), stored_efficiency()).step_time_s
+    assert "| llama3.1 8b BF16 predicted | 8x H100 GPUs | 16x H100 GPUs |" in text
+    assert f"| Predicted step time (seconds per step) | {expected:.2f} |" in text
+    assert f"| Measured / predicted step time | {12.30 / expected:.3f} |" in text

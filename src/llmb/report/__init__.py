@@ -9,6 +9,7 @@ from typing import Any
 
 from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
+from llmb.plan.recipe import LAYOUT_KNOBS
 from llmb.report.plots import plot_scaling, plot_steps
 from llmb.report.tables import Group, group_markdown, group_runs
 from llmb.results.compare import DEFAULT_TOLERANCE, baseline_reference, compare
@@ -19,6 +20,23 @@ __all__ = ["Group", "group_markdown", "group_runs", "plot_scaling", "plot_steps"
 def _window(text: str | None) -> tuple[int, int] | None:
     m = re.fullmatch(r"(\d+):(\d+)", text or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _predict(catalog: Catalog, run: dict[str, Any]) -> tuple[float, float, float] | None:
+    """The predictor's (step time s, tokens/s, MFU) for a run of a catalog recipe; ``None``
+    for proxies and anything the catalog cannot plan."""
+    from llmb.plan.calibrate import stored_efficiency
+    from llmb.plan.predict import forecast
+    from llmb.plan.recipe import resolve
+
+    try:
+        layout = {k: v for k, v in (run.get("layout") or {}).items() if k in LAYOUT_KNOBS}
+        recipe = resolve(catalog, run["workload"], run["size"], run.get("dtype"), int(run["gpus"]),
+                         run.get("gpu_type"), layout or None)
+        f = forecast(recipe, stored_efficiency())
+    except (LlmbError, KeyError, TypeError, ValueError):
+        return None
+    return f.step_time_s, f.metrics.tokens_per_s, f.metrics.mfu
 
 
 def write_report(
@@ -43,6 +61,9 @@ def write_report(
             ref = baseline_reference(run, catalog)
             g.baselines[n] = ref
             g.comparisons[n] = compare(run, ref, tolerance)
+            prediction = _predict(catalog, run)
+            if prediction is not None:
+                g.predicted[n] = prediction
         parts += [f"## {g.title} on {g.gpu_type.upper()}", "", group_markdown(g, tolerance), ""]
         if plots:
             png = plot_scaling(g, out_dir / f"{g.slug}_scaling.png")

@@ -1,6 +1,7 @@
 """PNG plots with matplotlib's Agg canvas (no display, no pyplot global state).
 
-* scaling: tokens/s and MFU against GPU count, measured next to the published baseline;
+* scaling: tokens/s and MFU against GPU count, measured next to the published baseline and the
+  predictor's forecast;
 * steps: step time per iteration with the statistics window shaded and its mean drawn. Warm-up
   steps are often 5-50x the steady state; the y axis is fitted to the window and points above
   it are drawn at the top edge with their value written next to them.
@@ -21,6 +22,7 @@ from llmb.report.tables import Group
 
 MEASURED = "#1f77b4"
 BASELINE = "#ff7f0e"
+PREDICTED = "#2ca02c"
 
 
 def _new(width: float, height: float) -> Figure:
@@ -50,8 +52,12 @@ def plot_scaling(group: Group, path: Path) -> Path:
             [b.tokens_per_s if (b := group.baselines.get(n)) else None for n in counts],
             [b.mfu if (b := group.baselines.get(n)) else None for n in counts],
         ),
+        "predicted": (
+            [p[1] if (p := group.predicted.get(n)) else None for n in counts],
+            [p[2] if (p := group.predicted.get(n)) else None for n in counts],
+        ),
     }
-    for name, color, marker in (("measured", MEASURED, "o"), ("baseline", BASELINE, "s")):
+    for name, color, marker in (("measured", MEASURED, "o"), ("baseline", BASELINE, "s"), ("predicted", PREDICTED, "^")):
         tokens, mfu = series[name]
         pts = [(n, t) for n, t in zip(counts, tokens) if t is not None]
         if pts:
@@ -72,17 +78,19 @@ def plot_scaling(group: Group, path: Path) -> Path:
         ax_t.yaxis.set_minor_formatter(NullFormatter())
     else:
         # One scale: a linear axis from zero, so a 1 % gap does not look like a cliff.
-        tops = [t for t in series["measured"][0] + series["baseline"][0] if t is not None]
+        tops = [t for t in series["measured"][0] + series["baseline"][0] + series["predicted"][0] if t is not None]
         ax_t.set_ylim(0, max(tops + [1.0]) * 1.25)
     ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax_m.set_title("Model FLOPs utilization")
     ax_m.set_ylabel("MFU (%)")
-    ax_m.set_ylim(0, max([100.0 * (m or 0) for m in series["measured"][1] + series["baseline"][1]] + [10.0]) * 1.25)
+    ax_m.set_ylim(0, max([100.0 * (m or 0) for m in series["measured"][1] + series["baseline"][1]
+                          + series["predicted"][1]] + [10.0]) * 1.25)
     for ax in (ax_t, ax_m):
         _gpu_axis(ax, counts)
         if ax.lines:
             ax.legend(loc="lower right")
-    fig.suptitle(f"{group.title} on {group.gpu_type.upper()}: measured vs published baseline")
+    fig.suptitle(f"{group.title} on {group.gpu_type.upper()}: measured vs published baseline"
+                 + (" and prediction" if group.predicted else ""))
     fig.savefig(path)
     return path
 

@@ -28,6 +28,8 @@ class Group:
     #: GPU count -> the comparison of that run with its baseline
     comparisons: dict[int, Comparison] = field(default_factory=dict)
     baselines: dict[int, Reference | None] = field(default_factory=dict)
+    #: GPU count -> the predictor's forecast (step_time_s, tokens_per_s, mfu), when it has one
+    predicted: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -112,6 +114,18 @@ def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
             _row(f"Measured / baseline throughput (pass at {tolerance:.0%})", ratio_cells),
         ]
         out += ["\n".join(vs), ""]
+    if group.predicted:
+        pred = [group.predicted.get(n) for n in counts]
+        measured = [r.get("step_time_s") for r in runs]
+        out += ["\n".join([
+            _row(f"{group.title} predicted", [f"{n}x {gpu} GPUs" for n in counts]),
+            rule,
+            _row("Predicted step time (seconds per step)", [_cell(p[0] if p else None, ".2f") for p in pred]),
+            _row("Predicted tokens per second", [_cell(p[1] if p else None, ".0f") for p in pred]),
+            _row("Predicted model flops utilization", [_pct(p[2] if p else None) for p in pred]),
+            _row("Measured / predicted step time", [
+                _cell(m / p[0] if (p and m) else None, ".3f") for p, m in zip(pred, measured)]),
+        ]), "", "Predicted by `llmb predict` (calibrated step-time model; see `llmb calibrate`).", ""]
     used = ", ".join(f"{n} GPUs: `{group.runs[n]['run_id']}`" for n in counts)
     out.append(f"Runs: {used}.")
     return "\n".join(out)
