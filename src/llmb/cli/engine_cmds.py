@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from llmb.cli.app import JSON_OPTION, app, console, print_json
+from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
 from llmb.errors import LlmbError, SystemFailure
 
 LAYOUT_ENV = ("TP", "PP", "CP", "VP", "EP", "ETP", "MBS", "GBS")
@@ -49,7 +50,7 @@ def result_table(summary: dict[str, Any]) -> Table:
     """The reference-style result table of one run."""
     lay = summary["layout"]
     table = Table(title=f"llmb run: {summary['workload']} {summary['size']} {summary['dtype']} "
-                  f"on {summary['world_size']} rank(s) [{summary['status']}]", show_header=True)
+                  f"on {summary['world_size']} rank(s) ({summary['status']})", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     layout = (f"TP{lay['tp']} PP{lay['pp']} CP{lay['cp']} EP{lay['ep']} VP{lay['vp'] or 1} "
@@ -160,6 +161,10 @@ def run_cmd(
         print_json(summary)
     else:
         console.print(result_table(summary))
+    if summary["status"] == "interrupted":
+        err_console.print(f"interrupted after {summary['steps_completed']} step(s); summary written", highlight=False)
+        # SystemExit, not typer.Exit: the entry point drops typer.Exit codes in this mode.
+        raise SystemExit(130)
 
 
 def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False) -> dict[str, Any]:
@@ -168,17 +173,37 @@ def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False) -> dict[str
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "llmb.engine.worker", str(exp_dir)]
-    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr if quiet_stdout else None)
+    # torchrun gets its own session: a Ctrl-C reaches only this process, which passes it on to
+    # the workers (they stop after the current step and write the summary). torchrun then
+    # sees its workers end normally instead of printing its own signal traceback.
+    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr if quiet_stdout else None, start_new_session=True)
     try:
         code = proc.wait()
-    except KeyboardInterrupt:  # the workers got the SIGINT too; let them write the summary
-        code = proc.wait()
+    except KeyboardInterrupt:
+        _signal_children(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            proc.terminate()
+            code = proc.wait()
     summary_file = exp_dir / "summary.json"
     if not summary_file.exists():
         if code == 1:
             raise LlmbError(f"the training workers stopped on a configuration error (see above); {exp_dir}")
         raise SystemFailure(f"torchrun exited with code {code} before writing {summary_file}")
     return json.loads(summary_file.read_text())
+
+
+def _signal_children(pid: int, sig: int) -> None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # not Linux, or already gone: fall back to torchrun itself
+        children = [str(pid)]
+    for child in children:
+        try:
+            os.kill(int(child), sig)
+        except ProcessLookupError:
+            pass
 
 
 @app.command("doctor")
