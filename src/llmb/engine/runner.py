@@ -145,7 +145,8 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
                 t0 = time.perf_counter()
                 result = trainer.step()
                 synchronize(device)
-                elapsed = torch.tensor(time.perf_counter() - t0, dtype=torch.float64)
+                # On the device: NCCL reduces GPU tensors only.
+                elapsed = torch.tensor(time.perf_counter() - t0, dtype=torch.float64, device=device)
                 if dist.is_initialized():
                     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
                 step_time = float(elapsed)
