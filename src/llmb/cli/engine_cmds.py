@@ -72,8 +72,6 @@ def result_table(summary: dict[str, Any]) -> Table:
     table.add_row("days to train 1T tokens", f"{m['days_per_1t_tokens']:,.1f}")
     table.add_row("loss (first -> last)", f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}")
     table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
-    if summary.get("experiment_dir"):
-        table.add_row("experiment", summary["experiment_dir"])
     return table
 
 
@@ -161,6 +159,7 @@ def run_cmd(
         print_json(summary)
     else:
         console.print(result_table(summary))
+        console.print(f"experiment: {summary['experiment_dir']}", highlight=False, soft_wrap=True)
     if summary["status"] == "interrupted":
         err_console.print(f"interrupted after {summary['steps_completed']} step(s); summary written", highlight=False)
         # SystemExit, not typer.Exit: the entry point drops typer.Exit codes in this mode.
