@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml requirements.txt
 
 install: $(STAMP)
 
+# Trains the default CPU proxy (llama3.1 8b shrunk to cpu-small, bf16, 50 steps, ~2 min).
 run: $(STAMP)
-	$(BIN)/llmb list
-	$(BIN)/llmb audit
+	$(BIN)/llmb run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

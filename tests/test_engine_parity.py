@@ -84,6 +84,7 @@ CASES = [
     ("ep2-dp2", "llama4-maverick", 2, {"pp": 1, "ep": 2}, "fsdp"),
     ("tp2-dp2-2d", "llama3.1", 4, {"cp": 1, "tp": 2}, "fsdp"),
     ("pp2-vp2-ep2-dp2", "llama4-maverick", 4, {"pp": 2, "vp": 2, "ep": 2}, "fsdp"),
+    ("tp2-pp2-vp2", "nemotron4", 4, {"tp": 2, "pp": 2, "vp": 2}, "fsdp"),
 ]
 
 

@@ -188,3 +188,28 @@ def test_run_in_process_writes_the_experiment(tmp_path, monkeypatch, capsys):
     lines = [parse_step_line(x) for x in (run_dir / "log.txt").read_text().splitlines()]
     assert [x.iteration for x in lines] == [1, 2, 3, 4]
     assert json.loads((run_dir / "config.json").read_text())["proxy"] == "cpu-tiny"
+
+
+def test_proxies_file_errors_are_one_line(tmp_path):
+    from llmb.engine.proxy import load_proxies
+    from llmb.errors import LlmbError
+
+    bad = tmp_path / "proxies.yaml"
+    bad.write_text("default: x\nparallel_priority: [pp]\nproxies:\n  x: {layers: 2, hidden: 8, heads: 2, "
+                   "query_groups: 1, vocab: 16, seq_len: 8, num_experts: 2, colour: red}\n")
+    with pytest.raises(LlmbError, match="colour"):
+        load_proxies.__wrapped__(bad)
+
+
+def test_doctor_measures_and_caches_the_ceiling(tmp_path, monkeypatch, capsys):
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_HOME", str(tmp_path))
+    assert main(["doctor", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["torch"].startswith("2.13")
+    assert facts["gemm_ceiling_measured"]["fp32"]["gflops"] > 0
+    assert facts["gemm_ceiling_measured"]["bf16"]["gflops"] > 0
+    from llmb.engine.ceiling import cached_ceiling
+
+    assert cached_ceiling("fp32") == pytest.approx(facts["gemm_ceiling_measured"]["fp32"]["gflops"] * 1e9)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from llmb.cli.app import JSON_OPTION, app, console, print_json
+from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
 from llmb.errors import LlmbError, SystemFailure
 
 LAYOUT_ENV = ("TP", "PP", "CP", "VP", "EP", "ETP", "MBS", "GBS")
@@ -49,7 +50,7 @@ def result_table(summary: dict[str, Any]) -> Table:
     """The reference-style result table of one run."""
     lay = summary["layout"]
     table = Table(title=f"llmb run: {summary['workload']} {summary['size']} {summary['dtype']} "
-                  f"on {summary['world_size']} rank(s) [{summary['status']}]", show_header=True)
+                  f"on {summary['world_size']} rank(s) ({summary['status']})", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     layout = (f"TP{lay['tp']} PP{lay['pp']} CP{lay['cp']} EP{lay['ep']} VP{lay['vp'] or 1} "
@@ -71,27 +72,25 @@ def result_table(summary: dict[str, Any]) -> Table:
     table.add_row("days to train 1T tokens", f"{m['days_per_1t_tokens']:,.1f}")
     table.add_row("loss (first -> last)", f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}")
     table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
-    if summary.get("experiment_dir"):
-        table.add_row("experiment", summary["experiment_dir"])
     return table
 
 
 @app.command("run")
 def run_cmd(
     workload: Optional[str] = typer.Argument(None, help="catalog workload (default llama3.1)"),
-    size: Optional[str] = typer.Option(None, "--size", help="model size [env MODEL_SIZE]"),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp32 or fp8 [env DTYPE]"),
+    size: Optional[str] = typer.Option(None, "--size", help="model size (env MODEL_SIZE)"),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp32 or fp8 (env DTYPE)"),
     proxy: str = typer.Option("default", "--proxy", help="CPU proxy name (proxies.yaml), or 'none' for full size"),
-    nproc: Optional[int] = typer.Option(None, "--nproc", help="processes on this host [env JOB_TOTAL_GPUS]"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="training steps [env MAX_STEPS]"),
-    tp: Optional[int] = typer.Option(None, "--tp"),
-    pp: Optional[int] = typer.Option(None, "--pp"),
-    cp: Optional[int] = typer.Option(None, "--cp"),
-    vp: Optional[int] = typer.Option(None, "--vp"),
-    ep: Optional[int] = typer.Option(None, "--ep"),
-    etp: Optional[int] = typer.Option(None, "--etp"),
-    mbs: Optional[int] = typer.Option(None, "--mbs"),
-    gbs: Optional[int] = typer.Option(None, "--gbs"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="processes on this host (env JOB_TOTAL_GPUS)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps (env MAX_STEPS)"),
+    tp: Optional[int] = typer.Option(None, "--tp", help="layout override (env TP)"),
+    pp: Optional[int] = typer.Option(None, "--pp", help="layout override (env PP)"),
+    cp: Optional[int] = typer.Option(None, "--cp", help="layout override (env CP)"),
+    vp: Optional[int] = typer.Option(None, "--vp", help="layout override (env VP)"),
+    ep: Optional[int] = typer.Option(None, "--ep", help="layout override (env EP)"),
+    etp: Optional[int] = typer.Option(None, "--etp", help="layout override (env ETP)"),
+    mbs: Optional[int] = typer.Option(None, "--mbs", help="layout override (env MBS)"),
+    gbs: Optional[int] = typer.Option(None, "--gbs", help="layout override (env GBS)"),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="steps left out of the statistics"),
     window: Optional[int] = typer.Option(None, "--window", help="steps in the statistics window"),
     seed: int = typer.Option(1234, "--seed"),
@@ -160,6 +159,11 @@ def run_cmd(
         print_json(summary)
     else:
         console.print(result_table(summary))
+        console.print(f"experiment: {summary['experiment_dir']}", highlight=False, soft_wrap=True)
+    if summary["status"] == "interrupted":
+        err_console.print(f"interrupted after {summary['steps_completed']} step(s); summary written", highlight=False)
+        # SystemExit, not typer.Exit: the entry point drops typer.Exit codes in this mode.
+        raise SystemExit(130)
 
 
 def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False) -> dict[str, Any]:
@@ -168,17 +172,37 @@ def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False) -> dict[str
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "llmb.engine.worker", str(exp_dir)]
-    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr if quiet_stdout else None)
+    # torchrun gets its own session: a Ctrl-C reaches only this process, which passes it on to
+    # the workers (they stop after the current step and write the summary). torchrun then
+    # sees its workers end normally instead of printing its own signal traceback.
+    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr if quiet_stdout else None, start_new_session=True)
     try:
         code = proc.wait()
-    except KeyboardInterrupt:  # the workers got the SIGINT too; let them write the summary
-        code = proc.wait()
+    except KeyboardInterrupt:
+        _signal_children(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            proc.terminate()
+            code = proc.wait()
     summary_file = exp_dir / "summary.json"
     if not summary_file.exists():
         if code == 1:
             raise LlmbError(f"the training workers stopped on a configuration error (see above); {exp_dir}")
         raise SystemFailure(f"torchrun exited with code {code} before writing {summary_file}")
     return json.loads(summary_file.read_text())
+
+
+def _signal_children(pid: int, sig: int) -> None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # not Linux, or already gone: fall back to torchrun itself
+        children = [str(pid)]
+    for child in children:
+        try:
+            os.kill(int(child), sig)
+        except ProcessLookupError:
+            pass
 
 
 @app.command("doctor")

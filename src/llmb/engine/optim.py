@@ -86,7 +86,9 @@ def clip_grad_norm(
             groups, local = (), g
         key = tuple(id(x) for x in groups)
         buckets[key][0] = groups
-        sq = local.double().pow(2).sum()  # on the grad's device: NCCL reduces GPU tensors
+        # fp32 accumulation inside the norm kernel (no upcast copy of the gradient), squared
+        # in fp64; on the grad's device: NCCL reduces GPU tensors.
+        sq = torch.linalg.vector_norm(local, dtype=torch.float32).double() ** 2
         buckets[key][1] = sq if buckets[key][1] is None else buckets[key][1] + sq
     device = next((p.grad.device for p in params if p.grad is not None), torch.device("cpu"))
     total = torch.zeros((), dtype=torch.float64, device=device)

@@ -145,7 +145,8 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
                 t0 = time.perf_counter()
                 result = trainer.step()
                 synchronize(device)
-                elapsed = torch.tensor(time.perf_counter() - t0, dtype=torch.float64)
+                # On the device: NCCL reduces GPU tensors only.
+                elapsed = torch.tensor(time.perf_counter() - t0, dtype=torch.float64, device=device)
                 if dist.is_initialized():
                     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
                 step_time = float(elapsed)
@@ -184,6 +185,9 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
                     writer.add_scalar("perf/mfu_pct", m.mfu * 100, step)
         except KeyboardInterrupt:
             status = "interrupted"
+            # torchrun follows the user's Ctrl-C with SIGTERM: let the summary be written.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         finally:
             bar.close()
         summary = _summary(run, status, step_times, losses, peak, flops_per_sample, t_start, exp_dir)
@@ -192,6 +196,7 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
         for f in (log, metrics_file):
             if f:
                 f.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return summary
     finally:
         if writer is not None:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from llmb.engine.config import ResolvedRun
 from llmb.engine.data.synthetic import MicroBatch, SyntheticTokens
 from llmb.engine.optim import MasterWeights, build_optimizer, clip_grad_norm, lr_lambda
-from llmb.engine.parallel import Parallel, build_model_parts
-from llmb.engine.parallel.context import slice_batch
+from llmb.engine.parallel import Parallel, build_model_parts, builtin_cp
+from llmb.engine.parallel.context import builtin_context, slice_batch
 from llmb.engine.parallel.expert import reduce_expert_grads
 from llmb.errors import LlmbError
 
@@ -63,6 +63,7 @@ class Trainer:
             dp_rank=par.dp_rank, dp_size=par.dims.dp, seed=run.request.seed,
         )
         self._batches = iter(self.data)
+        self._builtin_cp = builtin_cp(device, par.dims)
 
     def _compile(self) -> None:
         for m in self.parts.modules:
@@ -79,7 +80,8 @@ class Trainer:
         out = []
         for _ in range(self.ga):
             tokens, labels = next(self._batches)
-            tokens, labels = slice_batch(tokens, labels, cp, self.par.cp_rank)
+            if not self._builtin_cp:  # the built-in CP context shards the batch itself
+                tokens, labels = slice_batch(tokens, labels, cp, self.par.cp_rank)
             out.append((tokens.to(self.device), labels.to(self.device)))
         return out
 
@@ -108,7 +110,11 @@ class Trainer:
             last = i == len(batches) - 1
             # DDP: reduce once per step, not per micro-batch.
             sync = model.no_sync() if parts.ddp and not last else contextlib.nullcontext()
-            with sync:
+            cp_ctx = (
+                builtin_context(self.par.sub("cp"), parts.modules[0], tokens, labels)
+                if self._builtin_cp else contextlib.nullcontext()
+            )
+            with sync, cp_ctx:
                 loss = self._normalized_loss(model(tokens), labels)
                 loss.backward()
             total += loss.detach().double()

@@ -51,6 +51,12 @@ class ModelParts:
         return [p for m in self.modules for p in m.parameters()]
 
 
+def builtin_cp(device: torch.device, dims: ParallelDims) -> bool:
+    """Whether CP uses torch's built-in context parallelism (CUDA without PP; untested here)
+    rather than the hand-written K/V all-gather."""
+    return device.type == "cuda" and dims.cp > 1 and dims.pp == 1
+
+
 def _check(spec: ModelSpec, dims: ParallelDims, dp_mode: str) -> None:
     if dims.tp > 1 and spec.query_groups % dims.tp:
         raise LlmbError(
@@ -91,7 +97,7 @@ def build_model_parts(
     for m in modules:
         if dims.tp > 1:
             apply_tp(m, par.sub("tp"))
-        if dims.cp > 1:
+        if dims.cp > 1 and not builtin_cp(device, dims):
             apply_cp(m, par.group("cp"), dims.cp, par.cp_rank)
         chunk_experts = apply_ep(m, par.ep_group, dims.ep, par.ep_rank) if dims.ep > 1 else []
         if use_fsdp:

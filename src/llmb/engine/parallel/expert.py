@@ -44,7 +44,7 @@ class ExpertParallelExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, tokens_per_expert: list[int]) -> torch.Tensor:
         ep, local = self.ep, self.local_experts
-        send_counts = torch.tensor(tokens_per_expert, dtype=torch.int64).view(ep, local)
+        send_counts = torch.tensor(tokens_per_expert, dtype=torch.int64, device=x.device).view(ep, local)
         recv_counts = torch.empty_like(send_counts)
         dist.all_to_all_single(recv_counts, send_counts, group=self.group)
         send_splits = send_counts.sum(1).tolist()
@@ -52,7 +52,7 @@ class ExpertParallelExperts(nn.Module):
         received = all_to_all(x, recv_splits, send_splits, self.group)
         # `received` is grouped by source rank, then by local expert: regroup by expert.
         expert_of = torch.repeat_interleave(
-            torch.arange(local).repeat(ep), recv_counts.reshape(-1)
+            torch.arange(local, device=x.device).repeat(ep), recv_counts.reshape(-1)
         )
         order = torch.argsort(expert_of, stable=True)
         out = expert_mlp(received[order], recv_counts.sum(0).tolist(), self.w1, self.w2, self.w3, self._act)

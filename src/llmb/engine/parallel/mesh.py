@@ -47,12 +47,15 @@ class Parallel:
     dims: ParallelDims
     rank: int = 0
     mesh: DeviceMesh | None = None
+    dp_cp_mesh: DeviceMesh | None = None  # the flattened dp x cp mesh (kept: torch wants it)
     ep_group: dist.ProcessGroup | None = None
     edp_group: dist.ProcessGroup | None = None
 
     def sub(self, *names: str) -> DeviceMesh | None:
         if self.mesh is None:
             return None
+        if names == ("dp_cp",):
+            return self.dp_cp_mesh
         return self.mesh[names[0]] if len(names) == 1 else self.mesh[names]
 
     def group(self, name: str) -> dist.ProcessGroup | None:
@@ -63,12 +66,12 @@ class Parallel:
         size = self.dims.dp_cp if name == "dp_cp" else getattr(self.dims, name)
         if size == 1:
             return None
-        return self.mesh[name].get_group()
+        return self.sub(name).get_group()
 
     def coord(self, name: str) -> int:
         if self.mesh is None:
             return 0
-        return self.mesh[name].get_local_rank()
+        return self.sub(name).get_local_rank()
 
     @property
     def pp_rank(self) -> int:
@@ -101,8 +104,8 @@ def build_parallel(dims: ParallelDims, device_type: str = "cpu") -> Parallel:
     mesh = init_device_mesh(
         device_type, (dims.pp, dims.dp, dims.cp, dims.tp), mesh_dim_names=("pp", "dp", "cp", "tp")
     )
-    mesh["dp", "cp"]._flatten("dp_cp")
-    par = Parallel(dims=dims, rank=dist.get_rank(), mesh=mesh)
+    dp_cp_mesh = mesh["dp", "cp"]._flatten("dp_cp")
+    par = Parallel(dims=dims, rank=dist.get_rank(), mesh=mesh, dp_cp_mesh=dp_cp_mesh)
     if dims.ep > 1:
         if dims.dp_cp % dims.ep:
             raise LlmbError(f"DP*CP ({dims.dp_cp}) must be divisible by EP ({dims.ep})")
