@@ -327,7 +327,8 @@ class Checkpointer:
         t0 = time.perf_counter()
         self._ensure_optimizer_state()
         reader = dcp.FileSystemReader(str(path))
-        saved_keys = set(reader.read_metadata().state_dict_metadata)
+        saved = reader.read_metadata().state_dict_metadata
+        saved_keys = set(saved)
         tensors = self._tensors()
         missing = sorted(k for k in tensors if f"tensors.{k}" not in saved_keys)
         if missing:
@@ -335,6 +336,14 @@ class Checkpointer:
                 f"checkpoint {path} does not fit this model: {len(missing)} tensor(s) missing, e.g. {missing[0]} "
                 "(different workload, proxy or model size?)"
             )
+        for key, value in tensors.items():
+            # DTensor.shape is the global shape: what the checkpoint recorded, whatever the layout.
+            size = tuple(getattr(saved[f"tensors.{key}"], "size", ()))
+            if size != tuple(value.shape):
+                raise LlmbError(
+                    f"checkpoint {path} does not fit this model: {key} has shape {list(size)} there and "
+                    f"{list(value.shape)} here (different workload, proxy or model size?)"
+                )
         rng_key = f"rng.rank{self.rank}"
         state: dict[str, Any] = {"tensors": tensors, "train": self._train_state(0)}
         has_rng = any(k.startswith(rng_key + ".") for k in saved_keys)

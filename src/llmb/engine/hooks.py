@@ -141,7 +141,7 @@ class RunHooks:
             self.ckpt.save(last_step, async_save=False)
         self.ckpt.wait()
         if self.invalid_reason and self.rank == 0:
-            self.log(f"error: {self.invalid_reason}")
+            self.log(f"run INVALID: {self.invalid_reason}")
 
     def summary_fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
