@@ -116,3 +116,37 @@ def test_nan_loss_stops_the_run_invalid(tmp_path, monkeypatch, capsys):
 def _run_dir_any(root: Path) -> Path:
     (run_dir,) = [p for p in root.glob("*/*") if (p / "summary.json").is_file()]
     return run_dir
+
+
+def _hang_worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    import time
+
+    import torch.distributed as dist
+
+    from llmb.engine.health import failure_line
+    from llmb.engine.runner import init_distributed
+
+    init_distributed(torch.device("cpu"), timeout_s=2.0)
+    line = "completed"
+    try:
+        if rank == 1:
+            time.sleep(6)  # rank 1 "hangs": rank 0's all-reduce waits for it
+        dist.all_reduce(torch.ones(1))
+    except RuntimeError as exc:
+        line = failure_line(exc, 2.0) or f"unrecognized: {exc}"
+    Path(out_dir, f"rank{rank}.txt").write_text(line)
+
+
+@pytest.mark.slow
+def test_hung_collective_fails_after_the_process_group_timeout(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_hang_worker, args=(port, str(tmp_path)), nprocs=2)
+    rank0 = (tmp_path / "rank0.txt").read_text()
+    assert rank0.startswith("a collective did not complete within the process-group timeout (2 s)")

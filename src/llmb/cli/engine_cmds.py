@@ -3,6 +3,11 @@
 Recipe knobs also come from the reference recipes' environment variables: DTYPE, MODEL_SIZE,
 JOB_TOTAL_GPUS, GPUS_PER_NODE, MAX_STEPS and the layout overrides TP, PP, CP, VP, EP, ETP,
 MBS, GBS. Precedence: command-line option > environment variable > recipe.
+
+Checkpoints, profiling and health (llmb.engine.options, .checkpoint, .profiling, .health) take
+the recipes' ENABLE_CHECKPOINT, LOAD_CHECKPOINT_PATH, ENABLE_PROFILE, PROFILE_START_STEP,
+PROFILE_STOP_STEP and ENABLE_NCCLTRACE through llmb.launch.knobs, with the same precedence. A
+run whose loss or gradient norm turns NaN/inf exits with code 3 and an INVALID summary.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ per step; ``metrics.jsonl`` one JSON record per step; ``tensorboard/`` event fil
 Timing: a step is timed from fetching its first micro-batch to the end of the optimizer
 step, with device synchronization at both ends; the reported step time is the maximum over
 ranks (the job is as fast as its slowest rank).
+
+Checkpoints, profiling windows and health checks are :class:`~llmb.engine.hooks.RunHooks`
+called around each step (outside the timed region, except the profiler, which is why a
+profiled run's summary says its timing is not comparable).
 """
 
 from __future__ import annotations
