@@ -142,7 +142,6 @@ class Checkpointer:
         self._pending: tuple[Future, Path, int, float, float] | None = None
         self._pg = None  # async saves run their collectives on a group of their own
         self.saves: list[dict[str, Any]] = []  # what was saved, for the summary
-        self._origin = time.perf_counter()  # log lines give start times relative to the run's start
         self._no_dist = not dist.is_initialized()
         if trainer.par.dims.ep > 1:
             raise LlmbError("checkpoints of expert-parallel layouts (EP > 1) are not implemented yet")
@@ -216,7 +215,7 @@ class Checkpointer:
             return
         self.wait()  # one save in flight at a time
         self._ensure_optimizer_state()
-        start_wall = time.perf_counter() - self._origin
+        start_wall = time.time()  # epoch seconds, as the recipes' lines (comparable across ranks)
         t0 = time.perf_counter()
         tmp = self._tmp_dir(step)
         state = {
@@ -283,6 +282,11 @@ class Checkpointer:
                  f"{start_wall:.3f}s : {kind}: {duration:.3f}s"
                  + (f" : Size: {size / 2**20:.2f} MiB : {final}" if size is not None else ""))
 
+    @property
+    def pending_step(self) -> int | None:
+        """The step of the async save still in flight, if any."""
+        return self._pending[2] if self._pending else None
+
     def poll(self) -> None:
         """Publish a finished async save (non-blocking; call once per step on every rank)."""
         if self._pending is None:
@@ -323,7 +327,7 @@ class Checkpointer:
     def load(self, path: Path) -> LoadResult:
         """Load the checkpoint at ``path`` into this rank's model, optimizer, scheduler, data
         and RNG; DCP reads the slices this layout needs from whatever layout saved it."""
-        start_wall = time.perf_counter() - self._origin
+        start_wall = time.time()  # epoch seconds, as the recipes' lines (comparable across ranks)
         t0 = time.perf_counter()
         self._ensure_optimizer_state()
         reader = dcp.FileSystemReader(str(path))

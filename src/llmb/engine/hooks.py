@@ -136,8 +136,7 @@ class RunHooks:
         if status != "interrupted":
             self._save_if_due()
         saved = {s["step"] for s in self.ckpt.saves}
-        pending = self.ckpt._pending[2] if self.ckpt._pending else None
-        if status == "complete" and self.opts.save_at_end and last_step not in saved | {pending}:
+        if status == "complete" and self.opts.save_at_end and last_step not in saved | {self.ckpt.pending_step}:
             self.ckpt.save(last_step, async_save=False)
         self.ckpt.wait()
         if self.invalid_reason and self.rank == 0:
