@@ -34,25 +34,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(nproc: int):
+def _run(nproc: int, workload: str = "llama3.1", overrides: dict | None = None):
     from llmb.engine.config import RunRequest, resolve_run
 
-    return resolve_run(RunRequest(proxy="cpu-tiny", dtype="fp32", nproc=nproc, steps=STEPS, overrides=BATCH))
+    return resolve_run(RunRequest(workload=workload, proxy="cpu-tiny", dtype="fp32", nproc=nproc, steps=STEPS,
+                                  overrides={**BATCH, **(overrides or {})}))
 
 
-def _trainer(nproc: int):
+def _trainer(nproc: int, workload: str = "llama3.1", overrides: dict | None = None):
     from llmb.engine.parallel import build_parallel, dims_of
     from llmb.engine.train import Trainer
 
-    run = _run(nproc)
+    run = _run(nproc, workload, overrides)
     return run, Trainer(run, build_parallel(dims_of(run.derived)), torch.device("cpu"))
 
 
-def _straight(nproc: int, exp_dir: Path) -> list[float]:
+def _straight(nproc: int, exp_dir: Path, workload: str = "llama3.1", overrides: dict | None = None) -> list[float]:
     """10 steps, saving after step 5 (saving must not change the run)."""
     from llmb.engine.checkpoint import Checkpointer
 
-    run, trainer = _trainer(nproc)
+    run, trainer = _trainer(nproc, workload, overrides)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     ckpt = Checkpointer(trainer, run, exp_dir, rank, log=lambda _: None)
     losses = []
@@ -63,11 +64,11 @@ def _straight(nproc: int, exp_dir: Path) -> list[float]:
     return losses
 
 
-def _resumed(nproc: int, checkpoint: Path) -> list[float]:
+def _resumed(nproc: int, checkpoint: Path, workload: str = "llama3.1", overrides: dict | None = None) -> list[float]:
     """Load step 5 into a fresh model and train steps 6..10."""
     from llmb.engine.checkpoint import Checkpointer
 
-    run, trainer = _trainer(nproc)
+    run, trainer = _trainer(nproc, workload, overrides)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     result = Checkpointer(trainer, run, None, rank, log=lambda _: None).load(checkpoint)
     assert result.step == SAVE_AT
@@ -85,6 +86,20 @@ def _worker(rank, port, out_dir, one_rank_ckpt):
         from_one = _resumed(2, Path(one_rank_ckpt))
         if rank == 0:
             (Path(out_dir) / "two.json").write_text(json.dumps({"straight": straight, "from_one": from_one}))
+    finally:
+        dist.destroy_process_group()
+
+
+def _ep_worker(rank, port, out_dir):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        losses = _straight(2, Path(out_dir) / "ep2", "llama4-maverick", {"pp": 1, "ep": 2})
+        if rank == 0:
+            (Path(out_dir) / "ep2.json").write_text(json.dumps(losses))
     finally:
         dist.destroy_process_group()
 
@@ -191,3 +206,13 @@ def test_loader_ignores_incomplete_checkpoints(tmp_path):
             resolve_load_path(root / bad)
     with tempfile.TemporaryDirectory() as empty, pytest.raises(LlmbError, match="no complete checkpoint"):
         resolve_load_path(empty)
+
+
+@pytest.mark.slow
+def test_expert_parallel_checkpoint_loads_without_ep(tmp_path):
+    """MoE: experts split over EP=2 (with FSDP over DP=2), saved, then loaded by one process."""
+    mp.spawn(_ep_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    ep2 = json.loads((tmp_path / "ep2.json").read_text())
+    ckpt = tmp_path / "ep2" / "checkpoints" / "step_00000005"
+    got = _resumed(1, ckpt, "llama4-maverick")
+    _close(got, ep2[SAVE_AT:], "EP2 -> 1 rank")

@@ -25,8 +25,9 @@ layout (DCP reshards DTensors: FSDP2 shards, TP slices):
 - ``train``: completed steps, LR scheduler state, data position, the layout that saved it.
 - ``rng.rank<r>``: each rank's torch RNG state (restored where the rank exists again).
 
-Not supported yet: expert-parallel layouts (EP > 1 keeps expert weights as plain per-rank
-slices, which DCP would take for replicas); such runs get a one-line error.
+Expert parallelism keeps expert weights as plain per-rank slices ``[experts/EP, ...]``; they
+are handed to DCP as DTensors sharded over the EP group (replicas in other EP groups are
+written once), so EP checkpoints reshard too.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 from llmb.engine import health
+from llmb.engine.parallel.expert import EXPERT_ATTR
 from llmb.errors import LlmbError
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -143,8 +145,13 @@ class Checkpointer:
         self._pg = None  # async saves run their collectives on a group of their own
         self.saves: list[dict[str, Any]] = []  # what was saved, for the summary
         self._no_dist = not dist.is_initialized()
+        self._ep_mesh = None
         if trainer.par.dims.ep > 1:
-            raise LlmbError("checkpoints of expert-parallel layouts (EP > 1) are not implemented yet")
+            from torch.distributed.device_mesh import DeviceMesh
+
+            # Expert weights are plain local slices [experts/EP, ...]: presented to DCP as
+            # DTensors sharded over the EP group, so they reshard like every other weight.
+            self._ep_mesh = DeviceMesh.from_group(trainer.par.ep_group, trainer.device.type, mesh_dim_names=("ep",))
         opt = trainer.optimizer
         if not isinstance(opt, torch.optim.AdamW) or any(g.get("amsgrad") for g in opt.param_groups):
             raise LlmbError("checkpoints support the engine's AdamW optimizer (no amsgrad) only")
@@ -174,16 +181,25 @@ class Checkpointer:
     def _tensors(self) -> dict[str, Any]:
         opt = self.trainer.optimizer
         out: dict[str, Any] = {}
-        for fqn, _, q in self._named():
-            out[f"model.{fqn}"] = q.detach()
+        for fqn, p, q in self._named():
+            expert = self._ep_mesh is not None and getattr(p, EXPERT_ATTR, False)
+            wrap = self._as_expert_dtensor if expert else (lambda t: t)
+            out[f"model.{fqn}"] = wrap(q.detach())
             for key in _ADAMW_STATE:
-                out[f"optim.{fqn}.{key}"] = opt.state[q][key]
+                value = opt.state[q][key]
+                out[f"optim.{fqn}.{key}"] = wrap(value) if key != "step" else value
         for m in self.trainer.parts.modules:  # persistent buffers, if a model has any
             params = {n for n, _ in m.named_parameters()}
             for n, b in m.named_buffers():
                 if n not in params and _is_persistent(m, n):
                     out[f"buffer.{_fqn(n)}"] = b
         return out
+
+    def _as_expert_dtensor(self, local: torch.Tensor):
+        from torch.distributed.tensor import DTensor, Shard
+
+        # from_local keeps `local` as the storage: a load writes straight into the parameter.
+        return DTensor.from_local(local, self._ep_mesh, [Shard(0)], run_check=False)
 
     def _train_state(self, step: int) -> dict[str, Any]:
         t = self.trainer
