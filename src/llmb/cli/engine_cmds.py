@@ -3,6 +3,11 @@
 Recipe knobs also come from the reference recipes' environment variables: DTYPE, MODEL_SIZE,
 JOB_TOTAL_GPUS, GPUS_PER_NODE, MAX_STEPS and the layout overrides TP, PP, CP, VP, EP, ETP,
 MBS, GBS. Precedence: command-line option > environment variable > recipe.
+
+Checkpoints, profiling and health (llmb.engine.options, .checkpoint, .profiling, .health) take
+the recipes' ENABLE_CHECKPOINT, LOAD_CHECKPOINT_PATH, ENABLE_PROFILE, PROFILE_START_STEP,
+PROFILE_STOP_STEP and ENABLE_NCCLTRACE through llmb.launch.knobs, with the same precedence. A
+run whose loss or gradient norm turns NaN/inf exits with code 3 and an INVALID summary.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def result_table(summary: dict[str, Any]) -> Table:
     m = summary["metrics"]
     if w is None or m is None:
         table.add_row("steps completed", f"{summary['steps_completed']} (none in the statistics window)")
+        _checkpoint_rows(table, summary)
         return table
     table.add_row("steps (window)", f"{w['first_step']}-{w['last_step']} of {summary['steps_planned']}"
                   + ("" if summary["window_complete"] else " (incomplete)"))
@@ -72,7 +78,22 @@ def result_table(summary: dict[str, Any]) -> Table:
     table.add_row("days to train 1T tokens", f"{m['days_per_1t_tokens']:,.1f}")
     table.add_row("loss (first -> last)", f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}")
     table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
+    _checkpoint_rows(table, summary)
     return table
+
+
+def _checkpoint_rows(table: Table, summary: dict[str, Any]) -> None:
+    """Rows for checkpoints, resume, profiling and validity (llmb.engine.hooks fields)."""
+    if summary.get("resumed_from"):
+        r = summary["resumed_from"]
+        table.add_row("resumed from", f"step {r['step']} ({r['load_time_s']:.2f} s to load) {r['path']}")
+    for c in summary.get("checkpoints", []):
+        size = f", {c['bytes'] / 2**20:.1f} MiB" if c.get("bytes") is not None else ""
+        table.add_row(f"checkpoint step {c['step']}", f"{c['duration_s']:.2f} s{size}")
+    if summary.get("timing_comparable") is False:
+        table.add_row("timing", "NOT COMPARABLE: " + summary.get("timing_note", "profiled run"))
+    if summary.get("invalid_reason"):
+        table.add_row("INVALID", summary["invalid_reason"])
 
 
 @app.command("run")
@@ -99,6 +120,21 @@ def run_cmd(
     compile_: bool = typer.Option(False, "--compile", help="torch.compile every transformer block"),
     convention: str = typer.Option("recipe", "--flops", help="FLOPs convention: recipe, megatron, 6n"),
     dry_run: bool = typer.Option(False, "--dry-run", help="resolve and print the config; do not train"),
+    # Checkpoints, health, profiling (llmb.engine.options)
+    save: bool = typer.Option(False, "--save", help="save a checkpoint at the end (env ENABLE_CHECKPOINT)"),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="save a checkpoint every N steps"),
+    load: Optional[str] = typer.Option(None, "--load", help="start from this checkpoint, checkpoints or experiment folder (env LOAD_CHECKPOINT_PATH)"),
+    resume: bool = typer.Option(False, "--resume", help="start from the latest complete checkpoint of this experiment's earlier runs"),
+    async_save: bool = typer.Option(False, "--async-save", help="write checkpoints in the background (dcp.async_save)"),
+    keep_last: Optional[int] = typer.Option(None, "--keep-last", help="keep only the newest K checkpoints"),
+    max_restarts: int = typer.Option(0, "--max-restarts", help="torchrun elastic restarts; workers resume from the latest checkpoint"),
+    pg_timeout_s: float = typer.Option(600.0, "--pg-timeout-s", help="seconds before a hung collective fails"),
+    profile: bool = typer.Option(False, "--profile", help="torch.profiler traces of the profiled steps (env ENABLE_PROFILE)"),
+    profile_start: Optional[int] = typer.Option(None, "--profile-start-step", help="first profiled step (env PROFILE_START_STEP)"),
+    profile_stop: Optional[int] = typer.Option(None, "--profile-stop-step", help="last profiled step (env PROFILE_STOP_STEP)"),
+    profile_ranks: Optional[str] = typer.Option(None, "--profile-ranks", help="ranks to profile, e.g. 0,1 or all (default 0)"),
+    memory_snapshot: bool = typer.Option(False, "--memory-snapshot", help="CUDA memory snapshot of the profiled steps"),
+    nccl_trace: bool = typer.Option(False, "--nccl-trace", help="NCCL INFO trace of collectives, GPU only (env ENABLE_NCCLTRACE)"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train a workload: its CPU proxy by default, in-process on 1 rank or via torchrun."""
@@ -124,6 +160,12 @@ def run_cmd(
         steps=_pick(steps, "MAX_STEPS"),
         seed=seed, lr=lr, warmup_steps=warmup_steps, window=window,
         dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention,
+        options=_run_options(
+            save=save, save_every=save_every, load=load, resume=resume, async_save=async_save,
+            keep_last=keep_last, max_restarts=max_restarts, pg_timeout_s=pg_timeout_s, profile=profile,
+            profile_start=profile_start, profile_stop=profile_stop, profile_ranks=profile_ranks,
+            memory_snapshot=memory_snapshot, nccl_trace=nccl_trace,
+        ),
     )
     if full and world is None:
         resolved = resolve_run(req)  # the recipe's own scale decides the process count
@@ -147,14 +189,17 @@ def run_cmd(
                       f"{run.world} rank(s) -> {exp_dir}", highlight=False)
         for note in run.notes:
             console.print(f"  note: {note}", highlight=False)
-    if run.world == 1:
+    from llmb.engine.profiling import nsys_available
+
+    wrap_nsys = run.options.profile and nsys_available()  # GPU hosts only; never run here
+    if run.world == 1 and not wrap_nsys:
         from llmb.engine.runner import train
 
         # With --json, stdout carries only the summary; step lines go to stderr.
         summary = train(run, exp_dir, progress=console.is_terminal and not as_json,
                         stream=sys.stderr if as_json else None)
     else:
-        summary = _torchrun(run.world, exp_dir, quiet_stdout=as_json)
+        summary = _torchrun(run.world, exp_dir, quiet_stdout=as_json, options=run.options, nsys=wrap_nsys)
     if as_json:
         print_json(summary)
     else:
@@ -164,14 +209,52 @@ def run_cmd(
         err_console.print(f"interrupted after {summary['steps_completed']} step(s); summary written", highlight=False)
         # SystemExit, not typer.Exit: the entry point drops typer.Exit codes in this mode.
         raise SystemExit(130)
+    if summary["status"] == "invalid":
+        from llmb.engine.health import RunInvalid
+
+        raise RunInvalid(summary.get("invalid_reason", "the run is INVALID"))
 
 
-def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False) -> dict[str, Any]:
+def _run_options(**cli: Any) -> dict[str, Any]:
+    """RunOptions fields from the command line over the recipes' environment variables."""
+    from llmb.engine.options import parse_ranks
+    from llmb.launch.knobs import resolve_knobs
+
+    knobs, _ = resolve_knobs({
+        "checkpoint": cli["save"] or None, "load_checkpoint": cli["load"], "profile": cli["profile"] or None,
+        "profile_start_step": cli["profile_start"], "profile_stop_step": cli["profile_stop"],
+        "nccl_trace": cli["nccl_trace"] or None,
+    }, os.environ)
+    return {
+        "save_at_end": bool(knobs.get("checkpoint")), "save_every": cli["save_every"],
+        "load": knobs.get("load_checkpoint"), "resume": cli["resume"], "async_save": cli["async_save"],
+        "keep_last": cli["keep_last"], "max_restarts": cli["max_restarts"], "pg_timeout_s": cli["pg_timeout_s"],
+        "profile": bool(knobs.get("profile")), "profile_start_step": knobs.get("profile_start_step"),
+        "profile_stop_step": knobs.get("profile_stop_step"), "profile_ranks": parse_ranks(cli["profile_ranks"]),
+        "memory_snapshot": cli["memory_snapshot"], "nccl_trace": bool(knobs.get("nccl_trace")),
+    }
+
+
+def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False, options=None, nsys: bool = False) -> dict[str, Any]:
     env = dict(os.environ)
     # Share the cores among the ranks instead of oversubscribing them.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    restarts = options.max_restarts if options else 0
+    if restarts:
+        # torchrun's shared rendezvous store keeps the first attempt's gloo/NCCL peer addresses,
+        # so a restarted group tries to connect to dead ranks (pytorch/pytorch#167288, seen
+        # here with gloo): let rank 0 host a fresh store for every attempt instead.
+        env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "llmb.engine.worker", str(exp_dir)]
+           f"--max-restarts={restarts}", "-m", "llmb.engine.worker", str(exp_dir)]
+    if options is not None and options.nccl_trace:
+        from llmb.engine.profiling import nccl_trace_env
+
+        env.update(nccl_trace_env(exp_dir))
+    if nsys:  # GPU hosts with nsys on PATH (not run here): same steps via cudaProfilerStart/Stop
+        from llmb.engine.profiling import nsys_prefix
+
+        cmd = nsys_prefix(exp_dir) + cmd
     # torchrun gets its own session: a Ctrl-C reaches only this process, which passes it on to
     # the workers (they stop after the current step and write the summary). torchrun then
     # sees its workers end normally instead of printing its own signal traceback.

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from llmb.catalog import DTYPES, default_catalog
+from llmb.engine.options import RunOptions, resolve_options
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout, Layout, derive
 from llmb.plan.recipe import LAYOUT_KNOBS, Recipe, resolve
@@ -44,6 +45,8 @@ class RunRequest:
     compile: bool = False
     flops_convention: str = "recipe"
     device: str = "auto"
+    # Checkpoint, profiling and health settings (llmb.engine.options.RunOptions fields).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class ResolvedRun:
     kept_parallelism: tuple[str, ...] = ()
     dropped_parallelism: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    options: RunOptions = RunOptions()
 
     @property
     def model(self):
@@ -94,6 +98,7 @@ class ResolvedRun:
                 "lr_warmup_steps": self.lr_warmup_steps,
                 "request": asdict(self.request),
                 "engine_notes": list(self.notes),
+                "options": self.options.as_dict(),
             }
         )
         return d
@@ -175,4 +180,5 @@ def resolve_run(req: RunRequest) -> ResolvedRun:
         world=recipe.gpus, steps=steps, warmup_steps=warmup, window=window,
         lr_warmup_steps=lr_warmup, kept_parallelism=tuple(kept), dropped_parallelism=tuple(dropped),
         notes=tuple(notes),
+        options=resolve_options(req.options, steps, recipe.gpus, wl.profile_steps),
     )

@@ -9,6 +9,10 @@ per step; ``metrics.jsonl`` one JSON record per step; ``tensorboard/`` event fil
 Timing: a step is timed from fetching its first micro-batch to the end of the optimizer
 step, with device synchronization at both ends; the reported step time is the maximum over
 ranks (the job is as fast as its slowest rank).
+
+Checkpoints, profiling windows and health checks are :class:`~llmb.engine.hooks.RunHooks`
+called around each step (outside the timed region, except the profiler, which is why a
+profiled run's summary says its timing is not comparable).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ import torch.distributed as dist
 from llmb.engine.ceiling import gemm_ceiling
 from llmb.engine.config import ResolvedRun
 from llmb.engine.environment import device_for, peak_memory_gib, synchronize, torch_facts
+from llmb.engine.hooks import RunHooks
 from llmb.engine.parallel import build_parallel, dims_of
 from llmb.engine.train import Trainer
 from llmb.errors import LlmbError
@@ -51,15 +57,18 @@ def peak_for(run: ResolvedRun, device: torch.device) -> Peak:
     return Peak(flops, f"measured CPU GEMM ceiling ({dtype}, {torch.get_num_threads()} threads)")
 
 
-def init_distributed(device: torch.device) -> None:
-    """Join the process group torchrun describes (no-op for a single process)."""
+def init_distributed(device: torch.device, timeout_s: float | None = None) -> None:
+    """Join the process group torchrun describes (no-op for a single process). A collective
+    that waits longer than ``timeout_s`` seconds fails (see llmb.engine.health)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
+    kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl")
+        # gloo next to NCCL: DCP's async save needs a CPU backend.
+        dist.init_process_group("cpu:gloo,cuda:nccl", **kwargs)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", **kwargs)
 
 
 def window_stats(step_times_s: list[float], warmup: int, window: int) -> dict[str, Any] | None:
@@ -115,7 +124,7 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
     """Train ``run`` on this rank; returns the summary (rank 0 also writes it). Step lines go
     to ``stream`` (stdout by default) or above the progress bar."""
     device = device_for(run.request.device)
-    init_distributed(device)
+    init_distributed(device, run.options.pg_timeout_s)
     rank = dist.get_rank() if dist.is_initialized() else 0
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t_start = time.perf_counter()
@@ -135,12 +144,19 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
             writer = SummaryWriter(str(exp_dir / "tensorboard"))
         log = open(exp_dir / "log.txt", "a", encoding="utf-8") if lead else None
         metrics_file = open(exp_dir / "metrics.jsonl", "a", encoding="utf-8") if lead else None
-        bar = _Progress(run.steps, progress and rank == 0, stream)
+        # Checkpoints, profiling, health (llmb.engine.hooks): may load a checkpoint.
+        hooks = RunHooks(run, trainer, exp_dir, rank, device, log_file=log, stream=stream)
+        bar = _Progress(run.steps - hooks.first_step + 1, progress and rank == 0, stream)
         step_times: list[float] = []
         losses: list[float] = []
         status = "complete"
+        step = hooks.first_step - 1
         try:
-            for step in range(1, run.steps + 1):
+            for step in range(hooks.first_step, run.steps + 1):
+                if hooks.should_stop():
+                    step -= 1
+                    break
+                hooks.before_step(step)
                 synchronize(device)
                 t0 = time.perf_counter()
                 result = trainer.step()
@@ -150,6 +166,7 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
                 if dist.is_initialized():
                     dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
                 step_time = float(elapsed)
+                result = hooks.after_step(step, result)
                 step_times.append(step_time)
                 losses.append(result.loss)
                 m = run_metrics(
@@ -190,7 +207,10 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         finally:
             bar.close()
+        status = hooks.status(status)
+        hooks.finish(status, step)
         summary = _summary(run, status, step_times, losses, peak, flops_per_sample, t_start, exp_dir)
+        summary.update(hooks.summary_fields())
         if lead:
             write_json(exp_dir / "summary.json", summary)
         for f in (log, metrics_file):
@@ -245,9 +265,24 @@ def worker_main(argv: list[str] | None = None) -> int:
     exp_dir = Path(args[0])
     config = json.loads((exp_dir / "request.json").read_text())
     run = resolve_run(RunRequest(**config))
+    from llmb.engine import health
+
     try:
-        train(run, exp_dir, progress=False)
+        previous = health.invalid_before_restart(exp_dir)
+        if previous:  # a restart would only repeat the NaN: stop (torchrun burns its restarts fast)
+            print(f"error: {previous}", file=sys.stderr)
+            return health.EXIT_INVALID
+        summary = train(run, exp_dir, progress=False)
     except LlmbError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        line = health.failure_line(exc, run.options.pg_timeout_s)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+    if summary["status"] == "invalid":
+        print(f"error: {summary['invalid_reason']}", file=sys.stderr)
+        return health.EXIT_INVALID
     return 0
