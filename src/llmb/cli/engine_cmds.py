@@ -27,26 +27,6 @@ from rich.table import Table
 from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
 from llmb.errors import LlmbError, SystemFailure
 
-LAYOUT_ENV = ("TP", "PP", "CP", "VP", "EP", "ETP", "MBS", "GBS")
-
-
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise LlmbError(f"environment variable {name} must be a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise LlmbError(f"environment variable {name} must be positive, got {value}")
-    return value
-
-
-def _pick(cli, env_name: str, parse=_env_int):
-    return cli if cli is not None else parse(env_name)
-
-
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.2f}"
 
@@ -140,24 +120,27 @@ def run_cmd(
     """Train a workload: its CPU proxy by default, in-process on 1 rank or via torchrun."""
     from llmb.engine.config import DEFAULT_WORKLOAD, RunRequest, resolve_run
 
-    total_gpus = _env_int("JOB_TOTAL_GPUS")
-    per_node = _env_int("GPUS_PER_NODE")
+    from llmb.launch.knobs import LAYOUT_FIELDS, resolve_knobs
+
+    cli_layout = dict(tp=tp, pp=pp, cp=cp, vp=vp, ep=ep, etp=etp, mbs=mbs, gbs=gbs)
+    knobs, _ = resolve_knobs({**cli_layout, "size": size, "dtype": dtype, "max_steps": steps}, os.environ)
+    total_gpus, per_node = knobs.get("gpus"), knobs.get("gpus_per_node")
     if total_gpus and per_node and total_gpus > per_node and nproc is None:
         raise LlmbError(
             f"JOB_TOTAL_GPUS={total_gpus} spans several nodes of {per_node}; start multi-node runs through a launcher"
         )
-    overrides = {k.lower(): _pick(v, k) for k, v in zip(LAYOUT_ENV, (tp, pp, cp, vp, ep, etp, mbs, gbs))}
+    overrides = {k: knobs.get(k) for k in LAYOUT_FIELDS}
     full = proxy.lower() == "none"
     world = nproc or total_gpus or (None if full else 1)
     req = RunRequest(
         workload=workload or DEFAULT_WORKLOAD,
-        size=size or os.environ.get("MODEL_SIZE") or None,
-        dtype=(dtype or os.environ.get("DTYPE") or None),
+        size=knobs.get("size"),
+        dtype=knobs.get("dtype"),
         proxy=None if full else proxy,
         nproc=world or 1,
         gpus=total_gpus if full else None,
         overrides=overrides,
-        steps=_pick(steps, "MAX_STEPS"),
+        steps=knobs.get("max_steps"),
         seed=seed, lr=lr, warmup_steps=warmup_steps, window=window,
         dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention,
         options=_run_options(

@@ -169,10 +169,17 @@ def resolve_run(req: RunRequest) -> ResolvedRun:
         raise LlmbError("ETP > 1 (tensor-parallel experts) is not implemented in the llmb engine yet")
 
     steps = req.steps or wl.max_steps
-    warmup = req.warmup_steps if req.warmup_steps is not None else min(5, max(0, steps // 5))
-    if warmup >= steps:
-        raise LlmbError(f"warm-up steps ({warmup}) must be fewer than the run's steps ({steps})")
-    window = min(req.window or steps - warmup, steps - warmup)
+    if req.warmup_steps is None and req.window is None:
+        # The same default as every parsed log: the reference window 11-44 of 50 steps, scaled.
+        from llmb.results.stats import default_window
+
+        default = default_window(steps)
+        warmup, window = default.first - 1, default.size
+    else:
+        warmup = req.warmup_steps if req.warmup_steps is not None else min(5, max(0, steps // 5))
+        if warmup >= steps:
+            raise LlmbError(f"warm-up steps ({warmup}) must be fewer than the run's steps ({steps})")
+        window = min(req.window or steps - warmup, steps - warmup)
     lr_warmup = req.lr_warmup_steps if req.lr_warmup_steps is not None else max(1, min(100, steps // 10))
     return ResolvedRun(
         request=req, recipe=recipe, proxy=proxy_name, proxy_spec=pspec,
