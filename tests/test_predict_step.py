@@ -9,7 +9,8 @@ from llmb.catalog.schema import ModelSpec
 from llmb.plan.calibrate import stored_efficiency
 from llmb.plan.layout import Layout, derive
 from llmb.plan.memory import RECOMPUTE_LEVELS
-from llmb.plan.predict import Efficiency, _Net, forecast, predict_step, search_layouts
+from llmb.plan.predict import Efficiency, _Net, forecast, predict_step
+from llmb.plan.search import search_layouts
 from llmb.plan.recipe import resolve
 
 CAT = default_catalog()

@@ -4,7 +4,8 @@ Procedure (deterministic, no randomness, numpy not needed):
 
 1. **Samples**: every catalog baseline with a step time - printed, or for the Megatron-LM
    rows ``seq x GBS / (tokens/s/GPU x GPUs)`` - resolved to its recipe layout. The recompute
-   level is the lightest one the memory model says fits (the recipes do not say).
+   level is the one the catalog's layout row states (from the recipe's public config); where
+   it states none, the lightest level the memory model says fits.
 2. **Loss**: weighted mean of squared log errors ``log(predicted / measured)^2``; each
    published table (workload, size, dtype, GPU type) weighs 1 in total, so a table with six
    scales does not count six times as much as a single row.
@@ -38,7 +39,7 @@ from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
 from llmb.plan.flops import flops_per_sample
 from llmb.plan.memory import least_recompute_that_fits
-from llmb.plan.predict import Efficiency, predict_step
+from llmb.plan.predict import Efficiency, predict_step, stated_recompute
 from llmb.plan.recipe import Recipe, resolve
 
 CALIBRATION_FILE = "calibration.json"
@@ -106,10 +107,10 @@ def samples(catalog: Catalog) -> list[Sample]:
         step = measured_step_s(recipe, b)
         if step is None:
             continue
-        mem = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, b.dtype)
-        out.append(
-            Sample(wl.name, recipe.size, b.dtype, b.gpus, recipe.gpu_type, step, recipe, mem.recompute)
-        )
+        level = stated_recompute(recipe)
+        if level is None:
+            level = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, b.dtype).recompute
+        out.append(Sample(wl.name, recipe.size, b.dtype, b.gpus, recipe.gpu_type, step, recipe, level))
     return out
 
 
@@ -221,15 +222,27 @@ MODELS = ("calibrated", "constant_mfu", "roofline")
 FAMILIES = ("all", "dense", "moe", "bf16", "fp8", "h100", "gb200")
 
 
-def cross_validate(items: list[Sample], progress: Callable[[str], None] | None = None) -> list[HeldOut]:
-    """Leave-one-workload-out predictions for every sample."""
+SCHEMES: dict[str, Callable[[Sample], Any]] = {
+    "leave one workload out": lambda s: s.workload,
+    "leave one table out": lambda s: s.table,
+}
+
+
+def cross_validate(
+    items: list[Sample],
+    progress: Callable[[str], None] | None = None,
+    scheme: str = "leave one workload out",
+) -> list[HeldOut]:
+    """Held-out predictions for every sample: each group of ``scheme`` (a workload, or one
+    published table) is predicted by a fit on all the other groups."""
+    group_of = SCHEMES[scheme]
     roof = Efficiency.roofline()
     out: list[HeldOut] = []
-    for wl in sorted({s.workload for s in items}):
-        train = [s for s in items if s.workload != wl]
-        test = [s for s in items if s.workload == wl]
+    for wl in sorted({group_of(s) for s in items}):
+        train = [s for s in items if group_of(s) != wl]
+        test = [s for s in items if group_of(s) == wl]
         if progress:
-            progress(f"fold {wl}: fitting on {len(train)} rows")
+            progress(f"fold {wl if isinstance(wl, str) else ' '.join(wl)}: fitting on {len(train)} rows")
         eff, _ = fit(train)
         mfu_value = fit_constant_mfu(train)
         for s in test:
@@ -287,6 +300,7 @@ class Calibration:
     fingerprint: str
     loss: float
     cv: dict[str, Any]
+    cv_table: dict[str, Any]  # leave-one-table-out summary, same shape as ``cv``
     bands: dict[str, tuple[float, float]]
     rows: tuple[dict[str, Any], ...]
     procedure: str
@@ -302,6 +316,8 @@ def build(items: list[Sample], progress: Callable[[str], None] | None = None) ->
         progress(f"fitting on all {len(items)} rows")
     eff, best = fit(items)
     held = cross_validate(items, progress)
+    held_table = cross_validate(items, progress, "leave one table out")
+    by_table = {h.sample.label: h.calibrated_s for h in held_table}
     rows = tuple(
         {
             "row": h.sample.label,
@@ -309,6 +325,7 @@ def build(items: list[Sample], progress: Callable[[str], None] | None = None) ->
             "measured_s": round(h.sample.measured_step_s, 4),
             "fitted_s": round(predict_sample(h.sample, eff), 4),
             **{f"held_out_{m}_s": round(getattr(h, f"{m}_s"), 4) for m in MODELS},
+            "held_out_table_calibrated_s": round(by_table[h.sample.label], 4),
         }
         for h in held
     )
@@ -317,6 +334,7 @@ def build(items: list[Sample], progress: Callable[[str], None] | None = None) ->
         fingerprint=fingerprint(items),
         loss=best,
         cv=summarize(held),
+        cv_table=summarize(held_table),
         bands={"dense": error_band(held, False), "moe": error_band(held, True)},
         rows=rows,
         procedure=(__doc__ or "").split("Procedure", 1)[-1].strip(),
@@ -334,6 +352,7 @@ def to_json(cal: Calibration) -> str:
             "error_pct": cal.cv,
             "band_dense": list(cal.bands["dense"]),
             "band_moe": list(cal.bands["moe"]),
+            "leave_one_table_out_error_pct": cal.cv_table,
         },
         "rows": list(cal.rows),
     }
@@ -349,6 +368,7 @@ def from_json(text: str) -> Calibration:
             fingerprint=data["fitted_on"]["catalog_fingerprint"],
             loss=float(data["loss_mean_squared_log_error"]),
             cv=cv["error_pct"],
+            cv_table=cv.get("leave_one_table_out_error_pct", {}),
             bands={"dense": tuple(cv["band_dense"]), "moe": tuple(cv["band_moe"])},
             rows=tuple(data["rows"]),
             procedure=data["procedure"],
