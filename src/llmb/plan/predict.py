@@ -6,14 +6,20 @@ The model, per GPU, for one micro-batch through one transformer layer:
 
 * **GEMMs** (QKV, attention output, MLP or experts, router, and the output layer on the last
   stage) run at ``peak(dtype) x gemm_eff(dtype) x f(M) f(N) f(K)`` with ``f(d) = d / (d + knee)``:
-  small or thin matrices lose efficiency. Forward + backward = 3 x the forward FLOPs; full
-  recompute adds one more forward. FP8 runs use the FP8 peak for the layer GEMMs; the output
-  layer and attention stay BF16 (Transformer Engine defaults).
+  small or thin matrices lose efficiency. The knee is given at the BF16 peak and scales with
+  the dtype's peak (FP8: twice the knee), because a GEMM's fixed per-tile costs take the same
+  time at either precision. Forward + backward = 3 x the forward FLOPs; recompute adds the
+  forward again (all of it under ``full``, the MLP's under ``mlp``). FP8 runs use the FP8
+  peak for the layer GEMMs; the output layer, router and attention stay BF16 (Transformer
+  Engine and MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
   (QK^T and AV over half the keys on average), 3.5 x that for forward + backward (the backward
   recomputes the scores), at ``peak(bf16) x attention_eff``.
-* **Element-wise work** (norms, residual adds, RoPE, the MLP activation, MoE permutation, FP8
-  casts and transposes, the cross entropy) is counted in bytes moved and runs at
+* **Element-wise work** is counted in bytes moved, forward and backward separately (a
+  backward kernel does not move twice its forward's bytes): norms, fused residual adds, fused
+  RoPE on Q and K, the MLP activation, MoE permute / un-permute, the cross entropy, and in FP8
+  runs Transformer Engine's cast-transposes (each GEMM input once forward unless a norm
+  writes it in FP8 directly, each output gradient once backward). It runs at
   ``HBM bandwidth x hbm_eff``.
 * **Communication**, with ring / all-to-all cost models on a two-level network (NVLink inside
   a domain of ``nvlink_domain`` GPUs - 8 on HGX H100, 72 on GB200 NVL72 - and each GPU's NIC
@@ -25,11 +31,11 @@ The model, per GPU, for one micro-batch through one transformer layer:
   - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
     hidden behind the attention kernels except for what exceeds them;
   - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
-    reduce-scatter of the routed tokens; Megatron-Core's all-to-all dispatcher runs in line
-    with the expert computation, so this traffic is counted as exposed;
+    reduce-scatter of the routed tokens;
   - PP: activations forward and gradients backward at every chunk boundary;
-  - a fraction ``overlap`` of TP and PP traffic hides behind compute (TE userbuffers,
-    Megatron's overlapped p2p); the rest is exposed;
+  - a fraction ``overlap`` of TP, EP and PP traffic hides behind compute (TE userbuffers,
+    the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
+    exposed;
   - DP (distributed optimizer): gradient reduce-scatter and parameter all-gather over the
     DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
     except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
@@ -225,6 +231,7 @@ class _LayerCost:
     gemm_fwd_s: float
     attention_fwd_s: float
     elementwise_fwd_s: float
+    elementwise_bwd_s: float
     selective_extra_s: float  # element-wise forward work redone under selective recompute
     mlp_fwd_s: float  # forward of the MLP block (GEMMs and element-wise), redone under "mlp"
     tp_s: float  # traffic before overlap
@@ -292,7 +299,10 @@ def _layer_cost_cached(
     a = 4 if dtype == "fp32" else 2
     gated = model.gated
     net = _Net(hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain)
-    knee = eff.gemm_knee
+    # The knee is in units of elements at the BF16 peak. A GEMM's fixed per-tile costs (pipeline
+    # fill, the BF16 epilogue write) take the same time at either precision, so at the FP8 peak
+    # they are worth twice the math: FP8 GEMMs need twice the size for the same efficiency.
+    knee = eff.gemm_knee * (hw.peak_flops / hw.peak_bf16_flops)
 
     peak_layer = hw.peak_flops
     peak_bf16 = hw.peak_bf16_flops
@@ -301,22 +311,41 @@ def _layer_cost_cached(
     def gemm(m: float, n: float, k: float, peak: float = peak_layer, e: float = gemm_eff) -> float:
         return 2 * m * n * k / (peak * e * _shape(m, n, k, knee))
 
-    # Attention block. Element-wise bytes are per token of this CP rank: ``ew_tp`` is split
-    # by TP (sequence- or tensor-parallel regions), ``ew_gpu`` is already per GPU.
+    # Attention block GEMMs and the flash-attention core.
     g = gemm(t, q / tp + 2 * kv_local, h) + gemm(t, h, q / tp)
     attn_flops = 2 * t * s * q / tp  # causal: QK^T and AV over s/2 keys, 2 FLOP per MAC
     attn = attn_flops / (peak_bf16 * eff.attention)
-    ew_tp = 4 * a * h + 6 * a * h + 2 * a * (q + 2 * kv)  # norms, residual adds, RoPE
-    sel_tp = 4 * a * h  # norms recomputed under selective recompute
-    ew_gpu = sel_gpu = 0.0
-    cast_tp = (h + q + h) + (q + 2 * kv + h + h) / 2  # FP8 casts: GEMM inputs, output grads
-    cast_gpu = 0.0
 
-    def act_bytes(width: int) -> float:
-        # SwiGLU reads gate and up, writes one; squared-ReLU reads one, writes one.
-        return (3 if gated else 2) * a * width
+    # Element-wise traffic in bytes per token of this CP rank, forward (``fw``) and backward
+    # (``bw``) counted separately, because a backward kernel moves a different number of bytes
+    # than its forward (not twice as many, unlike the GEMMs): a norm reads x and writes y
+    # (2 h) forward, reads x and dy and writes dx (3 h) backward; a fused residual add moves
+    # 3 h both ways; RoPE (fused, Q and K only) reads and writes q + kv both ways; SwiGLU
+    # reads gate and up and writes one (3 f) forward, reads three and writes two (5 f)
+    # backward; squared ReLU moves 2 f forward and 3 f backward. ``*_tp`` is split by TP
+    # (sequence-parallel regions and TP-split widths), ``*_gpu`` is already per GPU.
+    fp8 = dtype == "fp8"
+    ct = a + 2  # one FP8 cast-transpose: read the bf16 tensor, write FP8 and its transpose
 
-    g_attn, ew_attn = g, ew_tp
+    def act(width: float) -> tuple[float, float]:
+        return ((3 if gated else 2) * a * width, (5 if gated else 3) * a * width)
+
+    fw_tp = 2 * (2 * a * h) + 2 * (3 * a * h) + 2 * a * (q + kv)
+    bw_tp = 2 * (3 * a * h) + 2 * (3 * a * h) + 2 * a * (q + kv)
+    sel_tp = 2 * (2 * a * h)  # the norms, redone under selective recompute (plus activations)
+    fw_gpu = bw_gpu = sel_gpu = 0.0
+    if fp8:
+        # Transformer Engine (delayed scaling) casts each GEMM input to FP8 once forward and
+        # each output gradient once backward, with a transposed copy for the weight-gradient
+        # GEMM. The norms write their FP8 output directly (LayerNormLinear), so only the
+        # attention-output (q) input needs its own cast here; backward the output gradients
+        # of QKV (q + 2 kv, TP-split) and of the output projection (h, whole on every TP
+        # rank after the sequence-parallel all-gather).
+        fw_tp += ct * q
+        bw_tp += ct * (q + 2 * kv)
+        bw_gpu += ct * h
+
+    g_attn, fw_attn_tp, fw_attn_gpu = g, fw_tp, fw_gpu
     moe = model.moe
     ep_bytes = etp_bytes = 0.0
     if moe_layer and moe is not None:
@@ -327,17 +356,22 @@ def _layer_cost_cached(
         g += e_loc * (gemm(m_e, up / etp, h) + gemm(m_e, h, f / etp)) / eff.expert_gemm
         g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16)  # router
         routed = moe.top_k * etp / tp  # routed token copies per GPU, per token of this rank
-        # Expert activation (split by ETP) and permute / un-permute copies of h.
-        ew_gpu += routed * (act_bytes(f) / etp + 4 * a * h)
-        sel_gpu += routed * a * f / etp
-        cast_gpu += routed * (h + f / etp + (up / etp + h) / 2)
+        # Permute and un-permute (2 h each way per routed copy), the expert activation (its
+        # width split by ETP); FP8: the expert FC1 input (permuted, no fused norm) and FC2
+        # input forward, both output gradients backward.
+        afw, abw = act(f / etp)
+        fw_gpu += routed * (2 * 2 * a * h + afw + (ct * (h + f / etp) if fp8 else 0.0))
+        bw_gpu += routed * (2 * 2 * a * h + abw + (ct * (up / etp + h) if fp8 else 0.0))
+        sel_gpu += routed * afw
         fs = moe.shared_experts * moe.shared_expert_ffn_hidden
         if fs:
             up_s = (2 if gated else 1) * fs
             g += gemm(t, up_s / tp, h) + gemm(t, h, fs / tp)
-            ew_tp += act_bytes(fs)
-            sel_tp += a * fs
-            cast_tp += h + fs + (up_s + h) / 2
+            afw, abw = act(fs)
+            fw_tp += afw + (ct * fs if fp8 else 0.0)
+            bw_tp += abw + (ct * up_s if fp8 else 0.0)
+            bw_gpu += ct * h if fp8 else 0.0
+            sel_tp += afw
         # Dispatch + combine, forward and backward: 4 all-to-alls of this GPU's sequence-
         # parallel share of the routed copies; the copies then reach the ETP ranks of an
         # expert by an all-gather (and return by a reduce-scatter) inside the ETP group.
@@ -347,18 +381,16 @@ def _layer_cost_cached(
         f = model.ffn_hidden
         up = (2 if gated else 1) * f
         g += gemm(t, up / tp, h) + gemm(t, h, f / tp)
-        ew_tp += act_bytes(f)
-        sel_tp += a * f
-        cast_tp += h + f + (up + h) / 2
-    if dtype == "fp8":
-        # Cast to FP8 (read bf16, write fp8) plus a transposed FP8 copy for the backward GEMMs:
-        # a + 2 bytes per element of every GEMM input and (once) of every output gradient.
-        ew_tp += (a + 2) * cast_tp
-        ew_gpu += (a + 2) * cast_gpu
+        afw, abw = act(f)
+        fw_tp += afw + (ct * f if fp8 else 0.0)  # FP8: the FC2 input cast
+        bw_tp += abw + (ct * up if fp8 else 0.0)  # FP8: FC1's output gradient
+        bw_gpu += ct * h if fp8 else 0.0  # FP8: FC2's output gradient (whole h per TP rank)
+        sel_tp += afw
     hbm = hw.hbm_gbps * 1e9 * eff.hbm
-    ew_s = t * (ew_tp / tp + ew_gpu) / hbm
-    # The MLP block's share, redone under "mlp" recompute (its norm, FP8 casts and GEMMs).
-    mlp_fwd = (g - g_attn) + t * ((ew_tp - ew_attn) / tp + ew_gpu + 4 * a * h / tp) / hbm
+    ew_fwd_s = t * (fw_tp / tp + fw_gpu) / hbm
+    ew_bwd_s = t * (bw_tp / tp + bw_gpu) / hbm
+    # The MLP block's forward, redone under "mlp" recompute (its norm, casts and GEMMs).
+    mlp_fwd = (g - g_attn) + t * ((fw_tp - fw_attn_tp + 2 * a * h) / tp + fw_gpu - fw_attn_gpu) / hbm
     sel_s = t * (sel_tp / tp + sel_gpu) / hbm
 
     # Communication per layer per micro-batch (before overlap).
@@ -383,7 +415,8 @@ def _layer_cost_cached(
     return _LayerCost(
         gemm_fwd_s=g,
         attention_fwd_s=attn,
-        elementwise_fwd_s=ew_s,
+        elementwise_fwd_s=ew_fwd_s,
+        elementwise_bwd_s=ew_bwd_s,
         selective_extra_s=sel_s,
         mlp_fwd_s=mlp_fwd,
         tp_s=tp_s,
@@ -428,7 +461,7 @@ def predict_step(
     # Forward + backward multipliers (backward = 2 x forward), plus recomputation.
     gemm_mult = 3.0 + (1.0 if recompute == "full" else 0.0)
     attn_mult = 3.5 + (1.0 if recompute == "full" else 0.0)
-    ew_mult = 3.0 + (1.0 if recompute == "full" else 0.0)
+    ew_fwd_mult = 2.0 if recompute == "full" else 1.0
 
     peak_bf16 = gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype)
     out_eff = eff.gemm_bf16
@@ -443,7 +476,7 @@ def predict_step(
             c = costs[kind]
             g += n * gemm_mult * c.gemm_fwd_s
             at += n * attn_mult * c.attention_fwd_s
-            ew += n * ew_mult * c.elementwise_fwd_s
+            ew += n * (ew_fwd_mult * c.elementwise_fwd_s + c.elementwise_bwd_s)
             if recompute == "selective":
                 ew += n * c.selective_extra_s
             elif recompute == "mlp":
@@ -477,6 +510,9 @@ def predict_step(
                 ew=ew,
                 tp=tpc * exposed,
                 cp=cp_exposed,
+                # The dispatch all-to-all overlaps the shared expert's GEMMs (NeMo sets
+                # moe_shared_expert_overlap); fitting it as fully exposed made the H100 rows
+                # 15 % too slow, so it shares the TP/PP overlap fraction.
                 ep=epc * exposed,
                 pp=ppc * exposed,
                 fsdp=fsdp_exposed,
