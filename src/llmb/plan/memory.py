@@ -10,7 +10,8 @@ What is modelled, and the framework conventions behind it:
   distributed optimizer's fp32 main weights + Adam moments (12 B/param) sharded over the
   data-parallel x context-parallel group (experts: over the expert-data-parallel group). This
   reproduces the Llama 3.1 8b log's ``memory_allocated`` (44.27 GB) to 0.3 %.
-  FP8 runs also cache an FP8 copy and its transpose of every GEMM weight (2 B/param).
+  FP8 runs keep GEMM weights in FP8 with a cached FP8 transpose (2 B/param in place of the
+  bf16 copy: NeMo's FP8 precision sets ``fp8_param_gather``).
 * **FSDP (MaxText style)**, when the layout names an ``fsdp`` group: fp32 weights, fp32
   gradients and Adam moments all sharded over the group (16 B/param / fsdp), plus the bf16
   weights of two gathered layers (the one computing and the one prefetched).
@@ -63,7 +64,7 @@ FRAGMENTATION = 0.05  # reserved / allocated - 1 of PyTorch's caching allocator,
 OPTIMIZER_BYTES_PER_PARAM = 12
 # Checkpoints hold bf16 weights plus the fp32 optimizer state: 2 + 12 bytes per parameter.
 CHECKPOINT_BYTES_PER_PARAM = 14
-FP8_WEIGHT_CACHE_BYTES_PER_PARAM = 2  # fp8 weight + its transpose, cached across micro-batches
+FP8_WEIGHT_BYTES_PER_PARAM = 2  # FP8 weight + its FP8 transpose (fp8_param_gather), per GEMM param
 LOGITS_BYTES_PER_ELEMENT = 10  # bf16 logits + fp32 softmax (saved) + fp32 gradient workspace
 
 
@@ -336,7 +337,9 @@ def estimate_memory(
         else:
             weights = a * params
             if dtype == "fp8":
-                weights += FP8_WEIGHT_CACHE_BYTES_PER_PARAM * gemm
+                # fp8_param_gather (NeMo's FP8 precision): GEMM weights live in FP8 (1 byte)
+                # with a cached FP8 transpose (1 byte) instead of bf16.
+                weights += (FP8_WEIGHT_BYTES_PER_PARAM - a) * gemm
             grads = a * params
             dp_shard = derived.dp * cp
             optimizer = OPTIMIZER_BYTES_PER_PARAM * (dense / dp_shard + experts / derived.edp)

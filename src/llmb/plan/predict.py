@@ -36,8 +36,8 @@ The model, per GPU, for one micro-batch through one transformer layer:
   - a fraction ``overlap`` of TP, EP and PP traffic hides behind compute (TE userbuffers,
     the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
     exposed;
-  - DP (distributed optimizer): gradient reduce-scatter and parameter all-gather over the
-    DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
+  - DP (distributed optimizer): gradient reduce-scatter (bf16) and parameter all-gather
+    (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
     except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
     backward) and gradient reduce-scatters, each hidden behind that layer's compute except for
     the excess, and an all-reduce across the DP replicas.
@@ -78,14 +78,15 @@ ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; wri
 class Efficiency:
     """Global efficiency parameters of the step-time model (fractions unless stated)."""
 
-    gemm_bf16: float = 0.80  # large BF16 GEMM, fraction of the dense BF16 peak
-    gemm_fp8: float = 0.65  # large FP8 GEMM, fraction of the dense FP8 peak
-    gemm_knee: float = 64.0  # elements: f(d) = d / (d + knee) per GEMM dimension
-    attention: float = 0.55  # flash attention, fraction of the BF16 peak
-    hbm: float = 0.70  # element-wise kernels, fraction of HBM bandwidth
+    # Defaults are the calibration's prior (llmb.plan.calibrate.PRIOR) and its starting point.
+    gemm_bf16: float = 0.78  # large BF16 GEMM, fraction of the dense BF16 peak
+    gemm_fp8: float = 0.68  # large FP8 GEMM, fraction of the dense FP8 peak
+    gemm_knee: float = 256.0  # elements at the BF16 peak: f(d) = d / (d + knee) per GEMM dimension
+    attention: float = 0.55  # flash attention forward + backward, fraction of the BF16 peak
+    hbm: float = 0.80  # element-wise kernels, fraction of HBM bandwidth
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
-    overlap: float = 0.70  # fraction of TP and PP traffic hidden behind compute
-    expert_gemm: float = 1.0  # routed-expert grouped GEMMs relative to dense GEMMs (imbalance)
+    overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
+    expert_gemm: float = 1.0  # routed-expert GEMMs relative to dense GEMMs of their size (load imbalance)
 
     @classmethod
     def roofline(cls) -> Efficiency:
@@ -339,11 +340,10 @@ def _layer_cost_cached(
         # each output gradient once backward, with a transposed copy for the weight-gradient
         # GEMM. The norms write their FP8 output directly (LayerNormLinear), so only the
         # attention-output (q) input needs its own cast here; backward the output gradients
-        # of QKV (q + 2 kv, TP-split) and of the output projection (h, whole on every TP
-        # rank after the sequence-parallel all-gather).
+        # of QKV (q + 2 kv, TP-split) and of the output projection (h: cast on the sequence-
+        # parallel shard, then all-gathered in FP8, so also split by TP).
         fw_tp += ct * q
-        bw_tp += ct * (q + 2 * kv)
-        bw_gpu += ct * h
+        bw_tp += ct * (q + 2 * kv + h)
 
     g_attn, fw_attn_tp, fw_attn_gpu = g, fw_tp, fw_gpu
     moe = model.moe
@@ -369,8 +369,7 @@ def _layer_cost_cached(
             g += gemm(t, up_s / tp, h) + gemm(t, h, fs / tp)
             afw, abw = act(fs)
             fw_tp += afw + (ct * fs if fp8 else 0.0)
-            bw_tp += abw + (ct * up_s if fp8 else 0.0)
-            bw_gpu += ct * h if fp8 else 0.0
+            bw_tp += abw + (ct * (up_s + h) if fp8 else 0.0)
             sel_tp += afw
         # Dispatch + combine, forward and backward: 4 all-to-alls of this GPU's sequence-
         # parallel share of the routed copies; the copies then reach the ETP ranks of an
@@ -383,8 +382,7 @@ def _layer_cost_cached(
         g += gemm(t, up / tp, h) + gemm(t, h, f / tp)
         afw, abw = act(f)
         fw_tp += afw + (ct * f if fp8 else 0.0)  # FP8: the FC2 input cast
-        bw_tp += abw + (ct * up if fp8 else 0.0)  # FP8: FC1's output gradient
-        bw_gpu += ct * h if fp8 else 0.0  # FP8: FC2's output gradient (whole h per TP rank)
+        bw_tp += abw + (ct * (up + h) if fp8 else 0.0)  # FP8: FC1's and FC2's output gradients
         sel_tp += afw
     hbm = hw.hbm_gbps * 1e9 * eff.hbm
     ew_fwd_s = t * (fw_tp / tp + fw_gpu) / hbm
@@ -394,11 +392,13 @@ def _layer_cost_cached(
     sel_s = t * (sel_tp / tp + sel_gpu) / hbm
 
     # Communication per layer per micro-batch (before overlap).
-    # TP: 2 all-gathers + 2 reduce-scatters forward, 2 + 2 backward, 2 re-gathers of inputs
-    # for the weight gradients. FP8 runs gather the FP8-cast inputs (1 byte; Transformer
-    # Engine's overlapped all-gather): the 2 forward gathers and the 2 re-gathers.
-    gathered_inputs = 4 * (0.5 if dtype == "fp8" else 1.0)
-    tp_s = (6 + gathered_inputs) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
+    # TP with sequence parallelism: forward 2 all-gathers (inputs of QKV and FC1) and 2
+    # reduce-scatters (outputs of the projection and FC2); backward 2 all-gathers of output
+    # gradients, 2 reduce-scatters of input gradients and 2 re-gathers of inputs for the
+    # weight gradients. FP8 runs (Transformer Engine) cast before gathering, so the 6
+    # all-gathers move 1-byte elements; the 4 reduce-scatters stay BF16.
+    gathers = 6 * (0.5 if dtype == "fp8" else 1.0)
+    tp_s = (4 + gathers) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
     cp_s = 0.0
     if cp > 1:
         step_bytes = t * 2 * kv_local * a
@@ -544,7 +544,10 @@ def predict_step(
     else:
         dpcp = derived.dp * cp
         rs = net.ring(a * dense_local, dpcp, tp) + net.ring(a * expert_local, derived.edp, derived.etp * lay.ep)
-        ag = net.ring(2 * dense_local, dpcp, tp) + net.ring(2 * expert_local, derived.edp, derived.etp * lay.ep)
+        # NeMo's FP8 precision (bf16_with_fp8_mixed) sets fp8_param_gather: the distributed
+        # optimizer all-gathers the updated parameters in FP8, 1 byte each.
+        w = 1 if dtype == "fp8" else 2
+        ag = net.ring(w * dense_local, dpcp, tp) + net.ring(w * expert_local, derived.edp, derived.etp * lay.ep)
         dp_total = rs + ag
         fwd_window = t_mb / 3
         dp_exposed = max(0.0, rs - 2 * fwd_window) + max(0.0, ag - fwd_window)
