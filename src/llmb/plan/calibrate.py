@@ -39,7 +39,8 @@ from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
 from llmb.plan.flops import flops_per_sample
 from llmb.plan.memory import least_recompute_that_fits
-from llmb.plan.predict import Efficiency, predict_step, stated_recompute
+from llmb.plan.predict import Efficiency, predict_step
+from llmb.plan.search import stated_recompute
 from llmb.plan.recipe import Recipe, resolve
 
 CALIBRATION_FILE = "calibration.json"
