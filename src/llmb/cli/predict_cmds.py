@@ -295,6 +295,7 @@ def calibrate_cmd(
             path = resources.files("llmb.plan").joinpath(cal_mod.CALIBRATION_FILE)
             with resources.as_file(path) as p:
                 p.write_text(cal_mod.to_json(cal), encoding="utf-8")
+            stored_calibration.cache_clear()
     if as_json:
         print_json(
             {

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, fields, replace
+from functools import lru_cache
 from importlib import resources
 from statistics import median
 from typing import Any, Callable, Iterable
@@ -412,8 +413,9 @@ def from_json(text: str) -> Calibration:
         raise LlmbError(f"{CALIBRATION_FILE} is malformed: {exc}") from None
 
 
+@lru_cache(maxsize=1)
 def stored_calibration() -> Calibration:
-    """The calibration shipped with the package."""
+    """The calibration shipped with the package (read once per process)."""
     try:
         text = resources.files("llmb.plan").joinpath(CALIBRATION_FILE).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -46,12 +46,40 @@ GPU's HBM. The catalog's ``hbm_gb`` is the marketed figure, which for these part
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import wraps
+from typing import Any, Callable, TypeVar
 from typing import Literal
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_MISSING = object()
+
+
+def per_model_cache(fn: _F) -> _F:
+    """Memoize ``fn(model, *hashable_args)`` on the model's identity.
+
+    Like ``functools.lru_cache``, but a pydantic model re-hashes every field each time it is
+    hashed, which dominated layout search (tens of thousands of cache look-ups). Each entry
+    keeps its model alive, so an id cannot be reused while it is a key; a full cache is
+    simply emptied."""
+    cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    @wraps(fn)
+    def wrapper(model: Any, *args: Any) -> Any:
+        key = (id(model), *args)
+        hit = cache.get(key, _MISSING)
+        if hit is _MISSING:
+            if len(cache) >= 65536:
+                cache.clear()
+            hit = cache[key] = (model, fn(model, *args))
+        return hit[1]
+
+    wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
 
 Recompute = Literal["none", "selective", "mlp", "full"]
 # Ordered from the least to the most recomputation (and the most to the least memory).
@@ -97,7 +125,7 @@ class LayerParams:
         return self.attention + self.norms + self.dense_mlp + self.experts
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def layer_params(model: ModelSpec, index: int) -> LayerParams:
     """Parameters of layer ``index`` (matches :func:`llmb.plan.flops.param_count`)."""
     h, d = model.hidden, model.kv_channels
@@ -130,7 +158,7 @@ def layer_activation_bytes_per_token(
     return _activation_bytes(model, derived.layout.tp, derived.etp, model.is_moe_layer(index), dtype, recompute)
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def _activation_bytes(
     model: ModelSpec, tp: int, etp: int, moe_layer: bool, dtype: str, recompute: str
 ) -> float:
@@ -242,7 +270,7 @@ class MemoryEstimate:
         }
 
 
-@lru_cache(maxsize=256)
+@per_model_cache
 def _first_of_kind(model: ModelSpec) -> dict[bool, int]:
     """Index of the first dense (False) and MoE (True) layer; layers of a kind are alike."""
     out: dict[bool, int] = {}
@@ -251,7 +279,7 @@ def _first_of_kind(model: ModelSpec) -> dict[bool, int]:
     return out
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def kind_counts(model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int) -> list[dict[bool, int]]:
     """Per pipeline rank: how many of its layers are dense (False) and MoE (True)."""
     counts: list[dict[bool, int]] = [{} for _ in range(pp)]
@@ -297,16 +325,16 @@ def estimate_memory(
 
     # Layers come in at most two kinds (dense, MoE): compute each kind once.
     first_of = _first_of_kind(model)
-    kinds = set(first_of)
     kind_params = {k: layer_params(model, i) for k, i in first_of.items()}
     kind_act = {
         k: layer_activation_bytes_per_token(model, derived, i, dtype, recompute)
         for k, i in first_of.items()
     }
-    kind_act_full = {
-        k: layer_activation_bytes_per_token(model, derived, i, dtype, "none")
-        for k, i in first_of.items()
-    }
+    kind_act_full = (
+        {k: layer_activation_bytes_per_token(model, derived, i, dtype, "none") for k, i in first_of.items()}
+        if recompute == "full"
+        else {}
+    )
 
     stages: list[StageMemory] = []
     all_counts = kind_counts(model, derived.layers_per_chunk, pp)

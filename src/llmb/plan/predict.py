@@ -53,12 +53,11 @@ efficiency 1, nothing overlapped).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
-from llmb.plan.memory import RECOMPUTE_LEVELS, kind_counts, layer_params
+from llmb.plan.memory import RECOMPUTE_LEVELS, kind_counts, layer_params, per_model_cache
 
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
@@ -267,7 +266,7 @@ class _Hw:
     nvlink_domain: int
 
 
-@lru_cache(maxsize=8192)
+@per_model_cache
 def _layer_cost_cached(
     model: ModelSpec,
     tp: int,
@@ -572,7 +571,7 @@ def _local_params(model: ModelSpec, derived: DerivedLayout, rank: int) -> tuple[
     return _local_params_cached(model, derived.layers_per_chunk, lay.pp, lay.tp, lay.ep, derived.etp, rank)
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def _local_params_cached(
     model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int, tp: int, ep: int, etp: int, rank: int
 ) -> tuple[float, float]:

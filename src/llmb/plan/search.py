@@ -273,8 +273,8 @@ def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[fl
         except LayoutError:
             continue
         valid += 1
-        mem = least_recompute_that_fits(recipe.model, derived, recipe.gpu, recipe.dtype)
-        if not mem.fits:
+        mem = _lightest_fitting(recipe, derived)
+        if mem is None:
             continue
         br = predict_step(recipe.model, derived, recipe.gpu, recipe.dtype, eff, mem.recompute)
         found.append((round(br.step_time_s, 4), _complexity(lay), lay, derived, mem, br))
@@ -291,6 +291,23 @@ def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[fl
         valid=valid,
         fitting=len(found),
     )
+
+
+def _lightest_fitting(recipe: Recipe, derived: DerivedLayout) -> MemoryEstimate | None:
+    """The lightest recompute level that fits, or ``None``: the same answer as
+    :func:`~llmb.plan.memory.least_recompute_that_fits`, asked in the order that settles most
+    candidates in one or two estimates (no recompute fits, or not even full recompute does)."""
+    args = (recipe.model, derived, recipe.gpu, recipe.dtype)
+    first = estimate_memory(*args, RECOMPUTE_LEVELS[0])
+    if first.fits:
+        return first
+    if not estimate_memory(*args, RECOMPUTE_LEVELS[-1]).fits:
+        return None
+    for level in RECOMPUTE_LEVELS[1:]:
+        mem = estimate_memory(*args, level)
+        if mem.fits:
+            return mem
+    return None
 
 
 def _complexity(lay: Layout) -> tuple[int, int, int, int, int]:
