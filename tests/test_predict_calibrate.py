@@ -81,7 +81,7 @@ def test_prior_is_centered_on_the_fit_start():
 
 def test_samples_use_the_stated_recompute(items):
     by_label = {s.label: s for s in items}
-    assert by_label["llama2-maxtext 70b bf16 512xh100"].recompute == "full"
+    assert by_label["llama2-maxtext 70b bf16 512xh100"].recompute == "save_qkv"
     assert by_label["llama3.1 8b fp8 8xh100"].recompute == "none"
 
 

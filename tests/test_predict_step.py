@@ -165,8 +165,8 @@ def test_recipes_predict_the_recompute_their_catalog_rows_state():
     from llmb.plan.search import stated_recompute
 
     maxtext = resolve(CAT, "llama2-maxtext", "70b", "bf16", 512)
-    assert stated_recompute(maxtext) == "full"  # remat_policy=save_qkv_proj
-    assert forecast(maxtext, stored_efficiency()).breakdown.recompute == "full"
+    assert stated_recompute(maxtext) == "save_qkv"  # remat_policy=save_qkv_proj
+    assert forecast(maxtext, stored_efficiency()).breakdown.recompute == "save_qkv"
     nemo = resolve(CAT, "llama3.1", "8b", "fp8", 8)
     assert forecast(nemo, stored_efficiency()).breakdown.recompute == "none"
     # Weak-scaled past the table: the level every row agrees on.

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the planning modules load when a command runs, not at CLI s
     from llmb.plan.recipe import Recipe
 
 # Kept in step with llmb.plan.search.RECOMPUTE_CHOICES (a test checks they agree).
-RECOMPUTE_CHOICES: tuple[str, ...] = ("auto", "none", "selective", "mlp", "full")
+RECOMPUTE_CHOICES: tuple[str, ...] = ("auto", "none", "selective", "mlp", "save_qkv", "full")
 GB = 1e9
 
 SIZE = typer.Option(..., "--size", "-s", help="Model size, e.g. 8b, 70b, 405b.")

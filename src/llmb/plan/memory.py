@@ -24,9 +24,11 @@ What is modelled, and the framework conventions behind it:
 * **Recompute**: ``none``; ``selective`` recomputes the norms and the MLP activation function
   (cheap element-wise work, Megatron's ``layernorm`` / activation recompute modules); ``mlp``
   keeps only the MLP block's input and recomputes the whole MLP (Megatron's ``mlp`` module,
-  MaxText policies that save the attention projections but not the MLP); ``full`` keeps only
-  each layer's input and recomputes the layer during backward (one layer's full activations
-  live at a time).
+  MaxText policies that save the attention projections but not the MLP); ``save_qkv`` keeps
+  each layer's input and its Q/K/V projections and recomputes the rest of the layer
+  (MaxText's ``remat_policy=save_qkv_proj``); ``full`` keeps only each layer's input and
+  recomputes the layer during backward (one layer's full activations live at a time, under
+  both).
 * **In-flight micro-batches**: 1F1B keeps ``min(PP - rank, GA)`` micro-batches of a stage's
   layers alive on pipeline rank ``rank``; the interleaved schedule keeps
   ``min(2 (PP - rank - 1) + (VP - 1) PP + 1, GA x VP)`` model chunks (Megatron's warm-up count
@@ -81,9 +83,9 @@ def per_model_cache(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-Recompute = Literal["none", "selective", "mlp", "full"]
+Recompute = Literal["none", "selective", "mlp", "save_qkv", "full"]
 # Ordered from the least to the most recomputation (and the most to the least memory).
-RECOMPUTE_LEVELS: tuple[str, ...] = ("none", "selective", "mlp", "full")
+RECOMPUTE_LEVELS: tuple[str, ...] = ("none", "selective", "mlp", "save_qkv", "full")
 
 GIB = 2**30
 RUNTIME_OVERHEAD_BYTES = 3 * GIB
@@ -167,6 +169,8 @@ def _activation_bytes(
     a, g = _act_bytes(dtype), _gemm_input_bytes(dtype)
     if recompute == "full":
         return a * h / tp  # only the layer input (sequence-parallel shard)
+    if recompute == "save_qkv":
+        return a * (h + q + 2 * kv) / tp  # the layer input and the Q/K/V projections
 
     norms_saved = recompute != "selective"
     # Attention block: norm input, QKV GEMM input (norm output), Q/K/V for flash attention,
@@ -332,7 +336,7 @@ def estimate_memory(
     }
     kind_act_full = (
         {k: layer_activation_bytes_per_token(model, derived, i, dtype, "none") for k, i in first_of.items()}
-        if recompute == "full"
+        if recompute in ("save_qkv", "full")
         else {}
     )
 
@@ -378,7 +382,7 @@ def estimate_memory(
         # chunk keeps the rank's per-micro-batch activations divided by VP.
         per_microbatch = tokens * sum(n * kind_act[k] for k, n in counts.items())
         activations = n_chunks * per_microbatch / vp
-        if recompute == "full" and counts:
+        if recompute in ("save_qkv", "full") and counts:
             # During backward one layer's full activations are rebuilt and alive.
             activations += tokens * max(kind_act_full[k] for k, n in counts.items() if n)
         logits = 0.0

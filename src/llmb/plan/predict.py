@@ -9,7 +9,8 @@ The model, per GPU, for one micro-batch through one transformer layer:
   small or thin matrices lose efficiency. The knee is given at the BF16 peak and scales with
   the dtype's peak (FP8: twice the knee), because a GEMM's fixed per-tile costs take the same
   time at either precision. Forward + backward = 3 x the forward FLOPs; recompute adds the
-  forward again (all of it under ``full``, the MLP's under ``mlp``). FP8 runs use the FP8
+  forward again (all of it under ``full``, all but the QKV projection under ``save_qkv``, the
+  MLP's under ``mlp``). FP8 runs use the FP8
   peak for the layer GEMMs; the output layer, router and attention stay BF16 (Transformer
   Engine and MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
@@ -218,6 +219,7 @@ class _LayerCost:
     """One layer, one micro-batch, one GPU: forward + backward seconds."""
 
     gemm_fwd_s: float
+    qkv_fwd_s: float  # the QKV projection's share of gemm_fwd_s
     attention_fwd_s: float
     elementwise_fwd_s: float
     elementwise_bwd_s: float
@@ -301,7 +303,8 @@ def _layer_cost_cached(
         return 2 * m * n * k / (peak * e * _shape(m, n, k, knee))
 
     # Attention block GEMMs and the flash-attention core.
-    g = gemm(t, q / tp + 2 * kv_local, h) + gemm(t, h, q / tp)
+    qkv = gemm(t, q / tp + 2 * kv_local, h)
+    g = qkv + gemm(t, h, q / tp)
     attn_flops = 2 * t * s * q / tp  # causal: QK^T and AV over s/2 keys, 2 FLOP per MAC
     attn = attn_flops / (peak_bf16 * eff.attention)
 
@@ -402,6 +405,7 @@ def _layer_cost_cached(
         fsdp_rs = net.ring(4 * params, fsdp, tp * cp)
     return _LayerCost(
         gemm_fwd_s=g,
+        qkv_fwd_s=qkv,
         attention_fwd_s=attn,
         elementwise_fwd_s=ew_fwd_s,
         elementwise_bwd_s=ew_bwd_s,
@@ -447,9 +451,10 @@ def predict_step(
         for kind in ({False, True} if model.moe is not None else {False})
     }
     # Forward + backward multipliers (backward = 2 x forward), plus recomputation.
-    gemm_mult = 3.0 + (1.0 if recompute == "full" else 0.0)
-    attn_mult = 3.5 + (1.0 if recompute == "full" else 0.0)
-    ew_fwd_mult = 2.0 if recompute == "full" else 1.0
+    redo_layer = recompute in ("save_qkv", "full")
+    gemm_mult = 3.0 + (1.0 if redo_layer else 0.0)
+    attn_mult = 3.5 + (1.0 if redo_layer else 0.0)
+    ew_fwd_mult = 2.0 if redo_layer else 1.0
 
     peak_bf16 = gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype)
     out_eff = eff.gemm_bf16
@@ -463,6 +468,8 @@ def predict_step(
         for kind, n in kind_counts(model, derived.layers_per_chunk, pp)[rank].items():
             c = costs[kind]
             g += n * gemm_mult * c.gemm_fwd_s
+            if recompute == "save_qkv":
+                g -= n * c.qkv_fwd_s  # the saved Q/K/V projections are not recomputed
             at += n * attn_mult * c.attention_fwd_s
             ew += n * (ew_fwd_mult * c.elementwise_fwd_s + c.elementwise_bwd_s)
             if recompute == "selective":
