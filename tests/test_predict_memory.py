@@ -142,3 +142,16 @@ def test_nemotron4_340b_does_not_fit_below_128_gpus_as_published():
     half = derive(replace(r.layout, gpus=64, gbs=16), r.model)  # TP8 PP8 leave DP 1
     for level in RECOMPUTE_LEVELS:
         assert not estimate_memory(r.model, half, r.gpu, "bf16", level).fits, level
+
+
+@pytest.mark.parametrize(
+    ("workload", "size", "dtype", "gpus"),
+    [("llama3.1", "405b", "bf16", 512), ("llama3.1", "70b", "fp8", 64), ("nemotron4", "340b", "bf16", 128), ("llama4-maverick", "400b", "bf16", 128)],
+)
+def test_worst_only_finds_the_same_worst_rank(workload, size, dtype, gpus):
+    r = _recipe(workload, size, dtype, gpus)
+    for level in RECOMPUTE_LEVELS:
+        full = estimate_memory(r.model, r.derived, r.gpu, dtype, level)
+        fast = estimate_memory(r.model, r.derived, r.gpu, dtype, level, worst_only=True)
+        assert fast.worst == full.worst and fast.fits == full.fits
+        assert len(fast.stages) <= len(full.stages)

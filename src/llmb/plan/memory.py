@@ -310,8 +310,13 @@ def estimate_memory(
     gpu: GpuSpec,
     dtype: str,
     recompute: str = "none",
+    worst_only: bool = False,
 ) -> MemoryEstimate:
-    """Per-GPU memory of training ``model`` with ``derived`` on ``gpu`` (bytes)."""
+    """Per-GPU memory of training ``model`` with ``derived`` on ``gpu`` (bytes).
+
+    ``worst_only`` evaluates only the ranks that can be the worst - the first and last, and
+    of the middle ranks holding the same layers the lowest (it keeps the most micro-batches
+    in flight) - for layout search; ``stages`` then lists those ranks only."""
     if recompute not in RECOMPUTE_LEVELS:
         raise LlmbError(
             f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_LEVELS)})"
@@ -342,7 +347,17 @@ def estimate_memory(
 
     stages: list[StageMemory] = []
     all_counts = kind_counts(model, derived.layers_per_chunk, pp)
-    for rank in range(pp):
+    ranks: list[int] = list(range(pp))
+    if worst_only and pp > 2:
+        seen: set[tuple[tuple[bool, int], ...]] = set()
+        ranks = [0]
+        for rank in range(1, pp - 1):
+            sig = tuple(sorted(all_counts[rank].items()))
+            if sig not in seen:
+                seen.add(sig)
+                ranks.append(rank)
+        ranks.append(pp - 1)
+    for rank in ranks:
         counts = all_counts[rank]
         dense = experts = gemm = 0.0
         for k, n in counts.items():

@@ -282,6 +282,8 @@ def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[fl
     found.sort(key=lambda x: (x[0], x[1]))
     ranked = []
     for _, _, lay, derived, mem, br in found[:top]:
+        # The search looked at the candidate ranks only; report every rank of the winners.
+        mem = estimate_memory(recipe.model, derived, recipe.gpu, recipe.dtype, mem.recompute)
         cand = replace(recipe, layout=lay, derived=derived, row=None, baseline=None, overridden=(), notes=())
         ranked.append(Forecast(cand, mem, br, _band_s(br.step_time_s, band)))
     return SearchResult(
@@ -298,13 +300,13 @@ def _lightest_fitting(recipe: Recipe, derived: DerivedLayout) -> MemoryEstimate 
     :func:`~llmb.plan.memory.least_recompute_that_fits`, asked in the order that settles most
     candidates in one or two estimates (no recompute fits, or not even full recompute does)."""
     args = (recipe.model, derived, recipe.gpu, recipe.dtype)
-    first = estimate_memory(*args, RECOMPUTE_LEVELS[0])
+    first = estimate_memory(*args, RECOMPUTE_LEVELS[0], worst_only=True)
     if first.fits:
         return first
-    if not estimate_memory(*args, RECOMPUTE_LEVELS[-1]).fits:
+    if not estimate_memory(*args, RECOMPUTE_LEVELS[-1], worst_only=True).fits:
         return None
     for level in RECOMPUTE_LEVELS[1:]:
-        mem = estimate_memory(*args, level)
+        mem = estimate_memory(*args, level, worst_only=True)
         if mem.fits:
             return mem
     return None
