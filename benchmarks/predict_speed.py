@@ -6,6 +6,7 @@ Run: .venv/bin/python benchmarks/predict_speed.py
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from llmb.catalog import default_catalog
 from llmb.plan.calibrate import stored_calibration
-from llmb.plan.predict import forecast, search_layouts
+from llmb.plan.search import forecast
+from llmb.plan.search import search_layouts
 from llmb.plan.recipe import resolve
 
 CASES = [
@@ -38,7 +40,7 @@ def main() -> int:
     cat = default_catalog()
     eff = stored_calibration().efficiency
     llmb = str(Path(sys.executable).with_name("llmb"))
-    print(f"{'case':45s} {'predict':>9s} {'search':>9s} {'layouts':>8s} {'cli predict':>12s} {'cli search':>11s}")
+    print(f"{'case':45s} {'predict':>9s} {'search':>9s} {'layouts':>8s} {'cli predict (wall, cpu)':>24s} {'cli search (wall, cpu)':>23s}")
     worst = 0.0
     for wl, size, dtype, gpus, gpu_type in CASES:
         r = resolve(cat, wl, size, dtype, gpus, gpu_type)
@@ -46,18 +48,24 @@ def main() -> int:
         res = search_layouts(r, eff)
         t_search = best_of(lambda: search_layouts(r, eff))
         args = [wl, "-s", size, "-d", dtype, "-n", str(gpus)] + (["-g", gpu_type] if gpu_type else [])
-        cli = {}
+        cli, cpu = {}, {}
         for cmd in ("predict", "search"):
-            t = time.perf_counter()
-            subprocess.run([llmb, cmd, *args, "--json"], check=True, capture_output=True)
-            cli[cmd] = time.perf_counter() - t
+            best_wall = best_cpu = float("inf")
+            for _ in range(3):  # best of three: the machine is shared
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t = time.perf_counter()
+                subprocess.run([llmb, cmd, *args, "--json"], check=True, capture_output=True)
+                best_wall = min(best_wall, time.perf_counter() - t)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                best_cpu = min(best_cpu, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            cli[cmd], cpu[cmd] = best_wall, best_cpu
         worst = max(worst, cli["predict"], cli["search"])
         label = f"{wl} {size} {dtype} {gpus}x{gpu_type or 'h100'}"
         print(
             f"{label:45s} {1e3 * t_pred:7.1f}ms {1e3 * t_search:7.0f}ms {res.tried:8d} "
-            f"{cli['predict']:11.2f}s {cli['search']:10.2f}s"
+            f"{cli['predict']:5.2f}s ({cpu['predict']:.2f} cpu) {cli['search']:5.2f}s ({cpu['search']:.2f} cpu)"
         )
-    print(f"slowest command end to end: {worst:.2f} s (target < 1 s)")
+    print(f"slowest command end to end (best of 3 wall): {worst:.2f} s (target < 1 s)")
     return 0
 
 

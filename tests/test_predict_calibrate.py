@@ -67,3 +67,30 @@ def test_calibration_json_round_trip():
     assert again.bands == {k: tuple(v) for k, v in stored.bands.items()}
     lo, hi = stored.band(moe=False)
     assert lo < 0 < hi and math.isfinite(lo)
+
+
+def test_prior_is_centered_on_the_fit_start():
+    # The fit starts from the prior's centers; the prior is weak next to the data.
+    for name, (center, sd) in cal.PRIOR.items():
+        assert getattr(cal.FIT_START, name) == center and sd > 0
+    assert cal.prior_penalty(cal.FIT_START, 19) == 0.0
+    off = cal.Efficiency.from_dict({**cal.FIT_START.as_dict(), "attention": cal.FIT_START.attention * math.exp(0.25)})
+    # One standard deviation off costs one table's typical squared error spread over the tables.
+    assert cal.prior_penalty(off, 19) == pytest.approx(cal.TABLE_NOISE**2 / 19)
+
+
+def test_samples_use_the_stated_recompute(items):
+    by_label = {s.label: s for s in items}
+    assert by_label["llama2-maxtext 70b bf16 512xh100"].recompute == "save_qkv"
+    assert by_label["llama3.1 8b fp8 8xh100"].recompute == "none"
+
+
+def test_stored_calibration_holds_both_cross_validations():
+    stored = cal.stored_calibration()
+    for cv in (stored.cv, stored.cv_table):
+        assert set(cv) >= {"all", "dense", "moe", "bf16", "fp8", "h100", "gb200"}
+        assert set(cv["all"]) == set(cal.MODELS)
+        assert cv["all"]["calibrated"]["n"] == len(stored.rows)
+    # Holding out one table is milder than holding out a whole workload.
+    assert stored.cv_table["all"]["calibrated"]["mape"] <= stored.cv["all"]["calibrated"]["mape"]
+    assert all("held_out_table_calibrated_s" in row for row in stored.rows)

@@ -84,3 +84,10 @@ def test_predict_on_a_gpu_without_a_published_layout_borrows_the_recipe(capsys):
     # More peak FLOP/s, HBM bandwidth and NVLink: a shorter step; more memory: more headroom.
     assert b200["step_time_s"] < h100["step_time_s"]
     assert b200["memory"]["capacity_bytes"] > h100["memory"]["capacity_bytes"]
+
+
+def test_cli_recompute_choices_match_the_library():
+    from llmb.cli import predict_cmds
+    from llmb.plan.search import RECOMPUTE_CHOICES
+
+    assert predict_cmds.RECOMPUTE_CHOICES == RECOMPUTE_CHOICES

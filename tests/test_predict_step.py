@@ -9,7 +9,8 @@ from llmb.catalog.schema import ModelSpec
 from llmb.plan.calibrate import stored_efficiency
 from llmb.plan.layout import Layout, derive
 from llmb.plan.memory import RECOMPUTE_LEVELS
-from llmb.plan.predict import Efficiency, _Net, forecast, predict_step, search_layouts
+from llmb.plan.predict import Efficiency, _Net, predict_step
+from llmb.plan.search import forecast, search_layouts
 from llmb.plan.recipe import resolve
 
 CAT = default_catalog()
@@ -116,3 +117,80 @@ def test_search_ranks_fitting_layouts_and_includes_the_recipe():
     assert all(f.recipe.layout.gbs == 256 and f.recipe.layout.gpus == 16 for f in res.ranked)
     # The recipe's own layout is among the candidates, so the winner is at least as fast.
     assert res.ranked[0].step_time_s <= res.recipe_forecast.step_time_s + 1e-9
+
+
+def test_elementwise_bytes_hand_checked():
+    # TINY, BF16 (2 B), one GPU, 1024 tokens, squared ReLU; per token and layer:
+    # forward: 2 norms x 2h + 2 residual adds x 3h + RoPE on Q and K 2(q + kv) + act 2f
+    #   = 2*(2*2*1024) + 2*(3*2*1024) + 2*2*(1024 + 1024) + 2*2*4096 = 45,056 B;
+    # backward: 2 norms x 3h + 2 adds x 3h + RoPE 2(q + kv) + act 3f
+    #   = 2*(3*2*1024) + 2*(3*2*1024) + 2*2*2048 + 3*2*4096 = 57,344 B.
+    # x 1024 tokens x 2 layers = 209,715,200 B, plus the cross entropy 20 B per logit
+    # (1024 x 1000 x 20 = 20,480,000 B): 230,195,200 B at 3350 GB/s.
+    d = derive(Layout(gpus=1, mbs=1, gbs=1), TINY)
+    b = predict_step(TINY, d, H100, "bf16", Efficiency.roofline(), "none")
+    assert b.elementwise_s == pytest.approx(230_195_200 / 3350e9, rel=1e-12)
+    # Full recompute runs the forward element-wise work once more.
+    bf = predict_step(TINY, d, H100, "bf16", Efficiency.roofline(), "full")
+    assert bf.elementwise_s - b.elementwise_s == pytest.approx(45_056 * 1024 * 2 / 3350e9, rel=1e-12)
+
+
+def test_fp8_casts_hand_checked():
+    # FP8 adds one cast-transpose (read 2 B, write 1 + 1 B = 4 B per element) of the
+    # attention-output and FC2 inputs forward (q + f = 5120 elements per token) and of the
+    # four output gradients backward (q + 2 kv + h + f + h = 1024 + 2048 + 1024 + 4096 + 1024
+    # = 9216): 4 x 14,336 x 1024 tokens x 2 layers = 117,440,512 B more than BF16.
+    d = derive(Layout(gpus=1, mbs=1, gbs=1), TINY)
+    roof = Efficiency.roofline()
+    b16 = predict_step(TINY, d, H100, "bf16", roof, "none")
+    b8 = predict_step(TINY, d, H100, "fp8", roof, "none")
+    assert b8.elementwise_s - b16.elementwise_s == pytest.approx(117_440_512 / 3350e9, rel=1e-12)
+
+
+def test_fp8_tp_gathers_move_half_the_bytes():
+    # TP with sequence parallelism: 4 reduce-scatters (BF16) + 6 all-gathers (FP8 in FP8 runs)
+    # per layer: 10 ring units in BF16, 4 + 6/2 = 7 in FP8.
+    model = TINY.model_copy(update={"layers": 1, "vocab": 8})
+    d = derive(Layout(gpus=8, tp=8, mbs=1, gbs=1), model)
+    roof = Efficiency.roofline()
+    b16 = predict_step(model, d, H100, "bf16", roof, "none")
+    b8 = predict_step(model, d, H100, "fp8", roof, "none")
+    ring = _Net(450e9, 50e9, 8).ring(1024 * 1024 * 2, 8, 1)
+    last = 2 * ring  # the output layer's gather and reduce-scatter (last stage)
+    assert b16.tp_comm_total_s == pytest.approx(10 * ring + last)
+    assert b8.tp_comm_total_s == pytest.approx(7 * ring + last)
+
+
+def test_recipes_predict_the_recompute_their_catalog_rows_state():
+    from llmb.plan.search import stated_recompute
+
+    maxtext = resolve(CAT, "llama2-maxtext", "70b", "bf16", 512)
+    assert stated_recompute(maxtext) == "save_qkv"  # remat_policy=save_qkv_proj
+    assert forecast(maxtext, stored_efficiency()).breakdown.recompute == "save_qkv"
+    nemo = resolve(CAT, "llama3.1", "8b", "fp8", 8)
+    assert forecast(nemo, stored_efficiency()).breakdown.recompute == "none"
+    # Weak-scaled past the table: the level every row agrees on.
+    assert stated_recompute(resolve(CAT, "llama3.1", "70b", "bf16", 4096)) == "none"
+    # An overridden layout is no longer the recipe's: the lightest level that fits.
+    assert stated_recompute(resolve(CAT, "llama3.1", "70b", "bf16", 64, overrides={"tp": 8})) is None
+    # Nemotron's seed does not say: auto.
+    assert stated_recompute(resolve(CAT, "nemotron4", "340b", "bf16", 256)) is None
+
+
+def test_knee_scales_with_the_dtype_peak():
+    # FP8 GEMMs need twice the size for the same fraction of their (twice as high) peak.
+    eff = replace(Efficiency.roofline(), gemm_knee=512.0)
+    model = TINY.model_copy(update={"layers": 1})
+    d = derive(Layout(gpus=1, mbs=1, gbs=1), model)
+    f = lambda x, k: x / (x + k)  # noqa: E731
+    b8 = predict_step(model, d, H100, "fp8", eff, "none")
+    # Layer GEMMs in FP8 at knee 512 x 1979 / 989 (fwd FLOP as in the roofline test, one
+    # layer), the output layer in BF16 at knee 512.
+    k8 = 512 * 1979 / 989
+    layer = 3 * (
+        2 * 1024 * 3072 * 1024 / f(1024, k8) ** 2 / f(3072, k8)
+        + 2 * 1024 * 1024 * 1024 / f(1024, k8) ** 3
+        + 2 * (2 * 1024 * 4096 * 1024) / f(1024, k8) ** 2 / f(4096, k8)
+    ) / 1979e12
+    out = 3 * 2 * 1024 * 1000 * 1024 / (f(1024, 512) ** 2 * f(1000, 512)) / 989e12
+    assert b8.gemm_s == pytest.approx(layer + out, rel=1e-9)

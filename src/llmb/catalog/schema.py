@@ -121,6 +121,14 @@ class LayoutRow(Strict):
     layers: int | None = Field(default=None, gt=0, description="layer-count override (proxies)")
     embedding_in_pipeline_split: bool = False
     loss_in_pipeline_split: bool = False
+    recompute: Literal["none", "selective", "mlp", "save_qkv", "full"] | None = Field(
+        default=None,
+        description=(
+            "activation recompute the recipe uses, where its source or the framework's public "
+            "config says so (none / selective / mlp / save_qkv / full); unset: llmb takes the "
+            "lightest level that fits in memory"
+        ),
+    )
     published: Published = Published()
     source: str
     notes: str = ""

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 
-from llmb.catalog import default_catalog
 from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
-from llmb.plan.calibrate import MODELS, stored_calibration
-from llmb.plan.predict import (
-    RECOMPUTE_CHOICES,
-    Forecast,
-    explain,
-    forecast,
-    resolve_on_gpu,
-    search_layouts,
-)
-from llmb.plan.recipe import Recipe
 
+if TYPE_CHECKING:  # the planning modules load when a command runs, not at CLI start-up
+    from rich.table import Table
+
+    from llmb.plan.search import Forecast
+    from llmb.plan.recipe import Recipe
+
+# Kept in step with llmb.plan.search.RECOMPUTE_CHOICES (a test checks they agree).
+RECOMPUTE_CHOICES: tuple[str, ...] = ("auto", "none", "selective", "mlp", "save_qkv", "full")
 GB = 1e9
 
 SIZE = typer.Option(..., "--size", "-s", help="Model size, e.g. 8b, 70b, 405b.")
@@ -29,10 +25,15 @@ GPU_TYPE = typer.Option(None, "--gpu-type", "-g", help="h100, h200, b200, gb200,
 
 
 def _recipe(workload: str, size: str, dtype: str | None, gpus: int | None, gpu_type: str | None, **knobs: int | None) -> Recipe:
+    from llmb.catalog import default_catalog
+    from llmb.plan.search import resolve_on_gpu
+
     return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs)
 
 
 def _band(recipe: Recipe) -> tuple[float, float]:
+    from llmb.plan.calibrate import stored_calibration
+
     return stored_calibration().band(recipe.model.moe is not None)
 
 
@@ -50,6 +51,8 @@ def _layout_text(f: Forecast) -> str:
 
 
 def _print_forecast(f: Forecast) -> None:
+    from rich.table import Table
+
     r = f.recipe
     m = f.metrics
     mem = f.memory
@@ -152,6 +155,9 @@ def predict_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Predict memory per GPU, step time (with a breakdown), MFU, tokens/s and days per 1T tokens."""
+    from llmb.plan.calibrate import stored_calibration
+    from llmb.plan.search import forecast
+
     recipe = _recipe(workload, size, dtype, gpus, gpu_type, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp, mbs=mbs, gbs=gbs, fsdp=fsdp)
     cal = stored_calibration()
     f = forecast(recipe, cal.efficiency, recompute, _band(recipe))
@@ -176,6 +182,11 @@ def search_cmd(
     best with the recipe's own layout."""
     if top <= 0:
         raise typer.BadParameter(f"--top must be positive, got {top}")
+    from rich.table import Table
+
+    from llmb.plan.calibrate import stored_calibration
+    from llmb.plan.search import explain, search_layouts
+
     recipe = _recipe(workload, size, dtype, gpus, gpu_type, gbs=gbs)
     cal = stored_calibration()
     res = search_layouts(recipe, cal.efficiency, top, _band(recipe))
@@ -227,8 +238,12 @@ def search_cmd(
     )
 
 
-def _cv_table(cv: dict[str, dict[str, dict[str, float]]]) -> Table:
-    t = Table(title="Leave-one-workload-out error of predicted step time (%)", title_justify="left")
+def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
+    from rich.table import Table
+
+    from llmb.plan.calibrate import MODELS
+
+    t = Table(title=title, title_justify="left")
     for col in ("family", "n", "model", "MAPE", "median", "max", "bias"):
         t.add_column(col, justify="left" if col in ("family", "model") else "right")
     for fam, by_model in cv.items():
@@ -254,7 +269,11 @@ def calibrate_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show the calibrated efficiencies and their cross-validated errors (refit with --fit)."""
+    from rich.table import Table
+
+    from llmb.catalog import default_catalog
     from llmb.plan import calibrate as cal_mod
+    from llmb.plan.calibrate import stored_calibration
 
     if write and not fit:
         raise typer.BadParameter("--write needs --fit")
@@ -276,6 +295,7 @@ def calibrate_cmd(
             path = resources.files("llmb.plan").joinpath(cal_mod.CALIBRATION_FILE)
             with resources.as_file(path) as p:
                 p.write_text(cal_mod.to_json(cal), encoding="utf-8")
+            stored_calibration.cache_clear()
     if as_json:
         print_json(
             {
@@ -283,6 +303,7 @@ def calibrate_cmd(
                 "fingerprint": cal.fingerprint,
                 "loss": cal.loss,
                 "cross_validation": cal.cv,
+                "cross_validation_leave_one_table_out": cal.cv_table,
                 "bands": cal.bands,
                 "matches_stored": stored is not None and cal.efficiency == stored.efficiency,
                 "rows": list(cal.rows),
@@ -297,7 +318,9 @@ def calibrate_cmd(
     for k, v in cal.efficiency.as_dict().items():
         pt.add_row(k, f"{v:.4g}", *([f"{stored.efficiency.as_dict()[k]:.4g}"] if fit and stored is not None else []))
     console.print(pt)
-    console.print(_cv_table(cal.cv))
+    console.print(_cv_table(cal.cv, "Leave-one-workload-out error of predicted step time (%) - headline"))
+    if cal.cv_table:
+        console.print(_cv_table(cal.cv_table, "Leave-one-table-out error of predicted step time (%)"))
     for fam, (lo, hi) in cal.bands.items():
         console.print(f"  held-out error band ({fam}): {100 * lo:+.1f}% .. {100 * hi:+.1f}% (5th-95th percentile)")
     if fit and stored is not None:

@@ -10,7 +10,8 @@ What is modelled, and the framework conventions behind it:
   distributed optimizer's fp32 main weights + Adam moments (12 B/param) sharded over the
   data-parallel x context-parallel group (experts: over the expert-data-parallel group). This
   reproduces the Llama 3.1 8b log's ``memory_allocated`` (44.27 GB) to 0.3 %.
-  FP8 runs also cache an FP8 copy and its transpose of every GEMM weight (2 B/param).
+  FP8 runs keep GEMM weights in FP8 with a cached FP8 transpose (2 B/param in place of the
+  bf16 copy: NeMo's FP8 precision sets ``fp8_param_gather``).
 * **FSDP (MaxText style)**, when the layout names an ``fsdp`` group: fp32 weights, fp32
   gradients and Adam moments all sharded over the group (16 B/param / fsdp), plus the bf16
   weights of two gathered layers (the one computing and the one prefetched).
@@ -23,9 +24,11 @@ What is modelled, and the framework conventions behind it:
 * **Recompute**: ``none``; ``selective`` recomputes the norms and the MLP activation function
   (cheap element-wise work, Megatron's ``layernorm`` / activation recompute modules); ``mlp``
   keeps only the MLP block's input and recomputes the whole MLP (Megatron's ``mlp`` module,
-  MaxText policies that save the attention projections but not the MLP); ``full`` keeps only
-  each layer's input and recomputes the layer during backward (one layer's full activations
-  live at a time).
+  MaxText policies that save the attention projections but not the MLP); ``save_qkv`` keeps
+  each layer's input and its Q/K/V projections and recomputes the rest of the layer
+  (MaxText's ``remat_policy=save_qkv_proj``); ``full`` keeps only each layer's input and
+  recomputes the layer during backward (one layer's full activations live at a time, under
+  both).
 * **In-flight micro-batches**: 1F1B keeps ``min(PP - rank, GA)`` micro-batches of a stage's
   layers alive on pipeline rank ``rank``; the interleaved schedule keeps
   ``min(2 (PP - rank - 1) + (VP - 1) PP + 1, GA x VP)`` model chunks (Megatron's warm-up count
@@ -45,16 +48,44 @@ GPU's HBM. The catalog's ``hbm_gb`` is the marketed figure, which for these part
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import wraps
+from typing import Any, Callable, TypeVar
 from typing import Literal
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
 
-Recompute = Literal["none", "selective", "mlp", "full"]
+_F = TypeVar("_F", bound=Callable[..., Any])
+_MISSING = object()
+
+
+def per_model_cache(fn: _F) -> _F:
+    """Memoize ``fn(model, *hashable_args)`` on the model's identity.
+
+    Like ``functools.lru_cache``, but a pydantic model re-hashes every field each time it is
+    hashed, which dominated layout search (tens of thousands of cache look-ups). Each entry
+    keeps its model alive, so an id cannot be reused while it is a key; a full cache is
+    simply emptied."""
+    cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    @wraps(fn)
+    def wrapper(model: Any, *args: Any) -> Any:
+        key = (id(model), *args)
+        hit = cache.get(key, _MISSING)
+        if hit is _MISSING:
+            if len(cache) >= 65536:
+                cache.clear()
+            hit = cache[key] = (model, fn(model, *args))
+        return hit[1]
+
+    wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+Recompute = Literal["none", "selective", "mlp", "save_qkv", "full"]
 # Ordered from the least to the most recomputation (and the most to the least memory).
-RECOMPUTE_LEVELS: tuple[str, ...] = ("none", "selective", "mlp", "full")
+RECOMPUTE_LEVELS: tuple[str, ...] = ("none", "selective", "mlp", "save_qkv", "full")
 
 GIB = 2**30
 RUNTIME_OVERHEAD_BYTES = 3 * GIB
@@ -63,7 +94,7 @@ FRAGMENTATION = 0.05  # reserved / allocated - 1 of PyTorch's caching allocator,
 OPTIMIZER_BYTES_PER_PARAM = 12
 # Checkpoints hold bf16 weights plus the fp32 optimizer state: 2 + 12 bytes per parameter.
 CHECKPOINT_BYTES_PER_PARAM = 14
-FP8_WEIGHT_CACHE_BYTES_PER_PARAM = 2  # fp8 weight + its transpose, cached across micro-batches
+FP8_WEIGHT_BYTES_PER_PARAM = 2  # FP8 weight + its FP8 transpose (fp8_param_gather), per GEMM param
 LOGITS_BYTES_PER_ELEMENT = 10  # bf16 logits + fp32 softmax (saved) + fp32 gradient workspace
 
 
@@ -96,7 +127,7 @@ class LayerParams:
         return self.attention + self.norms + self.dense_mlp + self.experts
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def layer_params(model: ModelSpec, index: int) -> LayerParams:
     """Parameters of layer ``index`` (matches :func:`llmb.plan.flops.param_count`)."""
     h, d = model.hidden, model.kv_channels
@@ -129,7 +160,7 @@ def layer_activation_bytes_per_token(
     return _activation_bytes(model, derived.layout.tp, derived.etp, model.is_moe_layer(index), dtype, recompute)
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def _activation_bytes(
     model: ModelSpec, tp: int, etp: int, moe_layer: bool, dtype: str, recompute: str
 ) -> float:
@@ -138,6 +169,8 @@ def _activation_bytes(
     a, g = _act_bytes(dtype), _gemm_input_bytes(dtype)
     if recompute == "full":
         return a * h / tp  # only the layer input (sequence-parallel shard)
+    if recompute == "save_qkv":
+        return a * (h + q + 2 * kv) / tp  # the layer input and the Q/K/V projections
 
     norms_saved = recompute != "selective"
     # Attention block: norm input, QKV GEMM input (norm output), Q/K/V for flash attention,
@@ -241,7 +274,7 @@ class MemoryEstimate:
         }
 
 
-@lru_cache(maxsize=256)
+@per_model_cache
 def _first_of_kind(model: ModelSpec) -> dict[bool, int]:
     """Index of the first dense (False) and MoE (True) layer; layers of a kind are alike."""
     out: dict[bool, int] = {}
@@ -250,7 +283,7 @@ def _first_of_kind(model: ModelSpec) -> dict[bool, int]:
     return out
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def kind_counts(model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int) -> list[dict[bool, int]]:
     """Per pipeline rank: how many of its layers are dense (False) and MoE (True)."""
     counts: list[dict[bool, int]] = [{} for _ in range(pp)]
@@ -277,8 +310,13 @@ def estimate_memory(
     gpu: GpuSpec,
     dtype: str,
     recompute: str = "none",
+    worst_only: bool = False,
 ) -> MemoryEstimate:
-    """Per-GPU memory of training ``model`` with ``derived`` on ``gpu`` (bytes)."""
+    """Per-GPU memory of training ``model`` with ``derived`` on ``gpu`` (bytes).
+
+    ``worst_only`` evaluates only the ranks that can be the worst - the first and last, and
+    of the middle ranks holding the same layers the lowest (it keeps the most micro-batches
+    in flight) - for layout search; ``stages`` then lists those ranks only."""
     if recompute not in RECOMPUTE_LEVELS:
         raise LlmbError(
             f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_LEVELS)})"
@@ -296,20 +334,30 @@ def estimate_memory(
 
     # Layers come in at most two kinds (dense, MoE): compute each kind once.
     first_of = _first_of_kind(model)
-    kinds = set(first_of)
     kind_params = {k: layer_params(model, i) for k, i in first_of.items()}
     kind_act = {
         k: layer_activation_bytes_per_token(model, derived, i, dtype, recompute)
         for k, i in first_of.items()
     }
-    kind_act_full = {
-        k: layer_activation_bytes_per_token(model, derived, i, dtype, "none")
-        for k, i in first_of.items()
-    }
+    kind_act_full = (
+        {k: layer_activation_bytes_per_token(model, derived, i, dtype, "none") for k, i in first_of.items()}
+        if recompute in ("save_qkv", "full")
+        else {}
+    )
 
     stages: list[StageMemory] = []
     all_counts = kind_counts(model, derived.layers_per_chunk, pp)
-    for rank in range(pp):
+    ranks: list[int] = list(range(pp))
+    if worst_only and pp > 2:
+        seen: set[tuple[tuple[bool, int], ...]] = set()
+        ranks = [0]
+        for rank in range(1, pp - 1):
+            sig = tuple(sorted(all_counts[rank].items()))
+            if sig not in seen:
+                seen.add(sig)
+                ranks.append(rank)
+        ranks.append(pp - 1)
+    for rank in ranks:
         counts = all_counts[rank]
         dense = experts = gemm = 0.0
         for k, n in counts.items():
@@ -336,7 +384,9 @@ def estimate_memory(
         else:
             weights = a * params
             if dtype == "fp8":
-                weights += FP8_WEIGHT_CACHE_BYTES_PER_PARAM * gemm
+                # fp8_param_gather (NeMo's FP8 precision): GEMM weights live in FP8 (1 byte)
+                # with a cached FP8 transpose (1 byte) instead of bf16.
+                weights += (FP8_WEIGHT_BYTES_PER_PARAM - a) * gemm
             grads = a * params
             dp_shard = derived.dp * cp
             optimizer = OPTIMIZER_BYTES_PER_PARAM * (dense / dp_shard + experts / derived.edp)
@@ -347,7 +397,7 @@ def estimate_memory(
         # chunk keeps the rank's per-micro-batch activations divided by VP.
         per_microbatch = tokens * sum(n * kind_act[k] for k, n in counts.items())
         activations = n_chunks * per_microbatch / vp
-        if recompute == "full" and counts:
+        if recompute in ("save_qkv", "full") and counts:
             # During backward one layer's full activations are rebuilt and alive.
             activations += tokens * max(kind_act_full[k] for k, n in counts.items() if n)
         logits = 0.0

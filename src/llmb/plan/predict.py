@@ -6,14 +6,21 @@ The model, per GPU, for one micro-batch through one transformer layer:
 
 * **GEMMs** (QKV, attention output, MLP or experts, router, and the output layer on the last
   stage) run at ``peak(dtype) x gemm_eff(dtype) x f(M) f(N) f(K)`` with ``f(d) = d / (d + knee)``:
-  small or thin matrices lose efficiency. Forward + backward = 3 x the forward FLOPs; full
-  recompute adds one more forward. FP8 runs use the FP8 peak for the layer GEMMs; the output
-  layer and attention stay BF16 (Transformer Engine defaults).
+  small or thin matrices lose efficiency. The knee is given at the BF16 peak and scales with
+  the dtype's peak (FP8: twice the knee), because a GEMM's fixed per-tile costs take the same
+  time at either precision. Forward + backward = 3 x the forward FLOPs; recompute adds the
+  forward again (all of it under ``full``, all but the QKV projection under ``save_qkv``, the
+  MLP's under ``mlp``). FP8 runs use the FP8
+  peak for the layer GEMMs; the output layer, router and attention stay BF16 (Transformer
+  Engine and MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
   (QK^T and AV over half the keys on average), 3.5 x that for forward + backward (the backward
   recomputes the scores), at ``peak(bf16) x attention_eff``.
-* **Element-wise work** (norms, residual adds, RoPE, the MLP activation, MoE permutation, FP8
-  casts and transposes, the cross entropy) is counted in bytes moved and runs at
+* **Element-wise work** is counted in bytes moved, forward and backward separately (a
+  backward kernel does not move twice its forward's bytes): norms, fused residual adds, fused
+  RoPE on Q and K, the MLP activation, MoE permute / un-permute, the cross entropy, and in FP8
+  runs Transformer Engine's cast-transposes (each GEMM input once forward unless a norm
+  writes it in FP8 directly, each output gradient once backward). It runs at
   ``HBM bandwidth x hbm_eff``.
 * **Communication**, with ring / all-to-all cost models on a two-level network (NVLink inside
   a domain of ``nvlink_domain`` GPUs - 8 on HGX H100, 72 on GB200 NVL72 - and each GPU's NIC
@@ -25,13 +32,13 @@ The model, per GPU, for one micro-batch through one transformer layer:
   - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
     hidden behind the attention kernels except for what exceeds them;
   - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
-    reduce-scatter of the routed tokens; Megatron-Core's all-to-all dispatcher runs in line
-    with the expert computation, so this traffic is counted as exposed;
+    reduce-scatter of the routed tokens;
   - PP: activations forward and gradients backward at every chunk boundary;
-  - a fraction ``overlap`` of TP and PP traffic hides behind compute (TE userbuffers,
-    Megatron's overlapped p2p); the rest is exposed;
-  - DP (distributed optimizer): gradient reduce-scatter and parameter all-gather over the
-    DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
+  - a fraction ``overlap`` of TP, EP and PP traffic hides behind compute (TE userbuffers,
+    the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
+    exposed;
+  - DP (distributed optimizer): gradient reduce-scatter (bf16) and parameter all-gather
+    (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
     except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
     backward) and gradient reduce-scatters, each hidden behind that layer's compute except for
     the excess, and an all-reduce across the DP replicas.
@@ -46,24 +53,12 @@ efficiency 1, nothing overlapped).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from functools import lru_cache
-from typing import Any
+from dataclasses import asdict, dataclass, fields
 
-from llmb.catalog.loader import Catalog
 from llmb.catalog.schema import GpuSpec, ModelSpec
-from llmb.errors import LayoutError, LlmbError
-from llmb.plan.layout import DerivedLayout, Layout, derive
-from llmb.plan.memory import (
-    RECOMPUTE_LEVELS,
-    MemoryEstimate,
-    estimate_memory,
-    kind_counts,
-    layer_params,
-    least_recompute_that_fits,
-)
-from llmb.plan.metrics import RunMetrics
-from llmb.plan.recipe import Recipe, resolve
+from llmb.errors import LlmbError
+from llmb.plan.layout import DerivedLayout
+from llmb.plan.memory import RECOMPUTE_LEVELS, kind_counts, layer_params, per_model_cache
 
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
@@ -72,14 +67,15 @@ ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; wri
 class Efficiency:
     """Global efficiency parameters of the step-time model (fractions unless stated)."""
 
-    gemm_bf16: float = 0.80  # large BF16 GEMM, fraction of the dense BF16 peak
-    gemm_fp8: float = 0.65  # large FP8 GEMM, fraction of the dense FP8 peak
-    gemm_knee: float = 64.0  # elements: f(d) = d / (d + knee) per GEMM dimension
-    attention: float = 0.55  # flash attention, fraction of the BF16 peak
-    hbm: float = 0.70  # element-wise kernels, fraction of HBM bandwidth
+    # Defaults are the calibration's prior (llmb.plan.calibrate.PRIOR) and its starting point.
+    gemm_bf16: float = 0.78  # large BF16 GEMM, fraction of the dense BF16 peak
+    gemm_fp8: float = 0.68  # large FP8 GEMM, fraction of the dense FP8 peak
+    gemm_knee: float = 256.0  # elements at the BF16 peak: f(d) = d / (d + knee) per GEMM dimension
+    attention: float = 0.55  # flash attention forward + backward, fraction of the BF16 peak
+    hbm: float = 0.80  # element-wise kernels, fraction of HBM bandwidth
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
-    overlap: float = 0.70  # fraction of TP and PP traffic hidden behind compute
-    expert_gemm: float = 1.0  # routed-expert grouped GEMMs relative to dense GEMMs (imbalance)
+    overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
+    expert_gemm: float = 1.0  # routed-expert GEMMs relative to dense GEMMs of their size (load imbalance)
 
     @classmethod
     def roofline(cls) -> Efficiency:
@@ -223,8 +219,10 @@ class _LayerCost:
     """One layer, one micro-batch, one GPU: forward + backward seconds."""
 
     gemm_fwd_s: float
+    qkv_fwd_s: float  # the QKV projection's share of gemm_fwd_s
     attention_fwd_s: float
     elementwise_fwd_s: float
+    elementwise_bwd_s: float
     selective_extra_s: float  # element-wise forward work redone under selective recompute
     mlp_fwd_s: float  # forward of the MLP block (GEMMs and element-wise), redone under "mlp"
     tp_s: float  # traffic before overlap
@@ -270,7 +268,7 @@ class _Hw:
     nvlink_domain: int
 
 
-@lru_cache(maxsize=8192)
+@per_model_cache
 def _layer_cost_cached(
     model: ModelSpec,
     tp: int,
@@ -292,7 +290,10 @@ def _layer_cost_cached(
     a = 4 if dtype == "fp32" else 2
     gated = model.gated
     net = _Net(hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain)
-    knee = eff.gemm_knee
+    # The knee is in units of elements at the BF16 peak. A GEMM's fixed per-tile costs (pipeline
+    # fill, the BF16 epilogue write) take the same time at either precision, so at the FP8 peak
+    # they are worth twice the math: FP8 GEMMs need twice the size for the same efficiency.
+    knee = eff.gemm_knee * (hw.peak_flops / hw.peak_bf16_flops)
 
     peak_layer = hw.peak_flops
     peak_bf16 = hw.peak_bf16_flops
@@ -301,22 +302,41 @@ def _layer_cost_cached(
     def gemm(m: float, n: float, k: float, peak: float = peak_layer, e: float = gemm_eff) -> float:
         return 2 * m * n * k / (peak * e * _shape(m, n, k, knee))
 
-    # Attention block. Element-wise bytes are per token of this CP rank: ``ew_tp`` is split
-    # by TP (sequence- or tensor-parallel regions), ``ew_gpu`` is already per GPU.
-    g = gemm(t, q / tp + 2 * kv_local, h) + gemm(t, h, q / tp)
+    # Attention block GEMMs and the flash-attention core.
+    qkv = gemm(t, q / tp + 2 * kv_local, h)
+    g = qkv + gemm(t, h, q / tp)
     attn_flops = 2 * t * s * q / tp  # causal: QK^T and AV over s/2 keys, 2 FLOP per MAC
     attn = attn_flops / (peak_bf16 * eff.attention)
-    ew_tp = 4 * a * h + 6 * a * h + 2 * a * (q + 2 * kv)  # norms, residual adds, RoPE
-    sel_tp = 4 * a * h  # norms recomputed under selective recompute
-    ew_gpu = sel_gpu = 0.0
-    cast_tp = (h + q + h) + (q + 2 * kv + h + h) / 2  # FP8 casts: GEMM inputs, output grads
-    cast_gpu = 0.0
 
-    def act_bytes(width: int) -> float:
-        # SwiGLU reads gate and up, writes one; squared-ReLU reads one, writes one.
-        return (3 if gated else 2) * a * width
+    # Element-wise traffic in bytes per token of this CP rank, forward (``fw``) and backward
+    # (``bw``) counted separately, because a backward kernel moves a different number of bytes
+    # than its forward (not twice as many, unlike the GEMMs): a norm reads x and writes y
+    # (2 h) forward, reads x and dy and writes dx (3 h) backward; a fused residual add moves
+    # 3 h both ways; RoPE (fused, Q and K only) reads and writes q + kv both ways; SwiGLU
+    # reads gate and up and writes one (3 f) forward, reads three and writes two (5 f)
+    # backward; squared ReLU moves 2 f forward and 3 f backward. ``*_tp`` is split by TP
+    # (sequence-parallel regions and TP-split widths), ``*_gpu`` is already per GPU.
+    fp8 = dtype == "fp8"
+    ct = a + 2  # one FP8 cast-transpose: read the bf16 tensor, write FP8 and its transpose
 
-    g_attn, ew_attn = g, ew_tp
+    def act(width: float) -> tuple[float, float]:
+        return ((3 if gated else 2) * a * width, (5 if gated else 3) * a * width)
+
+    fw_tp = 2 * (2 * a * h) + 2 * (3 * a * h) + 2 * a * (q + kv)
+    bw_tp = 2 * (3 * a * h) + 2 * (3 * a * h) + 2 * a * (q + kv)
+    sel_tp = 2 * (2 * a * h)  # the norms, redone under selective recompute (plus activations)
+    fw_gpu = bw_gpu = sel_gpu = 0.0
+    if fp8:
+        # Transformer Engine (delayed scaling) casts each GEMM input to FP8 once forward and
+        # each output gradient once backward, with a transposed copy for the weight-gradient
+        # GEMM. The norms write their FP8 output directly (LayerNormLinear), so only the
+        # attention-output (q) input needs its own cast here; backward the output gradients
+        # of QKV (q + 2 kv, TP-split) and of the output projection (h: cast on the sequence-
+        # parallel shard, then all-gathered in FP8, so also split by TP).
+        fw_tp += ct * q
+        bw_tp += ct * (q + 2 * kv + h)
+
+    g_attn, fw_attn_tp, fw_attn_gpu = g, fw_tp, fw_gpu
     moe = model.moe
     ep_bytes = etp_bytes = 0.0
     if moe_layer and moe is not None:
@@ -327,17 +347,21 @@ def _layer_cost_cached(
         g += e_loc * (gemm(m_e, up / etp, h) + gemm(m_e, h, f / etp)) / eff.expert_gemm
         g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16)  # router
         routed = moe.top_k * etp / tp  # routed token copies per GPU, per token of this rank
-        # Expert activation (split by ETP) and permute / un-permute copies of h.
-        ew_gpu += routed * (act_bytes(f) / etp + 4 * a * h)
-        sel_gpu += routed * a * f / etp
-        cast_gpu += routed * (h + f / etp + (up / etp + h) / 2)
+        # Permute and un-permute (2 h each way per routed copy), the expert activation (its
+        # width split by ETP); FP8: the expert FC1 input (permuted, no fused norm) and FC2
+        # input forward, both output gradients backward.
+        afw, abw = act(f / etp)
+        fw_gpu += routed * (2 * 2 * a * h + afw + (ct * (h + f / etp) if fp8 else 0.0))
+        bw_gpu += routed * (2 * 2 * a * h + abw + (ct * (up / etp + h) if fp8 else 0.0))
+        sel_gpu += routed * afw
         fs = moe.shared_experts * moe.shared_expert_ffn_hidden
         if fs:
             up_s = (2 if gated else 1) * fs
             g += gemm(t, up_s / tp, h) + gemm(t, h, fs / tp)
-            ew_tp += act_bytes(fs)
-            sel_tp += a * fs
-            cast_tp += h + fs + (up_s + h) / 2
+            afw, abw = act(fs)
+            fw_tp += afw + (ct * fs if fp8 else 0.0)
+            bw_tp += abw + (ct * (up_s + h) if fp8 else 0.0)
+            sel_tp += afw
         # Dispatch + combine, forward and backward: 4 all-to-alls of this GPU's sequence-
         # parallel share of the routed copies; the copies then reach the ETP ranks of an
         # expert by an all-gather (and return by a reduce-scatter) inside the ETP group.
@@ -347,26 +371,25 @@ def _layer_cost_cached(
         f = model.ffn_hidden
         up = (2 if gated else 1) * f
         g += gemm(t, up / tp, h) + gemm(t, h, f / tp)
-        ew_tp += act_bytes(f)
-        sel_tp += a * f
-        cast_tp += h + f + (up + h) / 2
-    if dtype == "fp8":
-        # Cast to FP8 (read bf16, write fp8) plus a transposed FP8 copy for the backward GEMMs:
-        # a + 2 bytes per element of every GEMM input and (once) of every output gradient.
-        ew_tp += (a + 2) * cast_tp
-        ew_gpu += (a + 2) * cast_gpu
+        afw, abw = act(f)
+        fw_tp += afw + (ct * f if fp8 else 0.0)  # FP8: the FC2 input cast
+        bw_tp += abw + (ct * (up + h) if fp8 else 0.0)  # FP8: FC1's and FC2's output gradients
+        sel_tp += afw
     hbm = hw.hbm_gbps * 1e9 * eff.hbm
-    ew_s = t * (ew_tp / tp + ew_gpu) / hbm
-    # The MLP block's share, redone under "mlp" recompute (its norm, FP8 casts and GEMMs).
-    mlp_fwd = (g - g_attn) + t * ((ew_tp - ew_attn) / tp + ew_gpu + 4 * a * h / tp) / hbm
+    ew_fwd_s = t * (fw_tp / tp + fw_gpu) / hbm
+    ew_bwd_s = t * (bw_tp / tp + bw_gpu) / hbm
+    # The MLP block's forward, redone under "mlp" recompute (its norm, casts and GEMMs).
+    mlp_fwd = (g - g_attn) + t * ((fw_tp - fw_attn_tp + 2 * a * h) / tp + fw_gpu - fw_attn_gpu) / hbm
     sel_s = t * (sel_tp / tp + sel_gpu) / hbm
 
     # Communication per layer per micro-batch (before overlap).
-    # TP: 2 all-gathers + 2 reduce-scatters forward, 2 + 2 backward, 2 re-gathers of inputs
-    # for the weight gradients. FP8 runs gather the FP8-cast inputs (1 byte; Transformer
-    # Engine's overlapped all-gather): the 2 forward gathers and the 2 re-gathers.
-    gathered_inputs = 4 * (0.5 if dtype == "fp8" else 1.0)
-    tp_s = (6 + gathered_inputs) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
+    # TP with sequence parallelism: forward 2 all-gathers (inputs of QKV and FC1) and 2
+    # reduce-scatters (outputs of the projection and FC2); backward 2 all-gathers of output
+    # gradients, 2 reduce-scatters of input gradients and 2 re-gathers of inputs for the
+    # weight gradients. FP8 runs (Transformer Engine) cast before gathering, so the 6
+    # all-gathers move 1-byte elements; the 4 reduce-scatters stay BF16.
+    gathers = 6 * (0.5 if dtype == "fp8" else 1.0)
+    tp_s = (4 + gathers) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
     cp_s = 0.0
     if cp > 1:
         step_bytes = t * 2 * kv_local * a
@@ -382,8 +405,10 @@ def _layer_cost_cached(
         fsdp_rs = net.ring(4 * params, fsdp, tp * cp)
     return _LayerCost(
         gemm_fwd_s=g,
+        qkv_fwd_s=qkv,
         attention_fwd_s=attn,
-        elementwise_fwd_s=ew_s,
+        elementwise_fwd_s=ew_fwd_s,
+        elementwise_bwd_s=ew_bwd_s,
         selective_extra_s=sel_s,
         mlp_fwd_s=mlp_fwd,
         tp_s=tp_s,
@@ -426,9 +451,10 @@ def predict_step(
         for kind in ({False, True} if model.moe is not None else {False})
     }
     # Forward + backward multipliers (backward = 2 x forward), plus recomputation.
-    gemm_mult = 3.0 + (1.0 if recompute == "full" else 0.0)
-    attn_mult = 3.5 + (1.0 if recompute == "full" else 0.0)
-    ew_mult = 3.0 + (1.0 if recompute == "full" else 0.0)
+    redo_layer = recompute in ("save_qkv", "full")
+    gemm_mult = 3.0 + (1.0 if redo_layer else 0.0)
+    attn_mult = 3.5 + (1.0 if redo_layer else 0.0)
+    ew_fwd_mult = 2.0 if redo_layer else 1.0
 
     peak_bf16 = gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype)
     out_eff = eff.gemm_bf16
@@ -442,8 +468,10 @@ def predict_step(
         for kind, n in kind_counts(model, derived.layers_per_chunk, pp)[rank].items():
             c = costs[kind]
             g += n * gemm_mult * c.gemm_fwd_s
+            if recompute == "save_qkv":
+                g -= n * c.qkv_fwd_s  # the saved Q/K/V projections are not recomputed
             at += n * attn_mult * c.attention_fwd_s
-            ew += n * ew_mult * c.elementwise_fwd_s
+            ew += n * (ew_fwd_mult * c.elementwise_fwd_s + c.elementwise_bwd_s)
             if recompute == "selective":
                 ew += n * c.selective_extra_s
             elif recompute == "mlp":
@@ -477,6 +505,9 @@ def predict_step(
                 ew=ew,
                 tp=tpc * exposed,
                 cp=cp_exposed,
+                # The dispatch all-to-all overlaps the shared expert's GEMMs (NeMo sets
+                # moe_shared_expert_overlap); fitting it as fully exposed made the H100 rows
+                # 15 % too slow, so it shares the TP/PP overlap fraction.
                 ep=epc * exposed,
                 pp=ppc * exposed,
                 fsdp=fsdp_exposed,
@@ -508,7 +539,10 @@ def predict_step(
     else:
         dpcp = derived.dp * cp
         rs = net.ring(a * dense_local, dpcp, tp) + net.ring(a * expert_local, derived.edp, derived.etp * lay.ep)
-        ag = net.ring(2 * dense_local, dpcp, tp) + net.ring(2 * expert_local, derived.edp, derived.etp * lay.ep)
+        # NeMo's FP8 precision (bf16_with_fp8_mixed) sets fp8_param_gather: the distributed
+        # optimizer all-gathers the updated parameters in FP8, 1 byte each.
+        w = 1 if dtype == "fp8" else 2
+        ag = net.ring(w * dense_local, dpcp, tp) + net.ring(w * expert_local, derived.edp, derived.etp * lay.ep)
         dp_total = rs + ag
         fwd_window = t_mb / 3
         dp_exposed = max(0.0, rs - 2 * fwd_window) + max(0.0, ag - fwd_window)
@@ -544,7 +578,7 @@ def _local_params(model: ModelSpec, derived: DerivedLayout, rank: int) -> tuple[
     return _local_params_cached(model, derived.layers_per_chunk, lay.pp, lay.tp, lay.ep, derived.etp, rank)
 
 
-@lru_cache(maxsize=4096)
+@per_model_cache
 def _local_params_cached(
     model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int, tp: int, ep: int, etp: int, rank: int
 ) -> tuple[float, float]:
@@ -563,290 +597,3 @@ def _local_params_cached(
     if rank == pp - 1 and (not model.tied_embeddings or pp > 1):
         dense += emb
     return dense, experts
-
-
-# ---------------------------------------------------------------------------------------------
-# A full forecast for one recipe, and layout search
-# ---------------------------------------------------------------------------------------------
-
-RECOMPUTE_CHOICES: tuple[str, ...] = ("auto", *RECOMPUTE_LEVELS)
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Memory, step-time breakdown and throughput predicted for one recipe.
-
-    ``band_s`` brackets the step time with the calibration's held-out errors (about 90 % of
-    the cross-validated rows of the same family fell inside it)."""
-
-    recipe: Recipe
-    memory: MemoryEstimate
-    breakdown: StepBreakdown
-    band_s: tuple[float, float]
-
-    @property
-    def step_time_s(self) -> float:
-        return self.breakdown.step_time_s
-
-    @property
-    def metrics(self) -> RunMetrics:
-        return self.recipe.metrics(self.step_time_s)
-
-    @property
-    def measured_step_s(self) -> float | None:
-        b = self.recipe.baseline
-        if b is None:
-            return None
-        if b.step_time_s:
-            return float(b.step_time_s)
-        if b.tokens_per_s_per_gpu:
-            return self.recipe.model.seq_len * self.recipe.layout.gbs / (b.tokens_per_s_per_gpu * self.recipe.gpus)
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        measured = self.measured_step_s
-        return {
-            "recipe": self.recipe.title,
-            "layout": self.recipe.layout.as_dict(),
-            "derived": self.recipe.derived.as_dict(),
-            "notes": list(self.recipe.notes),
-            "recompute": self.breakdown.recompute,
-            "memory": self.memory.as_dict(),
-            "breakdown": self.breakdown.as_dict(),
-            "step_time_s": self.step_time_s,
-            "step_time_band_s": list(self.band_s),
-            "metrics": self.metrics.as_dict(),
-            "mfu_megatron": self.recipe.metrics(self.step_time_s, "megatron").mfu,
-            "baseline": (
-                {
-                    **self.recipe.baseline.model_dump(mode="json"),
-                    "measured_step_s": measured,
-                    "error_pct": None if measured is None else 100 * (self.step_time_s / measured - 1),
-                }
-                if self.recipe.baseline
-                else None
-            ),
-        }
-
-
-def forecast(
-    recipe: Recipe,
-    eff: Efficiency,
-    recompute: str = "auto",
-    band: tuple[float, float] = (0.0, 0.0),
-) -> Forecast:
-    """Predict ``recipe``; ``recompute="auto"`` takes the lightest level that fits in memory.
-
-    ``band`` is the (low, high) signed relative error of held-out predictions; the step-time
-    band is ``step / (1 + high) .. step / (1 + low)``."""
-    if recompute not in RECOMPUTE_CHOICES:
-        raise LlmbError(f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_CHOICES)})")
-    if recompute == "auto":
-        mem = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, recipe.dtype)
-    else:
-        mem = estimate_memory(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, recompute)
-    br = predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, mem.recompute)
-    return Forecast(recipe, mem, br, _band_s(br.step_time_s, band))
-
-
-def _band_s(step_s: float, band: tuple[float, float]) -> tuple[float, float]:
-    """Step-time interval from held-out relative errors; it always contains the prediction
-    (a family whose held-out errors were all one-signed, e.g. MoE predicted without any MoE
-    data, widens the band on that side only)."""
-    lo, hi = min(band[0], 0.0), max(band[1], 0.0)
-    return step_s / (1 + hi), step_s / (1 + lo)
-
-
-def _powers_of_two(limit: int) -> list[int]:
-    out, v = [], 1
-    while v <= limit:
-        out.append(v)
-        v *= 2
-    return out
-
-
-def candidate_layouts(recipe: Recipe) -> list[Layout]:
-    """Layouts to try for ``recipe``'s model, GPU count and global batch size.
-
-    TP up to the NVLink domain (and 8), CP up to 8, PP any divisor of the remaining GPUs up to
-    32 and the layer count, VP up to 16 dividing the layers per stage, MBS 1/2/4; for MoE
-    models EP over powers of two dividing the experts, at least experts/16 (fewer local
-    experts than 16 per GPU), with ETP 1 or TP. The recipe's embedding/loss pipeline
-    accounting is kept, and also tried the other way. When the recipe shards with FSDP, FSDP
-    layouts (groups of 8 GPUs and up, TP inside a node, no pipeline) are tried too."""
-    base = recipe.layout
-    model = recipe.model
-    gpus, gbs = base.gpus, base.gbs
-    tps = [t for t in _powers_of_two(min(8, recipe.gpu.nvlink_domain)) if gpus % t == 0]
-    moe = model.moe
-    # MoE layouts multiply by the expert choices; keep their CP and MBS range small.
-    cps = [c for c in _powers_of_two(2 if moe else 8) if gpus % c == 0]
-    mbss = (1, 2) if moe else (1, 2, 4)
-    out: list[Layout] = []
-    seen: set[Layout] = set()
-    for tp in tps:
-        for cp in cps:
-            rest = gpus // (tp * cp) if gpus % (tp * cp) == 0 else 0
-            if not rest:
-                continue
-            for pp in [p for p in range(1, min(rest, model.layers, 32) + 1) if rest % p == 0]:
-                dp = rest // pp
-                for split in {base.embedding_in_pipeline_split, not base.embedding_in_pipeline_split}:
-                    extra = 2 if (split and pp > 1) else 0
-                    slots = model.layers + extra
-                    if slots % pp:
-                        continue
-                    per_stage = slots // pp
-                    vps = [1] if pp == 1 else [v for v in range(1, min(per_stage, 16) + 1) if per_stage % v == 0]
-                    for vp in vps:
-                        for mbs in mbss:
-                            if gbs % (mbs * dp):
-                                continue
-                            eps: list[tuple[int, int | None]] = [(1, None)]
-                            if moe is not None:
-                                eps = [
-                                    (e, et)
-                                    for e in _powers_of_two(moe.num_experts)
-                                    if moe.num_experts % e == 0
-                                    and e * 16 >= moe.num_experts
-                                    and (tp * cp * dp) % e == 0
-                                    for et in sorted({1, tp})
-                                    if (tp * cp * dp) % (e * et) == 0
-                                ]
-                            for ep, etp in eps:
-                                lay = Layout(
-                                        gpus=gpus,
-                                        tp=tp,
-                                        pp=pp,
-                                        cp=cp,
-                                        ep=ep,
-                                        etp=etp,
-                                        vp=vp if vp > 1 else None,
-                                        mbs=mbs,
-                                        gbs=gbs,
-                                        fsdp=None,
-                                        embedding_in_pipeline_split=split and pp > 1,
-                                        loss_in_pipeline_split=split and pp > 1,
-                                    )
-                                if lay not in seen:
-                                    seen.add(lay)
-                                    out.append(lay)
-    if base.fsdp:
-        # The recipe shards with FSDP (MaxText style): also try FSDP groups of 8 GPUs and up,
-        # with TP inside a node and no pipeline.
-        for tp in tps:
-            dp = gpus // tp
-            for fsdp in (f for f in _powers_of_two(dp) if f >= 8 and dp % f == 0):
-                for mbs in (1, 2, 4):
-                    if gbs % (mbs * dp):
-                        continue
-                    lay = Layout(gpus=gpus, tp=tp, mbs=mbs, gbs=gbs, fsdp=fsdp)
-                    if lay not in seen:
-                        seen.add(lay)
-                        out.append(lay)
-    return out
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Layouts that fit, fastest first, and the recipe's own layout for comparison."""
-
-    ranked: tuple[Forecast, ...]
-    recipe_forecast: Forecast
-    tried: int
-    valid: int
-    fitting: int
-
-
-def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[float, float] = (0.0, 0.0)) -> SearchResult:
-    """Enumerate :func:`candidate_layouts`, keep those :func:`~llmb.plan.layout.derive` accepts
-    and that fit in memory (lightest recompute that fits), rank by predicted step time."""
-    if top <= 0:
-        raise LlmbError(f"--top must be positive, got {top}")
-    found: list[tuple[float, tuple[int, int, int, int], Layout, DerivedLayout, MemoryEstimate, StepBreakdown]] = []
-    tried = valid = 0
-    for lay in candidate_layouts(recipe):
-        tried += 1
-        try:
-            derived = derive(lay, recipe.model)
-        except LayoutError:
-            continue
-        valid += 1
-        mem = least_recompute_that_fits(recipe.model, derived, recipe.gpu, recipe.dtype)
-        if not mem.fits:
-            continue
-        br = predict_step(recipe.model, derived, recipe.gpu, recipe.dtype, eff, mem.recompute)
-        found.append((round(br.step_time_s, 4), _complexity(lay), lay, derived, mem, br))
-    # Ties (to 0.1 ms) go to the simpler layout: fewer model-parallel ranks, no interleaving.
-    found.sort(key=lambda x: (x[0], x[1]))
-    ranked = []
-    for _, _, lay, derived, mem, br in found[:top]:
-        cand = replace(recipe, layout=lay, derived=derived, row=None, baseline=None, overridden=(), notes=())
-        ranked.append(Forecast(cand, mem, br, _band_s(br.step_time_s, band)))
-    return SearchResult(
-        ranked=tuple(ranked),
-        recipe_forecast=forecast(recipe, eff, "auto", band),
-        tried=tried,
-        valid=valid,
-        fitting=len(found),
-    )
-
-
-def _complexity(lay: Layout) -> tuple[int, int, int, int, int]:
-    return (lay.tp * lay.cp * lay.pp * lay.ep, lay.vp or 1, lay.fsdp or 0, lay.mbs, int(lay.embedding_in_pipeline_split))
-
-
-_LABELS = {
-    "gemm_s": "GEMMs",
-    "attention_s": "attention",
-    "elementwise_s": "element-wise",
-    "tp_comm_s": "exposed TP comm",
-    "cp_comm_s": "exposed CP comm",
-    "ep_comm_s": "exposed EP all-to-all",
-    "pp_comm_s": "exposed PP p2p",
-    "fsdp_comm_s": "exposed FSDP comm",
-    "bubble_s": "pipeline bubble",
-    "dp_comm_s": "exposed DP comm",
-    "optimizer_s": "optimizer",
-}
-
-
-def explain(winner: Forecast, reference: Forecast, items: int = 3) -> list[str]:
-    """The largest differences between two forecasts' breakdowns, as short sentences."""
-    a, b = winner.breakdown.as_dict(), reference.breakdown.as_dict()
-    diffs = sorted(_LABELS, key=lambda k: -abs(float(a[k]) - float(b[k])))
-    lines = []
-    for k in diffs[:items]:
-        d = float(a[k]) - float(b[k])
-        if abs(d) < 1e-3:
-            continue
-        lines.append(f"{_LABELS[k]}: {float(b[k]):.3f} s -> {float(a[k]):.3f} s ({'+' if d > 0 else '-'}{abs(d):.3f} s)")
-    if winner.breakdown.recompute != reference.breakdown.recompute:
-        lines.append(f"recompute: {reference.breakdown.recompute} -> {winner.breakdown.recompute}")
-    return lines
-
-
-def resolve_on_gpu(
-    catalog: Catalog,
-    workload: str,
-    size: str,
-    dtype: str | None = None,
-    gpus: int | None = None,
-    gpu_type: str | None = None,
-    overrides: dict[str, int | None] | None = None,
-) -> Recipe:
-    """:func:`~llmb.plan.recipe.resolve`, extended to GPU types a workload publishes no layout
-    for: the workload's default-GPU recipe is planned on the requested GPU instead, with a
-    note saying so (no baseline applies then)."""
-    if gpu_type is not None:
-        wl = catalog.workload(workload)
-        _, spec = catalog.size(wl, size)
-        gkey = catalog.gpu_key(gpu_type)
-        want = (dtype or wl.default_dtype).lower()
-        if not any(r.gpu_type == gkey and want in r.dtypes for r in spec.layouts):
-            base = resolve(catalog, workload, size, dtype, gpus, None, overrides)
-            gpu = catalog.gpus[gkey]
-            gpu.peak_flops(base.dtype)  # a clear error when the GPU lacks the precision
-            note = f"no published {gkey} layout: the {base.gpu_type} recipe's layout, planned on {gkey}"
-            return replace(base, gpu_type=gkey, gpu=gpu, row=None, baseline=None, notes=(*base.notes, note))
-    return resolve(catalog, workload, size, dtype, gpus, gpu_type, overrides)
