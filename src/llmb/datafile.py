@@ -13,6 +13,9 @@ from pydantic import BaseModel, ValidationError
 from llmb.errors import LlmbError
 
 M = TypeVar("M", bound=BaseModel)
+# libyaml's parser is several times faster than the pure-Python one (the catalog is read by
+# every command); both are safe loaders.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def format_validation_error(name: str, err: ValidationError) -> str:
@@ -30,7 +33,7 @@ def read_yaml(path: Path, error: type[LlmbError] = LlmbError) -> Any:
     except OSError as exc:
         raise error(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader, libyaml's when present
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

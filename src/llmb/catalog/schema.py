@@ -195,8 +195,9 @@ class Workload(Strict):
 class GpuSpec(Strict):
     """One accelerator: dense peak math throughput and its memory and links.
 
-    Units: peaks in TFLOP/s (1e12), memory in GB (1e9 bytes), bandwidths in GB/s per GPU,
-    one direction.
+    Units: peaks in TFLOP/s (1e12); ``hbm_gb`` is the capacity as marketed, which for these
+    parts is GiB (an "80 GB" H100 holds 80 x 2**30 bytes); bandwidths in GB/s (1e9 bytes/s) per
+    GPU, one direction.
     """
 
     name: str
