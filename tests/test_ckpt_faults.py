@@ -127,15 +127,26 @@ def _hang_worker(rank, port, out_dir):
     from llmb.engine.health import failure_line
     from llmb.engine.runner import init_distributed
 
-    init_distributed(torch.device("cpu"), timeout_s=2.0)
+    # Start together (imports take seconds on a busy machine; the rendezvous has the same
+    # short timeout as the collectives).
+    Path(out_dir, f"ready{rank}").touch()
+    while not all(Path(out_dir, f"ready{r}").exists() for r in range(2)):
+        time.sleep(0.05)
+    init_distributed(torch.device("cpu"), timeout_s=HANG_TIMEOUT_S)
     line = "completed"
     try:
         if rank == 1:
-            time.sleep(6)  # rank 1 "hangs": rank 0's all-reduce waits for it
+            time.sleep(2.5 * HANG_TIMEOUT_S)  # rank 1 "hangs": rank 0's all-reduce waits for it
         dist.all_reduce(torch.ones(1))
     except RuntimeError as exc:
-        line = failure_line(exc, 2.0) or f"unrecognized: {exc}"
+        line = failure_line(exc, HANG_TIMEOUT_S) or f"unrecognized: {exc}"
     Path(out_dir, f"rank{rank}.txt").write_text(line)
+    # The timed-out receive leaves a gloo thread running; C++ teardown at exit would abort on
+    # it ("terminate called without an active exception"), so leave without teardown.
+    os._exit(0)
+
+
+HANG_TIMEOUT_S = 5.0
 
 
 @pytest.mark.slow
@@ -149,4 +160,4 @@ def test_hung_collective_fails_after_the_process_group_timeout(tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_hang_worker, args=(port, str(tmp_path)), nprocs=2)
     rank0 = (tmp_path / "rank0.txt").read_text()
-    assert rank0.startswith("a collective did not complete within the process-group timeout (2 s)")
+    assert rank0.startswith("a collective did not complete within the process-group timeout (5 s)"), rank0
