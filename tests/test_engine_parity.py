@@ -1,7 +1,9 @@
 """Parallel layouts reproduce one process's per-step losses (fp32, fixed seed, gloo on CPU).
 
 Each case trains the cpu-tiny proxy for STEPS steps on 2 (or 4) processes and compares every
-step's loss with a single process training the same global batches to 1e-5 relative.
+step's loss with a single process training the same global batches to 1e-5 relative. The
+global gradient norms are compared too: AdamW hides a wrongly scaled gradient from the losses
+(e.g. a missing SUM over ranks), the norm does not.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import torch.multiprocessing as mp
 
 STEPS = 6
 REL_TOL = 1e-5
+# Gradient norms: 1e-4. AdamW's first updates are about lr * sign(g), so a last-bit difference
+# in a near-zero gradient element moves a weight by a full lr and shows in later gradients
+# more than in the loss. A wrongly scaled gradient is off by tens of percent.
+GRAD_NORM_REL_TOL = 1e-4
 BATCH = {"mbs": 2, "gbs": 8}  # same global batch on every layout
 
 
@@ -25,6 +31,7 @@ def _free_port() -> int:
 
 
 def _losses(workload: str, nproc: int, overrides: dict, dp_mode: str = "fsdp") -> list[float]:
+    """Per-step losses, then per-step gradient norms (one list of 2 * STEPS numbers)."""
     import torch
 
     from llmb.engine.config import RunRequest, resolve_run
@@ -37,7 +44,8 @@ def _losses(workload: str, nproc: int, overrides: dict, dp_mode: str = "fsdp") -
     ))
     par = build_parallel(dims_of(run.derived))
     trainer = Trainer(run, par, torch.device("cpu"))
-    return [trainer.step().loss for _ in range(STEPS)]
+    results = [trainer.step() for _ in range(STEPS)]
+    return [r.loss for r in results] + [r.grad_norm for r in results]
 
 
 def _worker(rank, nproc, port, out_dir, workload, overrides, dp_mode):
@@ -93,11 +101,13 @@ CASES = [
 def test_layout_matches_one_process(workload, nproc, overrides, dp_mode):
     ref = _reference(workload)
     per_rank = _distributed_losses(workload, nproc, overrides, dp_mode)
-    for rank, losses in enumerate(per_rank):
-        assert len(losses) == STEPS
-        for step, (got, want) in enumerate(zip(losses, ref), start=1):
-            assert abs(got - want) <= REL_TOL * abs(want), (
-                f"rank {rank} step {step}: {got!r} vs one process {want!r}"
+    for rank, values in enumerate(per_rank):
+        assert len(values) == 2 * STEPS
+        for i, (got, want) in enumerate(zip(values, ref)):
+            what = "loss" if i < STEPS else "grad norm"
+            tol = REL_TOL if i < STEPS else GRAD_NORM_REL_TOL
+            assert abs(got - want) <= tol * abs(want), (
+                f"rank {rank} step {i % STEPS + 1} {what}: {got!r} vs one process {want!r}"
             )
     # The run must actually learn something for the comparison to mean anything.
-    assert ref[0] != ref[-1]
+    assert ref[0] != ref[STEPS - 1]
