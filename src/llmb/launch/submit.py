@@ -100,6 +100,10 @@ def prepare(
             env[name] = environ[name]
     if knobs.get("profile"):
         env["ENABLE_PROFILE"] = "true"
+    if max_restarts:
+        # torchrun's shared rendezvous store keeps the first attempt's peer addresses, so a
+        # restarted group would dial dead ranks (pytorch/pytorch#167288): fresh store per attempt.
+        env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     secrets = secrets_path(config_path())
     title = f"{run.recipe.workload.name} {size_label} {dtype}, {world} rank(s) on {nodes} node(s)"
     job = sbatch.SlurmJob(

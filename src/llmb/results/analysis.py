@@ -163,6 +163,7 @@ class EngineRun:
     spec: RunSpec
     recipe: Recipe
     window: Window | None
+    notes: tuple[str, ...] = ()
 
 
 def engine_run(log_path: Path, catalog: Catalog) -> EngineRun | None:
@@ -191,7 +192,16 @@ def engine_run(log_path: Path, catalog: Catalog) -> EngineRun | None:
     warmup, steps = cfg.get("stats_warmup_steps"), cfg.get("stats_window_steps")
     if isinstance(warmup, int) and isinstance(steps, int) and steps > 0:
         window = Window(warmup + 1, warmup + steps)
-    return EngineRun(spec, recipe, window)
+    notes = []
+    try:
+        summary = json.loads((Path(log_path).parent / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    if summary.get("timing_comparable") is False:
+        notes.append("profiled run: its step times include the profiler's overhead and are not comparable")
+    if summary.get("status") == "invalid":
+        notes.append(f"the engine marked this run INVALID: {summary.get('invalid_reason', 'non-finite values')}")
+    return EngineRun(spec, recipe, window, tuple(notes))
 
 
 def analyze_logs(
@@ -221,7 +231,8 @@ def analyze_logs(
         if engine is not None:
             run = spec.merged_over(engine.spec)
             recipe = engine.recipe if run == engine.spec else None  # options given win
-            results.append(analyze(parsed, run, catalog, window or engine.window, convention, recipe))
+            result = analyze(parsed, run, catalog, window or engine.window, convention, recipe)
+            results.append(replace(result, notes=result.notes + engine.notes))
             continue
         run = spec.merged_over(infer_spec(path, parsed.format, catalog))
         results.append(analyze(parsed, run, catalog, window, convention))
