@@ -213,3 +213,15 @@ def test_doctor_measures_and_caches_the_ceiling(tmp_path, monkeypatch, capsys):
     from llmb.engine.ceiling import cached_ceiling
 
     assert cached_ceiling("fp32") == pytest.approx(facts["gemm_ceiling_measured"]["fp32"]["gflops"] * 1e9)
+
+
+def test_a_low_measurement_never_lowers_the_cached_ceiling(tmp_path, monkeypatch):
+    """A ceiling measured while the cores are busy comes out low; keeping it would report MFU
+    above 100 % for every later run."""
+    from llmb.engine.ceiling import cached_ceiling, store_ceiling
+
+    monkeypatch.setenv("LLMB_HOME", str(tmp_path))
+    assert store_ceiling("bf16", 3.0e11) == 3.0e11
+    assert store_ceiling("bf16", 0.9e11) == 3.0e11
+    assert cached_ceiling("bf16") == 3.0e11
+    assert store_ceiling("bf16", 3.5e11) == 3.5e11

@@ -8,7 +8,6 @@ with this torch and thread count) and caches the result under ``LLMB_HOME`` (def
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -16,13 +15,10 @@ from pathlib import Path
 import torch
 
 from llmb.errors import LlmbError
+from llmb.paths import llmb_home
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SIZE = 2048
-
-
-def llmb_home() -> Path:
-    return Path(os.environ.get("LLMB_HOME", Path.home() / ".llmb"))
 
 
 def _cpu_model() -> str:
@@ -72,8 +68,14 @@ def cached_ceiling(dtype: str) -> float | None:
     return float(entry["flops"]) if entry else None
 
 
-def store_ceiling(dtype: str, flops: float) -> None:
+def store_ceiling(dtype: str, flops: float) -> float:
+    """Cache a measurement; returns the ceiling now cached. The ceiling is the best the
+    machine has been seen to do: a measurement taken while other work loads the cores comes
+    out low and must not lower it (that would push MFU above 100 %)."""
     data = _load()
+    old = data.get(cache_key(dtype))
+    if old and float(old["flops"]) >= flops:
+        return float(old["flops"])
     data[cache_key(dtype)] = {"flops": flops, "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         cache_file().parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,7 @@ def store_ceiling(dtype: str, flops: float) -> None:
         tmp.replace(cache_file())
     except OSError:
         pass  # a read-only home only costs a re-measurement next time
+    return flops
 
 
 def gemm_ceiling(dtype: str, refresh: bool = False) -> tuple[float, bool]:
@@ -90,6 +93,5 @@ def gemm_ceiling(dtype: str, refresh: bool = False) -> tuple[float, bool]:
         cached = cached_ceiling(dtype)
         if cached:
             return cached, True
-    flops = measure_gemm_flops(dtype)
-    store_ceiling(dtype, flops)
+    flops = store_ceiling(dtype, measure_gemm_flops(dtype))
     return flops, False
