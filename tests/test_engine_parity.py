@@ -17,10 +17,6 @@ import torch.multiprocessing as mp
 
 STEPS = 6
 REL_TOL = 1e-5
-# Gradient norms: 1e-4. AdamW's first updates are about lr * sign(g), so a last-bit difference
-# in a near-zero gradient element moves a weight by a full lr and shows in later gradients
-# more than in the loss. A wrongly scaled gradient is off by tens of percent.
-GRAD_NORM_REL_TOL = 1e-4
 BATCH = {"mbs": 2, "gbs": 8}  # same global batch on every layout
 
 
@@ -59,6 +55,7 @@ def _worker(rank, nproc, port, out_dir, workload, overrides, dp_mode):
         losses = _losses(workload, nproc, overrides, dp_mode)
         with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
             f.write("\n".join(repr(x) for x in losses))
+        dist.barrier()  # no rank tears down gloo while a peer still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -105,8 +102,7 @@ def test_layout_matches_one_process(workload, nproc, overrides, dp_mode):
         assert len(values) == 2 * STEPS
         for i, (got, want) in enumerate(zip(values, ref)):
             what = "loss" if i < STEPS else "grad norm"
-            tol = REL_TOL if i < STEPS else GRAD_NORM_REL_TOL
-            assert abs(got - want) <= tol * abs(want), (
+            assert abs(got - want) <= REL_TOL * abs(want), (
                 f"rank {rank} step {i % STEPS + 1} {what}: {got!r} vs one process {want!r}"
             )
     # The run must actually learn something for the comparison to mean anything.

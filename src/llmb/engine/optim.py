@@ -63,6 +63,21 @@ def build_optimizer(params, lr: float, weight_decay: float) -> torch.optim.Optim
 
 
 @torch.no_grad()
+def align_grad_placements(params: list[nn.Parameter]) -> None:
+    """Give every DTensor gradient its parameter's placements.
+
+    Under tensor parallelism without FSDP, autograd can leave the gradient of a replicated
+    parameter (the norms under sequence parallelism) as ``Partial`` sums, and that of the
+    row-sharded embedding replicated. Redistributing (an all-reduce, or a local slice) makes
+    the gradient norm and the optimizer see the true gradient.
+    """
+    for p in params:
+        g = p.grad
+        if isinstance(g, DTensor) and isinstance(p, DTensor) and g.placements != p.placements:
+            p.grad = g.redistribute(p.device_mesh, p.placements)
+
+
+@torch.no_grad()
 def clip_grad_norm(
     params: list[nn.Parameter],
     max_norm: float,

@@ -213,6 +213,8 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
         summary.update(hooks.summary_fields())
         if lead:
             write_json(exp_dir / "summary.json", summary)
+        if dist.is_initialized() and status == "complete":
+            dist.barrier()  # no rank tears down the process group while a peer still uses it
         for f in (log, metrics_file):
             if f:
                 f.close()

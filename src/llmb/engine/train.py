@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from llmb.engine.config import ResolvedRun
 from llmb.engine.data.synthetic import MicroBatch, SyntheticTokens
-from llmb.engine.optim import MasterWeights, build_optimizer, clip_grad_norm, lr_lambda
+from llmb.engine.optim import MasterWeights, align_grad_placements, build_optimizer, clip_grad_norm, lr_lambda
 from llmb.engine.parallel import Parallel, build_model_parts, builtin_cp
 from llmb.engine.parallel.context import builtin_context, slice_batch
 from llmb.engine.parallel.expert import reduce_expert_grads
@@ -125,6 +125,7 @@ class Trainer:
         total = self._forward_backward(self._next_micro_batches())
         par = self.par
         reduce_expert_grads(self.parts.expert_params, par.edp_group)
+        align_grad_placements(self.parts.parameters())
         norm = clip_grad_norm(
             self.parts.parameters(), self.run.request.grad_clip, par.ep_group, par.group("pp")
         )
