@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     debug = os.environ.get("LLMB_DEBUG") == "1"
     try:
-        command.main(args=argv, prog_name="llmb", standalone_mode=False)
+        rc = command.main(args=argv, prog_name="llmb", standalone_mode=False)
     except LlmbError as exc:
         if debug:
             raise
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(f"{type(exc).__name__}: {exc} (set LLMB_DEBUG=1 for a traceback)", 2)
-    return 0
+    # With standalone_mode=False click returns typer.Exit's code instead of raising it.
+    return rc if isinstance(rc, int) else 0
 
 
 def run() -> None:  # pragma: no cover - console-script shim
