@@ -188,6 +188,8 @@ def run_cmd(
     else:
         console.print(result_table(summary))
         console.print(f"experiment: {summary['experiment_dir']}", highlight=False, soft_wrap=True)
+        for warning in summary.get("warnings", []):
+            err_console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     if summary["status"] == "interrupted":
         err_console.print(f"interrupted after {summary['steps_completed']} step(s); summary written", highlight=False)
         # SystemExit, not typer.Exit: the entry point drops typer.Exit codes in this mode.

@@ -39,14 +39,14 @@ def cache_file() -> Path:
     return llmb_home() / "gemm_ceiling.json"
 
 
-def measure_gemm_flops(dtype: str, size: int = SIZE, repeats: int = 5) -> float:
+def measure_gemm_flops(dtype: str, size: int = SIZE, repeats: int = 12) -> float:
     """Best achieved FLOP/s of ``size`` x ``size`` matmuls in ``dtype`` on the CPU."""
     if dtype not in DTYPES:
         raise LlmbError(f"no GEMM ceiling for {dtype} on CPU (measured: {', '.join(DTYPES)})")
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(DTYPES[dtype])
     b = torch.randn(size, size, generator=gen).to(DTYPES[dtype])
-    for _ in range(2):
+    for _ in range(3):  # warm up oneDNN's kernels and the cores' clocks
         a @ b
     best = float("inf")
     for _ in range(repeats):

@@ -236,8 +236,17 @@ def _summary(run, status, step_times, losses, peak: Peak, flops_per_sample, t_st
             flops_per_sample=flops_per_sample, peak_flops=peak.flops,
             convention=run.request.flops_convention,
         ).as_dict()
+    warnings = []
+    if metrics is not None and metrics["mfu"] > 1:
+        # Only a CPU's measured ceiling can be beaten: it was measured while something else
+        # loaded the cores. Say so rather than print an impossible number silently.
+        warnings.append(
+            f"MFU above 100 %: the run achieved more than the {peak.label} of {peak.flops / 1e9:.0f} GFLOP/s; "
+            "that ceiling was measured under load - re-measure it with `llmb doctor` on a quiet machine"
+        )
     return {
         "status": status,
+        "warnings": warnings,
         "workload": run.recipe.workload.name,
         "size": run.size_label,
         "dtype": run.recipe.dtype,
