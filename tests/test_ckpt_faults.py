@@ -20,12 +20,7 @@ LLMB = [sys.executable, "-c", "import sys; from llmb.cli import run; sys.argv[0]
 TINY = ["--proxy", "cpu-tiny", "--dtype", "fp32", "--mbs", "2", "--gbs", "4", "--warmup-steps", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _reference_losses(steps: int) -> list[float]:

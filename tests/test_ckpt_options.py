@@ -6,17 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 TINY = ["--proxy", "cpu-tiny", "--dtype", "fp32", "--mbs", "2", "--gbs", "4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_profiled_steps_write_a_trace_and_mark_timing_not_comparable(tmp_path, monkeypatch, capsys):

@@ -19,13 +19,7 @@ TOL = 1e-6
 BATCH = {"mbs": 2, "gbs": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The machine's cores are shared: one thread per process keeps the runs from thrashing.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _free_port() -> int:

@@ -22,14 +22,15 @@ from llmb.cli.app import app, console, err_console
 from llmb.errors import LlmbError, SystemFailure
 
 # Command modules register themselves on `app` when imported.
-from llmb.cli import catalog_cmds  # noqa: E402,F401
-from llmb.cli import catalog_cmds  # noqa: E402,F401
-from llmb.cli import data_cmds  # noqa: E402,F401
-from llmb.cli import engine_cmds  # noqa: E402,F401
-from llmb.cli import launch_cmds  # noqa: E402,F401
-from llmb.cli import predict_cmds  # noqa: E402,F401
-from llmb.cli import results_cmds  # noqa: E402,F401
-from llmb.cli import trace_cmds  # noqa: E402,F401
+from llmb.cli import (  # noqa: E402,F401
+    catalog_cmds,
+    data_cmds,
+    engine_cmds,
+    launch_cmds,
+    predict_cmds,
+    results_cmds,
+    trace_cmds,
+)
 
 __all__ = ["app", "console", "err_console", "main"]
 
