@@ -99,6 +99,7 @@ def run_cmd(
     ddp: bool = typer.Option(False, "--ddp", help="plain DDP instead of FSDP2 for data parallelism"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile every transformer block"),
     convention: str = typer.Option("recipe", "--flops", help="FLOPs convention: recipe, megatron, 6n"),
+    data: Optional[str] = typer.Option(None, "--data", help="indexed dataset PREFIX (.bin/.idx), or 'sample' for the shipped real text (default: synthetic tokens)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="resolve and print the config; do not train"),
     # Checkpoints, health, profiling (llmb.engine.options)
     save: bool = typer.Option(False, "--save", help="save a checkpoint at the end (env ENABLE_CHECKPOINT)"),
@@ -141,7 +142,7 @@ def run_cmd(
         gpus=total_gpus if full else None,
         overrides=overrides,
         steps=knobs.get("max_steps"),
-        seed=seed, lr=lr, warmup_steps=warmup_steps, window=window,
+        seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data,
         dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention,
         options=_run_options(
             save=save, save_every=save_every, load=load, resume=resume, async_save=async_save,
@@ -163,6 +164,11 @@ def run_cmd(
         print_json(run.as_dict())
         return
 
+    if run.request.data:  # a missing or unfitting dataset is a mistake to report before any folder exists
+        from llmb.engine.data import token_batches
+
+        token_batches(run.request.data, vocab=run.model.vocab, seq_len=run.model.seq_len,
+                      micro_batch=run.layout.mbs, seed=run.request.seed, dp_rank=0, dp_size=1)
     from llmb.launch.experiment import create_experiment_dir, write_json
 
     exp_dir = create_experiment_dir(run.recipe.workload.name, run.size_label, run.recipe.dtype, run.world)

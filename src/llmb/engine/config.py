@@ -45,6 +45,9 @@ class RunRequest:
     compile: bool = False
     flops_convention: str = "recipe"
     device: str = "auto"
+    #: training data: None for the recipes' synthetic tokens, "sample" for the shipped real-text
+    #: sample, or the prefix of a Megatron-style indexed dataset (PREFIX.bin + PREFIX.idx)
+    data: str | None = None
     # Checkpoint, profiling and health settings (llmb.engine.options.RunOptions fields).
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -133,7 +133,15 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
         par = build_parallel(dims_of(run.derived), device.type)
         peak = peak_for(run, device)
         flops_per_sample = run.recipe.flops_per_sample(run.request.flops_convention)
-        trainer = Trainer(run, par, device)
+        data = None
+        if run.request.data:
+            from llmb.engine.data import token_batches
+
+            data = token_batches(
+                run.request.data, vocab=run.model.vocab, seq_len=run.model.seq_len, micro_batch=run.layout.mbs,
+                seed=run.request.seed, dp_rank=par.dp_rank, dp_size=par.dims.dp,
+            )
+        trainer = Trainer(run, par, device, data=data)
         lead = rank == 0 and exp_dir is not None
         if lead:
             config = run.as_dict()

@@ -41,6 +41,7 @@ __all__ = [
     "sample_dir",
     "sample_prefix",
     "sample_tokenizer_path",
+    "token_batches",
     "token_dtype_for_vocab",
 ]
 
@@ -58,6 +59,25 @@ def __getattr__(name: str):
 
         return getattr(synthetic, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def token_batches(data: str, *, vocab: int, seq_len: int, micro_batch: int, seed: int, dp_rank: int, dp_size: int):
+    """The engine's real-data source: ``data`` is ``"sample"`` (the shipped prose) or the prefix
+    of an indexed dataset. Refuses a dataset whose token ids do not fit the model's vocabulary."""
+    import numpy as np
+
+    from llmb.engine.data.batches import TokenBatches
+    from llmb.errors import LlmbError
+
+    prefix = sample_prefix() if data == "sample" else Path(data)
+    dataset = IndexedDataset(prefix)
+    bound = int(np.max(dataset.tokens)) + 1 if dataset.num_tokens else 0
+    if bound > vocab:
+        raise LlmbError(
+            f"{prefix}: token ids reach {bound - 1}, beyond the model's vocabulary of {vocab} "
+            "(use a proxy or model with a larger vocabulary, or a dataset tokenized for it)"
+        )
+    return TokenBatches(dataset, seq_len=seq_len, micro_batch=micro_batch, seed=seed, dp_rank=dp_rank, dp_size=dp_size)
 
 
 def sample_dir() -> Path:
