@@ -210,3 +210,26 @@ def test_expert_parallel_checkpoint_loads_without_ep(tmp_path):
     ckpt = tmp_path / "ep2" / "checkpoints" / "step_00000005"
     got = _resumed(1, ckpt, "llama4-maverick")
     _close(got, ep2[SAVE_AT:], "EP2 -> 1 rank")
+
+
+def test_resume_on_real_data_continues_the_same_token_stream(tmp_path, monkeypatch, capsys):
+    """With --data the checkpoint carries the data position: 2 + save + load + 2 steps see the
+    same samples, so the final loss equals a straight 4-step run's."""
+    import json
+
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "exp"))
+    args = ["run", "--proxy", "cpu-small", "--dtype", "fp32", "--data", "sample", "--steps", "4", "--json"]
+
+    def run(*extra):
+        capsys.readouterr()
+        assert main([*args, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    straight = run()
+    saved = run("--save-every", "2")
+    checkpoint = next((tmp_path / "exp").glob(f"*/{Path(saved['experiment_dir']).name}/checkpoints/step_00000002"))
+    resumed = run("--load", str(checkpoint))
+    assert resumed["steps_completed"] == 2
+    assert resumed["final_loss"] == pytest.approx(straight["final_loss"], rel=1e-6)
