@@ -49,7 +49,8 @@ def result_table(summary: dict[str, Any]) -> Table:
         return table
     table.add_row("steps (window)", f"{w['first_step']}-{w['last_step']} of {summary['steps_planned']}"
                   + ("" if summary["window_complete"] else " (incomplete)"))
-    table.add_row("step time (s)", f"{w['mean']:.4f} ± {w['std']:.4f} (median {w['median']:.4f})")
+    spread = f" ± {w['std']:.4f}" if w["std"] is not None else ""
+    table.add_row("step time (s)", f"{w['mean']:.4f}{spread} (median {w['median']:.4f})")
     table.add_row("tokens/s", _fmt_rate(m["tokens_per_s"]))
     table.add_row("tokens/s per device", _fmt_rate(m["tokens_per_s_per_gpu"]))
     table.add_row(f"TFLOP/s per device ({m['convention']} FLOPs)", f"{m['tflops_per_gpu']:.4f}")

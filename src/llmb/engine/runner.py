@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -72,20 +71,15 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> No
 
 
 def window_stats(step_times_s: list[float], warmup: int, window: int) -> dict[str, Any] | None:
-    """Statistics of steps ``warmup+1 .. warmup+window`` (1-based); None if none completed."""
+    """Statistics of steps ``warmup+1 .. warmup+window`` (1-based); None if none completed.
+    The same summary (sample std, ``None`` for one step) as every parsed log's."""
+    from llmb.results.stats import summarize
+
     times = step_times_s[warmup : warmup + window]
-    if not times:
+    summary = summarize(times)
+    if summary is None:
         return None
-    return {
-        "first_step": warmup + 1,
-        "last_step": warmup + len(times),
-        "count": len(times),
-        "mean": statistics.fmean(times),
-        "median": statistics.median(times),
-        "std": statistics.stdev(times) if len(times) > 1 else 0.0,
-        "min": min(times),
-        "max": max(times),
-    }
+    return {"first_step": warmup + 1, "last_step": warmup + len(times), **summary.as_dict()}
 
 
 class _Progress:
