@@ -26,11 +26,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _reference_losses(steps: int) -> list[float]:
     """The uninterrupted run: one process, same seed, batch and schedule."""
     from llmb.engine.config import RunRequest, resolve_run
-    from llmb.engine.parallel import build_parallel, dims_of
+    from llmb.engine.parallel import build_parallel
     from llmb.engine.train import Trainer
 
     run = resolve_run(RunRequest(proxy="cpu-tiny", dtype="fp32", nproc=1, steps=steps, overrides={"mbs": 2, "gbs": 4}))
-    trainer = Trainer(run, build_parallel(dims_of(run.derived)), torch.device("cpu"))
+    trainer = Trainer(run, build_parallel(run.parallel_dims), torch.device("cpu"))
     return [trainer.step().loss for _ in range(steps)]
 
 

@@ -36,11 +36,11 @@ def _run(nproc: int, workload: str = "llama3.1", overrides: dict | None = None):
 
 
 def _trainer(nproc: int, workload: str = "llama3.1", overrides: dict | None = None):
-    from llmb.engine.parallel import build_parallel, dims_of
+    from llmb.engine.parallel import build_parallel
     from llmb.engine.train import Trainer
 
     run = _run(nproc, workload, overrides)
-    return run, Trainer(run, build_parallel(dims_of(run.derived)), torch.device("cpu"))
+    return run, Trainer(run, build_parallel(run.parallel_dims), torch.device("cpu"))
 
 
 def _straight(nproc: int, exp_dir: Path, workload: str = "llama3.1", overrides: dict | None = None) -> list[float]:
@@ -84,16 +84,16 @@ def _worker(rank, port, out_dir, one_rank_ckpt):
         dist.destroy_process_group()
 
 
-def _ep_worker(rank, port, out_dir):
+def _ep_worker(rank, port, out_dir, name, overrides):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        losses = _straight(2, Path(out_dir) / "ep2", "llama4-maverick", {"pp": 1, "ep": 2})
+        losses = _straight(2, Path(out_dir) / name, "llama4-maverick", overrides)
         if rank == 0:
-            (Path(out_dir) / "ep2.json").write_text(json.dumps(losses))
+            (Path(out_dir) / f"{name}.json").write_text(json.dumps(losses))
     finally:
         dist.destroy_process_group()
 
@@ -203,13 +203,20 @@ def test_loader_ignores_incomplete_checkpoints(tmp_path):
 
 
 @pytest.mark.slow
-def test_expert_parallel_checkpoint_loads_without_ep(tmp_path):
-    """MoE: experts split over EP=2 (with FSDP over DP=2), saved, then loaded by one process."""
-    mp.spawn(_ep_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
-    ep2 = json.loads((tmp_path / "ep2.json").read_text())
-    ckpt = tmp_path / "ep2" / "checkpoints" / "step_00000005"
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        ("ep2", {"pp": 1, "ep": 2}),  # experts split over EP=2, FSDP over DP=2
+        ("tp2-etp2", {"pp": 1, "tp": 2, "etp": 2, "ep": 1}),  # each expert's width split over TP
+    ],
+)
+def test_expert_parallel_checkpoint_loads_on_one_rank(tmp_path, name, overrides):
+    """MoE: experts split over 2 ranks, saved, then loaded by one process."""
+    mp.spawn(_ep_worker, args=(_free_port(), str(tmp_path), name, overrides), nprocs=2)
+    straight = json.loads((tmp_path / f"{name}.json").read_text())
+    ckpt = tmp_path / name / "checkpoints" / "step_00000005"
     got = _resumed(1, ckpt, "llama4-maverick")
-    _close(got, ep2[SAVE_AT:], "EP2 -> 1 rank")
+    _close(got, straight[SAVE_AT:], f"{name} -> 1 rank")
 
 
 def test_resume_on_real_data_continues_the_same_token_stream(tmp_path, monkeypatch, capsys):

@@ -31,14 +31,14 @@ def _losses(workload: str, nproc: int, overrides: dict, dp_mode: str = "fsdp") -
     import torch
 
     from llmb.engine.config import RunRequest, resolve_run
-    from llmb.engine.parallel import build_parallel, dims_of
+    from llmb.engine.parallel import build_parallel
     from llmb.engine.train import Trainer
 
     run = resolve_run(RunRequest(
         workload=workload, proxy="cpu-tiny", dtype="fp32", nproc=nproc, steps=STEPS,
         overrides={**BATCH, **overrides}, dp_mode=dp_mode,
     ))
-    par = build_parallel(dims_of(run.derived))
+    par = build_parallel(run.parallel_dims)
     trainer = Trainer(run, par, torch.device("cpu"))
     results = [trainer.step() for _ in range(STEPS)]
     return [r.loss for r in results] + [r.grad_norm for r in results]
@@ -90,6 +90,11 @@ CASES = [
     ("tp2-dp2-2d", "llama3.1", 4, {"cp": 1, "tp": 2}, "fsdp"),
     ("pp2-vp2-ep2-dp2", "llama4-maverick", 4, {"pp": 2, "vp": 2, "ep": 2}, "fsdp"),
     ("tp2-pp2-vp2", "nemotron4", 4, {"tp": 2, "pp": 2, "vp": 2}, "fsdp"),
+    # MoE under tensor parallelism: experts split over TP (ETP = TP) and over the TP ranks'
+    # different tokens (ETP = 1: EP folded into TP, as Megatron-Core does).
+    ("tp2-etp2", "llama4-maverick", 2, {"pp": 1, "tp": 2, "etp": 2, "ep": 1}, "fsdp"),
+    ("tp2-etp1-ep2", "llama4-maverick", 2, {"pp": 1, "tp": 2, "etp": 1, "ep": 2}, "fsdp"),
+    ("tp2-etp2-ep2-dp2", "llama4-maverick", 4, {"pp": 1, "tp": 2, "etp": 2, "ep": 2}, "fsdp"),
 ]
 
 

@@ -117,6 +117,14 @@ def test_proxy_keeps_family_and_kinds_of_parallelism():
     assert d["proxy_shrink"]["hidden"] == run.model.hidden
     one = resolve_run(RunRequest(workload="llama3.1", nproc=1))
     assert set(one.dropped_parallelism) == {"cp", "dp"}
+    # Maverick's H100 recipe (TP4, EP128, ETP4): TP, EP and tensor-parallel experts all stay.
+    h100 = resolve_run(RunRequest(workload="llama4-maverick", gpu_type="h100", nproc=4))
+    assert (h100.layout.tp, h100.layout.ep, h100.derived.etp, h100.derived.dp) == (2, 2, 2, 2)
+    assert {"tp", "ep", "etp", "dp"} <= set(h100.kept_parallelism)
+    assert (h100.parallel_dims.etp, h100.parallel_dims.edp) == (2, 1)
+    # Two ranks cannot hold TP and EP: ETP goes with TP, EP is reported as dropped.
+    two = resolve_run(RunRequest(workload="llama4-maverick", gpu_type="h100", nproc=2))
+    assert two.derived.etp == 2 and "ep" in two.dropped_parallelism
 
 
 def test_window_statistics_leave_out_warmup():

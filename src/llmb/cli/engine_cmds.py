@@ -38,7 +38,8 @@ def result_table(summary: dict[str, Any]) -> Table:
                   f"on {summary['world_size']} rank(s) ({summary['status']})", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    layout = (f"TP{lay['tp']} PP{lay['pp']} CP{lay['cp']} EP{lay['ep']} VP{lay['vp'] or 1} "
+    etp = f" ETP{lay['etp']}" if lay.get("etp") else ""
+    layout = (f"TP{lay['tp']} PP{lay['pp']} CP{lay['cp']} EP{lay['ep']}{etp} VP{lay['vp'] or 1} "
               f"DP{lay['dp']}  MBS{lay['mbs']} GBS{lay['gbs']} GA{lay['ga']}")
     table.add_row("layout", layout)
     w = summary["window"]
@@ -83,6 +84,7 @@ def run_cmd(
     size: Optional[str] = typer.Option(None, "--size", help="model size (env MODEL_SIZE)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="bf16, fp32 or fp8 (env DTYPE)"),
     proxy: str = typer.Option("default", "--proxy", help="CPU proxy name (proxies.yaml), or 'none' for full size"),
+    gpu_type: Optional[str] = typer.Option(None, "--gpu-type", help="whose recipe layout to follow, e.g. h100, gb200 (env GPU_TYPE)"),
     nproc: Optional[int] = typer.Option(None, "--nproc", help="processes on this host (env JOB_TOTAL_GPUS)"),
     steps: Optional[int] = typer.Option(None, "--steps", help="training steps (env MAX_STEPS)"),
     tp: Optional[int] = typer.Option(None, "--tp", help="layout override (env TP)"),
@@ -125,7 +127,7 @@ def run_cmd(
     from llmb.launch.knobs import LAYOUT_FIELDS, resolve_knobs
 
     cli_layout = dict(tp=tp, pp=pp, cp=cp, vp=vp, ep=ep, etp=etp, mbs=mbs, gbs=gbs)
-    knobs, _ = resolve_knobs({**cli_layout, "size": size, "dtype": dtype, "max_steps": steps}, os.environ)
+    knobs, _ = resolve_knobs({**cli_layout, "size": size, "dtype": dtype, "max_steps": steps, "gpu_type": gpu_type}, os.environ)
     total_gpus, per_node = knobs.get("gpus"), knobs.get("gpus_per_node")
     if total_gpus and per_node and total_gpus > per_node and nproc is None:
         raise LlmbError(
@@ -138,6 +140,7 @@ def run_cmd(
         workload=workload or DEFAULT_WORKLOAD,
         size=knobs.get("size"),
         dtype=knobs.get("dtype"),
+        gpu_type=knobs.get("gpu_type"),
         proxy=None if full else proxy,
         nproc=world or 1,
         gpus=total_gpus if full else None,

@@ -25,9 +25,9 @@ layout (DCP reshards DTensors: FSDP2 shards, TP slices):
 - ``train``: completed steps, LR scheduler state, data position, the layout that saved it.
 - ``rng.rank<r>``: each rank's torch RNG state (restored where the rank exists again).
 
-Expert parallelism keeps expert weights as plain per-rank slices ``[experts/EP, ...]``; they
-are handed to DCP as DTensors sharded over the EP group (replicas in other EP groups are
-written once), so EP checkpoints reshard too.
+Expert parallelism keeps expert weights as plain per-rank slices ``[experts/EP, ...]`` (the
+FFN width split by ETP); they are handed to DCP as DTensors sharded over the (EP, ETP) mesh
+(replicas in other expert-data-parallel groups are written once), so they reshard too.
 """
 
 from __future__ import annotations
@@ -145,13 +145,12 @@ class Checkpointer:
         self._pg = None  # async saves run their collectives on a group of their own
         self.saves: list[dict[str, Any]] = []  # what was saved, for the summary
         self._no_dist = not dist.is_initialized()
-        self._ep_mesh = None
-        if trainer.par.dims.ep > 1:
-            from torch.distributed.device_mesh import DeviceMesh
-
-            # Expert weights are plain local slices [experts/EP, ...]: presented to DCP as
-            # DTensors sharded over the EP group, so they reshard like every other weight.
-            self._ep_mesh = DeviceMesh.from_group(trainer.par.ep_group, trainer.device.type, mesh_dim_names=("ep",))
+        self._expert_mesh = None
+        if trainer.par.expert_mesh is not None:
+            # Expert weights are plain local slices [experts/EP, ..., width/ETP, ...]: presented
+            # to DCP as DTensors sharded over the (EP, ETP) mesh, so they reshard like every
+            # other weight.
+            self._expert_mesh = trainer.par.expert_mesh["ep", "etp"]
         opt = trainer.optimizer
         if not isinstance(opt, torch.optim.AdamW) or any(g.get("amsgrad") for g in opt.param_groups):
             raise LlmbError("checkpoints support the engine's AdamW optimizer (no amsgrad) only")
@@ -182,8 +181,8 @@ class Checkpointer:
         opt = self.trainer.optimizer
         out: dict[str, Any] = {}
         for fqn, p, q in self._named():
-            expert = self._ep_mesh is not None and getattr(p, EXPERT_ATTR, False)
-            wrap = self._as_expert_dtensor if expert else (lambda t: t)
+            expert = self._expert_mesh is not None and getattr(p, EXPERT_ATTR, False)
+            wrap = (lambda t, fqn=fqn: self._as_expert_dtensor(t, fqn)) if expert else (lambda t: t)
             out[f"model.{fqn}"] = wrap(q.detach())
             for key in _ADAMW_STATE:
                 value = opt.state[q][key]
@@ -195,11 +194,13 @@ class Checkpointer:
                     out[f"buffer.{_fqn(n)}"] = b
         return out
 
-    def _as_expert_dtensor(self, local: torch.Tensor):
+    def _as_expert_dtensor(self, local: torch.Tensor, fqn: str):
         from torch.distributed.tensor import DTensor, Shard
 
+        # Experts on dim 0; the FFN width is dim 2 of w1/w3 [E, dim, hidden], dim 1 of w2.
+        width = 1 if fqn.endswith(".w2") else 2
         # from_local keeps `local` as the storage: a load writes straight into the parameter.
-        return DTensor.from_local(local, self._ep_mesh, [Shard(0)], run_check=False)
+        return DTensor.from_local(local, self._expert_mesh, [Shard(0), Shard(width)], run_check=False)
 
     def _train_state(self, step: int) -> dict[str, Any]:
         t = self.trainer

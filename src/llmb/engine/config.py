@@ -82,6 +82,16 @@ class ResolvedRun:
         return self.recipe.derived
 
     @property
+    def parallel_dims(self):
+        """The mesh sizes this run needs (:class:`~llmb.engine.parallel.mesh.ParallelDims`)."""
+        from llmb.engine.parallel.mesh import ParallelDims
+
+        d, lay, moe = self.derived, self.layout, self.model.moe is not None
+        return ParallelDims(
+            pp=lay.pp, dp=d.dp, cp=lay.cp, tp=lay.tp, ep=lay.ep if moe else 1, etp=d.etp if moe else 1
+        )
+
+    @property
     def size_label(self) -> str:
         return f"{self.recipe.size}-{self.proxy}" if self.proxy else self.recipe.size
 
@@ -168,9 +178,6 @@ def resolve_run(req: RunRequest) -> ResolvedRun:
                 f"{req.nproc} rank(s) cannot hold every kind of parallelism of the recipe; "
                 f"not exercised: {', '.join(dropped)}"
             )
-    if recipe.model.moe is not None and recipe.derived.etp > 1:
-        raise LlmbError("ETP > 1 (tensor-parallel experts) is not implemented in the llmb engine yet")
-
     steps = req.steps or wl.max_steps
     if req.warmup_steps is None and req.window is None:
         # The same default as every parsed log: the reference window 11-44 of 50 steps, scaled.

@@ -81,11 +81,11 @@ def align_grad_placements(params: list[nn.Parameter]) -> None:
 def clip_grad_norm(
     params: list[nn.Parameter],
     max_norm: float,
-    ep_group: dist.ProcessGroup | None = None,
+    expert_groups: tuple[dist.ProcessGroup, ...] = (),
     pp_group: dist.ProcessGroup | None = None,
 ) -> float:
     """Clip gradients to a global L2 norm of ``max_norm`` (0 = no clipping); returns the norm
-    before clipping."""
+    before clipping. ``expert_groups``: where expert weights differ between ranks (EP, ETP)."""
     buckets: dict[tuple, list] = defaultdict(lambda: [None, None])
     for p in params:
         g = p.grad
@@ -95,8 +95,8 @@ def clip_grad_norm(
             dims = tuple(i for i, pl in enumerate(g.placements) if not pl.is_replicate())
             groups = tuple(g.device_mesh.get_group(i) for i in dims)
             local = g.to_local()
-        elif getattr(p, EXPERT_ATTR, False) and ep_group is not None:
-            groups, local = (ep_group,), g
+        elif getattr(p, EXPERT_ATTR, False):
+            groups, local = tuple(expert_groups), g
         else:
             groups, local = (), g
         key = tuple(id(x) for x in groups)

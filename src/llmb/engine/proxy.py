@@ -113,14 +113,16 @@ def proxy_layout(recipe: Layout, recipe_dp: int, model: ModelSpec, proxy: ProxyS
     """A layout of the same kinds of parallelism as ``recipe`` for ``world`` CPU ranks.
 
     Each kind the recipe uses gets size 2, in ``parallel_priority`` order while the world
-    allows; EP is carved out of DP (as Megatron does for ETP=1), so it needs DP >= 2; the rest
-    of the world becomes DP. VP becomes 2 when the recipe interleaves and PP is kept.
+    allows; EP is carved out of the DP ranks, so it needs DP >= 2; the rest of the world
+    becomes DP. VP becomes 2 when the recipe interleaves and PP is kept; ETP follows TP when
+    the recipe splits its experts over tensor-parallel ranks (ETP > 1).
     """
     if world < 1:
         raise LlmbError(f"world size must be positive, got {world}")
     used = {
         "tp": recipe.tp > 1, "pp": recipe.pp > 1, "cp": recipe.cp > 1,
         "ep": recipe.ep > 1 and model.moe is not None, "dp": recipe_dp > 1,
+        "etp": model.moe is not None and (recipe.etp if recipe.etp is not None else recipe.tp) > 1,
     }
     sizes = {"tp": 1, "pp": 1, "cp": 1, "ep": 1}
     kept: list[str] = []
@@ -140,6 +142,9 @@ def proxy_layout(recipe: Layout, recipe_dp: int, model: ModelSpec, proxy: ProxyS
             left //= 2
             kept.append(kind)
     dp = left
+    etp = sizes["tp"] if used["etp"] else 1
+    if etp > 1:
+        kept.append("etp")
     if dp > 1:
         kept.append("dp")
     dropped = tuple(k for k, u in used.items() if u and k not in kept)
@@ -156,7 +161,7 @@ def proxy_layout(recipe: Layout, recipe_dp: int, model: ModelSpec, proxy: ProxyS
         ga = pp * max(1, ga // pp)
     layout = Layout(
         gpus=world, tp=sizes["tp"], pp=pp, cp=sizes["cp"], ep=sizes["ep"],
-        etp=1 if model.moe is not None else None, vp=vp,
+        etp=etp if model.moe is not None else None, vp=vp,
         mbs=proxy.mbs, gbs=proxy.mbs * dp * ga,
     )
     return ProxyLayout(layout=layout, kept=tuple(kept), dropped=dropped, notes=tuple(notes))

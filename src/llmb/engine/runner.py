@@ -34,7 +34,7 @@ from llmb.engine.ceiling import gemm_ceiling
 from llmb.engine.config import ResolvedRun
 from llmb.engine.environment import device_for, peak_memory_gib, synchronize, torch_facts
 from llmb.engine.hooks import RunHooks
-from llmb.engine.parallel import build_parallel, dims_of
+from llmb.engine.parallel import build_parallel
 from llmb.engine.train import Trainer
 from llmb.errors import LlmbError
 from llmb.launch.experiment import write_experiment_files, write_json
@@ -124,7 +124,7 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
     t_start = time.perf_counter()
     writer = None
     try:
-        par = build_parallel(dims_of(run.derived), device.type)
+        par = build_parallel(run.parallel_dims, device.type)
         peak = peak_for(run, device)
         flops_per_sample = run.recipe.flops_per_sample(run.request.flops_convention)
         data = None
@@ -254,7 +254,10 @@ def _summary(run, status, step_times, losses, peak: Peak, flops_per_sample, t_st
         "dtype": run.recipe.dtype,
         "proxy": run.proxy,
         "world_size": run.world,
-        "layout": {**run.layout.as_dict(), "dp": run.derived.dp, "ga": run.derived.ga},
+        "layout": {
+            **run.layout.as_dict(), "dp": run.derived.dp, "ga": run.derived.ga,
+            "etp": run.derived.etp if run.model.moe is not None else None,
+        },
         "steps_planned": run.steps,
         "steps_completed": len(step_times),
         "window": stats,

@@ -127,7 +127,7 @@ class Trainer:
         reduce_expert_grads(self.parts.expert_params, par.edp_group)
         align_grad_placements(self.parts.parameters())
         norm = clip_grad_norm(
-            self.parts.parameters(), self.run.request.grad_clip, par.ep_group, par.group("pp")
+            self.parts.parameters(), self.run.request.grad_clip, par.expert_groups, par.group("pp")
         )
         if self.master:
             self.master.grads_to_masters()

@@ -25,12 +25,7 @@ from llmb.engine.parallel.tensor import apply_tp
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
 
-__all__ = ["ModelParts", "Parallel", "ParallelDims", "build_model_parts", "build_parallel", "dims_of"]
-
-
-def dims_of(derived: DerivedLayout) -> ParallelDims:
-    lay = derived.layout
-    return ParallelDims(pp=lay.pp, dp=derived.dp, cp=lay.cp, tp=lay.tp, ep=lay.ep)
+__all__ = ["ModelParts", "Parallel", "ParallelDims", "build_model_parts", "build_parallel"]
 
 
 @dataclass
@@ -99,7 +94,7 @@ def build_model_parts(
             apply_tp(m, par.sub("tp"))
         if dims.cp > 1 and not builtin_cp(device, dims):
             apply_cp(m, par.group("cp"), dims.cp, par.cp_rank)
-        chunk_experts = apply_ep(m, par.ep_group, dims.ep, par.ep_rank) if dims.ep > 1 else []
+        chunk_experts = apply_ep(m, par) if dims.experts_split else []
         if use_fsdp:
             apply_fsdp(m, par.sub("dp_cp"), compute_dtype, ignored=set(chunk_experts))
         m.to_empty(device=device)

@@ -51,3 +51,20 @@ class _AllToAll(torch.autograd.Function):
 
 def all_to_all(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group) -> torch.Tensor:
     return _AllToAll.apply(x, out_splits, in_splits, group)
+
+
+def all_gather_v(x: torch.Tensor, sizes: list[int], group: dist.ProcessGroup) -> torch.Tensor:
+    """Concatenate every rank's rows along dim 0 (rank ``r`` holds ``sizes[r]`` of them);
+    backward sums each row's gradient over the ranks. An all-to-all that sends every rank the
+    whole local tensor: gloo has no uneven all-gather."""
+    n = len(sizes)
+    return all_to_all(x.repeat(n, *([1] * (x.dim() - 1))), sizes, [x.shape[0]] * n, group)
+
+
+def reduce_scatter_v(y: torch.Tensor, sizes: list[int], group: dist.ProcessGroup) -> torch.Tensor:
+    """The inverse of :func:`all_gather_v`: ``y`` holds every rank's rows (``sizes[r]`` for rank
+    ``r``), partial sums on each rank; returns this rank's rows summed over the ranks (in rank
+    order: deterministic)."""
+    n, mine = len(sizes), sizes[dist.get_rank(group)]
+    parts = all_to_all(y, [mine] * n, sizes, group)
+    return parts.view(n, mine, *y.shape[1:]).sum(0)

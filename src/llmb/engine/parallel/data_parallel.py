@@ -10,6 +10,8 @@ compute; gradients are reduced in fp32.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -17,6 +19,11 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from llmb.engine.models.transformer import Transformer
+
+# Under TP the root's output (the gathered logits) is a view of the all-gather buffer, and
+# FSDP2 warns on every forward that an in-place op on it would skip its backward hook. The
+# loss never modifies logits in place.
+warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPTransformer\) returned a view tensor")
 
 
 def apply_fsdp(

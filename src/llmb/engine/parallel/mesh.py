@@ -3,9 +3,14 @@
 Dimensions, outermost first: ``pp``, ``dp``, ``cp``, ``tp`` (TP innermost so its heavy traffic
 stays on the fastest links, as in Megatron and torchtitan). ``dp`` and ``cp`` are flattened
 into ``dp_cp``: FSDP shards over it, the loss is summed over it (CP ranks hold different
-tokens of the same samples). Expert parallelism is carved from ``dp_cp`` (ETP = 1): blocks of
-EP consecutive ``dp_cp`` ranks form an EP group; ranks with the same position in their blocks
-form an expert-data-parallel (EDP) group.
+tokens of the same samples).
+
+Experts are laid out over the ``dp x cp x tp`` ranks of each pipeline stage as Megatron-Core
+folds them: those ranks, flattened with TP innermost, are reshaped to ``(edp, ep, etp)``.
+ETP consecutive ranks (the TP group when ETP = TP) split each expert's FFN width; EP groups
+hold disjoint sets of experts; ranks with the same (EP, ETP) position form an
+expert-data-parallel (EDP) group that sums the experts' gradients. With ETP = 1 and TP > 1 the
+EP groups take in TP ranks, which hold different tokens (sequence parallelism) as DP ranks do.
 
 With one process there is no process group and no mesh: every handle is ``None``.
 """
@@ -28,6 +33,7 @@ class ParallelDims:
     cp: int = 1
     tp: int = 1
     ep: int = 1
+    etp: int = 1
 
     @property
     def world(self) -> int:
@@ -38,8 +44,12 @@ class ParallelDims:
         return self.dp * self.cp
 
     @property
+    def experts_split(self) -> bool:
+        return self.ep * self.etp > 1
+
+    @property
     def edp(self) -> int:
-        return self.dp_cp // self.ep
+        return self.dp_cp * self.tp // (self.ep * self.etp)
 
 
 @dataclass
@@ -48,7 +58,9 @@ class Parallel:
     rank: int = 0
     mesh: DeviceMesh | None = None
     dp_cp_mesh: DeviceMesh | None = None  # the flattened dp x cp mesh (kept: torch wants it)
+    expert_mesh: DeviceMesh | None = None  # (pp, edp, ep, etp) when experts are split
     ep_group: dist.ProcessGroup | None = None
+    etp_group: dist.ProcessGroup | None = None
     edp_group: dist.ProcessGroup | None = None
 
     def sub(self, *names: str) -> DeviceMesh | None:
@@ -89,6 +101,16 @@ class Parallel:
     def ep_rank(self) -> int:
         return dist.get_rank(self.ep_group) if self.ep_group is not None else 0
 
+    @property
+    def etp_rank(self) -> int:
+        return dist.get_rank(self.etp_group) if self.etp_group is not None else 0
+
+    @property
+    def expert_groups(self) -> tuple[dist.ProcessGroup, ...]:
+        """The groups over which experts hold different weights (EP, ETP): where a norm of
+        expert gradients must be summed."""
+        return tuple(g for g in (self.ep_group, self.etp_group) if g is not None)
+
 
 def build_parallel(dims: ParallelDims, device_type: str = "cpu") -> Parallel:
     """Make the mesh (and EP/EDP groups) for ``dims``; the process group must already be
@@ -106,18 +128,16 @@ def build_parallel(dims: ParallelDims, device_type: str = "cpu") -> Parallel:
     )
     dp_cp_mesh = mesh["dp", "cp"]._flatten("dp_cp")
     par = Parallel(dims=dims, rank=dist.get_rank(), mesh=mesh, dp_cp_mesh=dp_cp_mesh)
-    if dims.ep > 1:
-        if dims.dp_cp % dims.ep:
-            raise LlmbError(f"DP*CP ({dims.dp_cp}) must be divisible by EP ({dims.ep})")
-        # Enumerate every dp_cp group of the world (one per pp, tp coordinate), split each.
-        ranks = torch.arange(dims.world).view(dims.pp, dims.dp * dims.cp, dims.tp)
-        ep_lists, edp_lists = [], []
-        for p in range(dims.pp):
-            for t in range(dims.tp):
-                row = ranks[p, :, t].view(dims.edp, dims.ep)
-                ep_lists += [r.tolist() for r in row]
-                edp_lists += [c.tolist() for c in row.t()]
-        par.ep_group, _ = dist.new_subgroups_by_enumeration(ep_lists)
-        if dims.edp > 1:
-            par.edp_group, _ = dist.new_subgroups_by_enumeration(edp_lists)
+    if dims.experts_split:
+        stage = dims.dp_cp * dims.tp
+        if stage % (dims.ep * dims.etp):
+            raise LlmbError(
+                f"DP*CP*TP ({stage}) must be divisible by EP*ETP ({dims.ep}*{dims.etp})"
+            )
+        ranks = torch.arange(dims.world).view(dims.pp, dims.edp, dims.ep, dims.etp)
+        emesh = DeviceMesh(device_type, ranks, mesh_dim_names=("epp", "edp", "ep", "etp"))
+        par.expert_mesh = emesh
+        par.ep_group = emesh["ep"].get_group() if dims.ep > 1 else None
+        par.etp_group = emesh["etp"].get_group() if dims.etp > 1 else None
+        par.edp_group = emesh["edp"].get_group() if dims.edp > 1 else None
     return par

@@ -3,6 +3,12 @@
 and the residual stream are split along the sequence between them. The output layer is
 column-parallel and its logits are gathered, so the loss is computed on whole logits (cheap at
 proxy vocab sizes; a vocab-parallel loss would be the next step for full-size vocabularies).
+
+Mixture-of-experts layers (as Megatron-Core runs them with sequence parallelism): the MoE block
+works on this rank's sequence shard as a plain tensor. The router is replicated and runs on
+the local tokens (its gradient is summed over TP by DTensor); the shared expert is split like
+a dense MLP over the all-gathered tokens and reduce-scattered back; the routed experts are
+left to :mod:`llmb.engine.parallel.expert` (EP all-to-all, ETP splits).
 """
 
 from __future__ import annotations
@@ -38,11 +44,6 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh) -> None:
     if top:
         parallelize_module(model, tp_mesh, top)
     for block in model.layers.values():
-        if isinstance(block.feed_forward, MoE):
-            raise LlmbError(
-                "TP > 1 on a mixture-of-experts model is not implemented in the llmb engine "
-                "(use EP and PP for MoE proxies)"
-            )
         plan = {
             "attention_norm": SequenceParallel(),
             "attention": PrepareModuleInput(
@@ -53,12 +54,38 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh) -> None:
             "attention.wv": ColwiseParallel(),
             "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
             "ffn_norm": SequenceParallel(),
-            "feed_forward": PrepareModuleInput(
-                input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),)
-            ),
-            "feed_forward.w1": ColwiseParallel(),
-            "feed_forward.w2": RowwiseParallel(output_layouts=Shard(1)),
         }
-        if block.feed_forward.w3 is not None:
-            plan["feed_forward.w3"] = ColwiseParallel()
+        ff = block.feed_forward
+        if isinstance(ff, MoE):
+            plan |= _moe_plan(ff)
+        else:
+            plan |= _mlp_plan("feed_forward", ff, seq_dim=1)
         parallelize_module(block, tp_mesh, plan)
+
+
+def _mlp_plan(name: str, mlp, seq_dim: int) -> dict:
+    """A dense (or shared-expert) MLP: all-gather the sequence shards, column-split w1/w3,
+    row-split w2, reduce-scatter the output back to sequence shards."""
+    plan = {
+        name: PrepareModuleInput(input_layouts=(Shard(seq_dim),), desired_input_layouts=(Replicate(),)),
+        f"{name}.w1": ColwiseParallel(),
+        f"{name}.w2": RowwiseParallel(output_layouts=Shard(seq_dim)),
+    }
+    if mlp.w3 is not None:
+        plan[f"{name}.w3"] = ColwiseParallel()
+    return plan
+
+
+def _moe_plan(moe: MoE) -> dict:
+    plan = {
+        # The block sees this rank's sequence shard [batch, seq/TP, dim] as a plain tensor; its
+        # output is that shard of the (plain, sequence-sharded) residual stream.
+        "feed_forward": PrepareModuleInput(
+            input_layouts=(Shard(1),), desired_input_layouts=(Shard(1),), use_local_output=True
+        ),
+        # Flattened local tokens [tokens/TP, dim] are a shard along dim 0.
+        "feed_forward.router": SequenceParallel(sequence_dim=0, use_local_output=True),
+    }
+    if moe.shared is not None:
+        plan |= _mlp_plan("feed_forward.shared", moe.shared, seq_dim=0)
+    return plan
