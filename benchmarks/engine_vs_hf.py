@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from llmb.catalog.schema import ModelSpec
 from llmb.engine.ceiling import measure_gemm_flops
 from llmb.engine.config import RunRequest, resolve_run
-from llmb.engine.parallel import build_parallel, dims_of
+from llmb.engine.parallel import build_parallel
 from llmb.engine.train import Trainer
 from llmb.plan.flops import flops_per_sample
 from llmb.plan.layout import derive
@@ -45,7 +45,7 @@ def engine_trainer(dtype: str, compile_: bool) -> Trainer:
         overrides={"mbs": MICRO_BATCH, "gbs": MICRO_BATCH}, grad_clip=1.0,
     ))
     run = replace(run, recipe=replace(run.recipe, model=spec, derived=derive(run.layout, spec)))
-    return Trainer(run, build_parallel(dims_of(run.derived)), torch.device("cpu"))
+    return Trainer(run, build_parallel(run.parallel_dims), torch.device("cpu"))
 
 
 def hf_stepper(dtype: str):
