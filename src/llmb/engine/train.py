@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor, Shard
+from torch.distributed.tensor.parallel import loss_parallel
 
 from llmb.engine.config import ResolvedRun
 from llmb.engine.data.synthetic import MicroBatch, SyntheticTokens
@@ -45,6 +47,7 @@ class Trainer:
                 "fp8 needs a CUDA GPU with FP8 tensor cores (H100 or newer) and torchao; "
                 "on CPU use --dtype bf16 or fp32"
             )
+        self._vocab_mesh = par.sub("tp") if par.dims.tp > 1 else None
         self.parts = build_model_parts(
             model, derived, par, device, run.recipe.dtype, run.request.seed,
             run.request.dp_mode, loss_fn=self._normalized_loss,
@@ -71,9 +74,17 @@ class Trainer:
                 m.layers[name] = torch.compile(block)
 
     def _normalized_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits.flatten(0, 1).float(), labels.flatten(), reduction="sum"
-        ) / self.global_tokens
+        logits = logits.flatten(0, 1).float()
+        if self._vocab_mesh is not None:
+            # Under TP the output layer leaves each rank its vocabulary shard of the logits: a
+            # vocab-parallel cross entropy (max, sum-exp and target logit reduced over TP)
+            # never gathers [tokens, vocab] on one rank. Needs loss_context() around backward.
+            logits = DTensor.from_local(logits, self._vocab_mesh, [Shard(1)], run_check=False)
+        return F.cross_entropy(logits, labels.flatten(), reduction="sum") / self.global_tokens
+
+    def loss_context(self):
+        """Where the loss and its backward must run (torch's loss_parallel under TP)."""
+        return loss_parallel() if self._vocab_mesh is not None else contextlib.nullcontext()
 
     def _next_micro_batches(self) -> list[MicroBatch]:
         cp = self.par.dims.cp
@@ -92,17 +103,18 @@ class Trainer:
             tokens = torch.cat([t for t, _ in batches])
             labels = torch.cat([lab for _, lab in batches])
             losses: list[torch.Tensor] = []
-            if parts.is_first_stage and parts.is_last_stage:
-                parts.schedule.step(tokens, target=labels, losses=losses)
-            elif parts.is_first_stage:
-                parts.schedule.step(tokens)
-            elif parts.is_last_stage:
-                parts.schedule.step(target=labels, losses=losses)
-            else:
-                parts.schedule.step()
+            with self.loss_context():
+                if parts.is_first_stage and parts.is_last_stage:
+                    parts.schedule.step(tokens, target=labels, losses=losses)
+                elif parts.is_first_stage:
+                    parts.schedule.step(tokens)
+                elif parts.is_last_stage:
+                    parts.schedule.step(target=labels, losses=losses)
+                else:
+                    parts.schedule.step()
             total = torch.zeros((), dtype=torch.float64, device=self.device)
             for loss in losses:
-                total += loss.detach().double()
+                total += _value(loss)
             return total
         model = parts.runnable[0]
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -114,10 +126,10 @@ class Trainer:
                 builtin_context(self.par.sub("cp"), parts.modules[0], tokens, labels)
                 if self._builtin_cp else contextlib.nullcontext()
             )
-            with sync, cp_ctx:
+            with sync, cp_ctx, self.loss_context():
                 loss = self._normalized_loss(model(tokens), labels)
                 loss.backward()
-            total += loss.detach().double()
+            total += _value(loss)
         return total
 
     def step(self) -> StepResult:
@@ -144,3 +156,10 @@ class Trainer:
             if group is not None:
                 dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
         return StepResult(loss=float(total), grad_norm=norm, lr=lr)
+
+
+def _value(loss: torch.Tensor) -> torch.Tensor:
+    """A loss as a plain float64 scalar (a vocab-parallel loss is a DTensor whose reduction
+    over TP happens when it is materialized)."""
+    loss = loss.detach()
+    return (loss.full_tensor() if isinstance(loss, DTensor) else loss).double()

@@ -20,9 +20,9 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from llmb.engine.models.transformer import Transformer
 
-# Under TP the root's output (the gathered logits) is a view of the all-gather buffer, and
-# FSDP2 warns on every forward that an in-place op on it would skip its backward hook. The
-# loss never modifies logits in place.
+# Under TP the root's output (the logits' vocabulary shard, from DTensor's to_local) is a view,
+# and FSDP2 warns on every forward that an in-place op on it would skip its backward hook.
+# The loss never modifies logits in place.
 warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPTransformer\) returned a view tensor")
 
 

@@ -1,8 +1,9 @@
 """Tensor parallelism with sequence parallelism (Megatron-style), through DTensor's
 ``parallelize_module``: attention heads and MLP columns are split over the ``tp`` mesh; norms
 and the residual stream are split along the sequence between them. The output layer is
-column-parallel and its logits are gathered, so the loss is computed on whole logits (cheap at
-proxy vocab sizes; a vocab-parallel loss would be the next step for full-size vocabularies).
+column-parallel and each rank keeps its vocabulary shard of the logits: the loss is
+vocab-parallel (``Trainer.loss_context``: torch's ``loss_parallel``), so no rank ever holds
+the whole ``[tokens, vocab]`` logits.
 
 Mixture-of-experts layers (as Megatron-Core runs them with sequence parallelism): the MoE block
 works on this rank's sequence shard as a plain tensor. The router is replicated and runs on
@@ -36,9 +37,9 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh) -> None:
     if model.norm is not None:
         top["norm"] = SequenceParallel()
     if model.output is not None:
-        top["output"] = ColwiseParallel(
-            input_layouts=Shard(1), output_layouts=Replicate(), use_local_output=True
-        )
+        # Each rank keeps its vocabulary shard of the logits (plain, so pipeline stages pass
+        # plain tensors); the trainer's loss is vocab-parallel.
+        top["output"] = ColwiseParallel(input_layouts=Shard(1), output_layouts=Shard(-1), use_local_output=True)
     elif model.norm is not None:
         raise LlmbError("tensor parallelism with tied embeddings is not implemented")
     if top:
