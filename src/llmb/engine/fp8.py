@@ -3,8 +3,10 @@
 This path exists for H100-class GPUs and cannot run on this CPU-only machine: it is untested
 here. It converts every ``nn.Linear`` except the output layer (kept in bf16, as the reference
 recipes do) to ``Float8Linear`` with dynamic tensorwise scaling, on the meta model before any
-parallelism is applied (torchao's documented order). With TP, torchao's float8 TP styles
-would be needed instead of the plain ones; that combination is refused.
+parallelism is applied (torchao's documented order). MoE routers stay bf16 too (their
+logits decide the routing), and routed experts are not ``nn.Linear`` modules: they run in bf16.
+Under TP the layer linears use torchao's float8 TP styles (inputs cast to float8 before their
+all-gather; :func:`llmb.engine.parallel.tensor.apply_tp`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import torch
 from llmb.errors import LlmbError
 
 
-def convert_to_fp8(modules, tp: int = 1) -> None:
-    if tp > 1:
-        raise LlmbError("fp8 with TP > 1 is not implemented in the llmb engine yet")
+def convert_to_fp8(modules) -> None:
     if not torch.cuda.is_available():
         raise LlmbError("fp8 needs a CUDA GPU; on CPU use --dtype bf16 or fp32")
     major, minor = torch.cuda.get_device_capability()
@@ -29,5 +29,5 @@ def convert_to_fp8(modules, tp: int = 1) -> None:
     config = Float8LinearConfig()
     for m in modules:
         convert_to_float8_training(
-            m, config=config, module_filter_fn=lambda mod, fqn: not fqn.endswith("output")
+            m, config=config, module_filter_fn=lambda mod, fqn: not fqn.endswith(("output", "router"))
         )

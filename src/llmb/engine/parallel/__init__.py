@@ -88,10 +88,10 @@ def build_model_parts(
     if dtype == "fp8":
         from llmb.engine.fp8 import convert_to_fp8
 
-        convert_to_fp8(modules, dims.tp)
+        convert_to_fp8(modules)
     for m in modules:
         if dims.tp > 1:
-            apply_tp(m, par.sub("tp"))
+            apply_tp(m, par.sub("tp"), fp8=dtype == "fp8")
         if dims.cp > 1 and not builtin_cp(device, dims):
             apply_cp(m, par.group("cp"), dims.cp, par.cp_rank)
         chunk_experts = apply_ep(m, par) if dims.experts_split else []

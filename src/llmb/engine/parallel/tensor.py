@@ -14,6 +14,8 @@ left to :mod:`llmb.engine.parallel.expert` (EP all-to-all, ETP splits).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import Replicate, Shard
 from torch.distributed.tensor.parallel import (
@@ -29,8 +31,38 @@ from llmb.engine.models.transformer import Transformer
 from llmb.errors import LlmbError
 
 
-def apply_tp(model: Transformer, tp_mesh: DeviceMesh) -> None:
-    """Shard ``model`` (or a pipeline stage of it) over ``tp_mesh`` in place."""
+@dataclass(frozen=True)
+class _Styles:
+    """The parallel styles of a run's layer linears: torch's, or torchao's float8 ones (FP8
+    runs: inputs cast to float8 before their all-gather, on Float8Linear modules)."""
+
+    col: type = ColwiseParallel
+    row: type = RowwiseParallel
+    prepare: type = PrepareModuleInput
+
+    def prepare_input(self, first_linear: str, **kwargs):
+        if self.prepare is PrepareModuleInput:
+            return PrepareModuleInput(**kwargs)
+        return self.prepare(fwd_config_submodule_fqn=first_linear, **kwargs)
+
+
+def _styles(fp8: bool) -> _Styles:
+    if not fp8:
+        return _Styles()
+    # GPU-only (torchao float8 needs CUDA); never run on the CPU-only development machine.
+    from torchao.float8.float8_tensor_parallel import (
+        Float8ColwiseParallel,
+        Float8RowwiseParallel,
+        PrepareFloat8ModuleInput,
+    )
+
+    return _Styles(Float8ColwiseParallel, Float8RowwiseParallel, PrepareFloat8ModuleInput)
+
+
+def apply_tp(model: Transformer, tp_mesh: DeviceMesh, fp8: bool = False) -> None:
+    """Shard ``model`` (or a pipeline stage of it) over ``tp_mesh`` in place. ``fp8``: the
+    layer linears are torchao Float8Linear modules (the output layer and router stay bf16)."""
+    st = _styles(fp8)
     top = {}
     if model.tok_embeddings is not None:
         top["tok_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Shard(1))
@@ -47,37 +79,37 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh) -> None:
     for block in model.layers.values():
         plan = {
             "attention_norm": SequenceParallel(),
-            "attention": PrepareModuleInput(
-                input_layouts=(Shard(1), None, None), desired_input_layouts=(Replicate(), None, None)
+            "attention": st.prepare_input(
+                "wq", input_layouts=(Shard(1), None, None), desired_input_layouts=(Replicate(), None, None)
             ),
-            "attention.wq": ColwiseParallel(),
-            "attention.wk": ColwiseParallel(),
-            "attention.wv": ColwiseParallel(),
-            "attention.wo": RowwiseParallel(output_layouts=Shard(1)),
+            "attention.wq": st.col(),
+            "attention.wk": st.col(),
+            "attention.wv": st.col(),
+            "attention.wo": st.row(output_layouts=Shard(1)),
             "ffn_norm": SequenceParallel(),
         }
         ff = block.feed_forward
         if isinstance(ff, MoE):
-            plan |= _moe_plan(ff)
+            plan |= _moe_plan(ff, st)
         else:
-            plan |= _mlp_plan("feed_forward", ff, seq_dim=1)
+            plan |= _mlp_plan("feed_forward", ff, 1, st)
         parallelize_module(block, tp_mesh, plan)
 
 
-def _mlp_plan(name: str, mlp, seq_dim: int) -> dict:
+def _mlp_plan(name: str, mlp, seq_dim: int, st: _Styles) -> dict:
     """A dense (or shared-expert) MLP: all-gather the sequence shards, column-split w1/w3,
     row-split w2, reduce-scatter the output back to sequence shards."""
     plan = {
-        name: PrepareModuleInput(input_layouts=(Shard(seq_dim),), desired_input_layouts=(Replicate(),)),
-        f"{name}.w1": ColwiseParallel(),
-        f"{name}.w2": RowwiseParallel(output_layouts=Shard(seq_dim)),
+        name: st.prepare_input("w1", input_layouts=(Shard(seq_dim),), desired_input_layouts=(Replicate(),)),
+        f"{name}.w1": st.col(),
+        f"{name}.w2": st.row(output_layouts=Shard(seq_dim)),
     }
     if mlp.w3 is not None:
-        plan[f"{name}.w3"] = ColwiseParallel()
+        plan[f"{name}.w3"] = st.col()
     return plan
 
 
-def _moe_plan(moe: MoE) -> dict:
+def _moe_plan(moe: MoE, st: _Styles) -> dict:
     plan = {
         # The block sees this rank's sequence shard [batch, seq/TP, dim] as a plain tensor; its
         # output is that shard of the (plain, sequence-sharded) residual stream.
@@ -88,5 +120,5 @@ def _moe_plan(moe: MoE) -> dict:
         "feed_forward.router": SequenceParallel(sequence_dim=0, use_local_output=True),
     }
     if moe.shared is not None:
-        plan |= _mlp_plan("feed_forward.shared", moe.shared, seq_dim=0)
+        plan |= _mlp_plan("feed_forward.shared", moe.shared, 0, st)
     return plan
