@@ -9,8 +9,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
   small or thin matrices lose efficiency. The knee is given at the BF16 peak and scales with
   the dtype's peak (FP8: twice the knee), because a GEMM's fixed per-tile costs take the same
   time at either precision. Forward + backward = 3 x the forward FLOPs; recompute adds the
-  forward again (all of it under ``full``, all but the QKV projection under ``save_qkv``, the
-  MLP's under ``mlp``). FP8 runs use the FP8
+  forward again (all of it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX
+  remat policy, all but the saved QKV projection and the MLP's down-projection FC2, whose
+  recomputed output the backward never reads and XLA eliminates as dead code: the backward
+  of FC2 needs its input, and the layer's output is the next layer's saved input). FP8 runs use the FP8
   peak for the layer GEMMs; the output layer, router and attention stay BF16 (Transformer
   Engine and MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
@@ -220,6 +222,7 @@ class _LayerCost:
 
     gemm_fwd_s: float
     qkv_fwd_s: float  # the QKV projection's share of gemm_fwd_s
+    fc2_fwd_s: float  # the MLP down-projection's (FC2, routed and shared experts') share
     attention_fwd_s: float
     elementwise_fwd_s: float
     elementwise_bwd_s: float
@@ -344,7 +347,8 @@ def _layer_cost_cached(
         f = moe.expert_ffn_hidden
         up = (2 if gated else 1) * f
         m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert
-        g += e_loc * (gemm(m_e, up / etp, h) + gemm(m_e, h, f / etp)) / eff.expert_gemm
+        fc2 = e_loc * gemm(m_e, h, f / etp) / eff.expert_gemm
+        g += e_loc * gemm(m_e, up / etp, h) / eff.expert_gemm + fc2
         g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16)  # router
         routed = moe.top_k * etp / tp  # routed token copies per GPU, per token of this rank
         # Permute and un-permute (2 h each way per routed copy), the expert activation (its
@@ -357,6 +361,7 @@ def _layer_cost_cached(
         fs = moe.shared_experts * moe.shared_expert_ffn_hidden
         if fs:
             up_s = (2 if gated else 1) * fs
+            fc2 += gemm(t, h, fs / tp)
             g += gemm(t, up_s / tp, h) + gemm(t, h, fs / tp)
             afw, abw = act(fs)
             fw_tp += afw + (ct * fs if fp8 else 0.0)
@@ -370,7 +375,8 @@ def _layer_cost_cached(
     else:
         f = model.ffn_hidden
         up = (2 if gated else 1) * f
-        g += gemm(t, up / tp, h) + gemm(t, h, f / tp)
+        fc2 = gemm(t, h, f / tp)
+        g += gemm(t, up / tp, h) + fc2
         afw, abw = act(f)
         fw_tp += afw + (ct * f if fp8 else 0.0)  # FP8: the FC2 input cast
         bw_tp += abw + (ct * (up + h) if fp8 else 0.0)  # FP8: FC1's and FC2's output gradients
@@ -406,6 +412,7 @@ def _layer_cost_cached(
     return _LayerCost(
         gemm_fwd_s=g,
         qkv_fwd_s=qkv,
+        fc2_fwd_s=fc2,
         attention_fwd_s=attn,
         elementwise_fwd_s=ew_fwd_s,
         elementwise_bwd_s=ew_bwd_s,
@@ -469,7 +476,10 @@ def predict_step(
             c = costs[kind]
             g += n * gemm_mult * c.gemm_fwd_s
             if recompute == "save_qkv":
-                g -= n * c.qkv_fwd_s  # the saved Q/K/V projections are not recomputed
+                # JAX remat (MaxText's save_qkv_proj): the saved Q/K/V projections are not
+                # recomputed, and XLA drops the recomputed FC2 as dead code: the backward
+                # needs FC2's input, never its output (the next layer's input is saved).
+                g -= n * (c.qkv_fwd_s + c.fc2_fwd_s)
             at += n * attn_mult * c.attention_fwd_s
             ew += n * (ew_fwd_mult * c.elementwise_fwd_s + c.elementwise_bwd_s)
             if recompute == "selective":
