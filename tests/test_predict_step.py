@@ -212,3 +212,19 @@ def test_save_qkv_recomputes_neither_qkv_nor_the_dead_fc2():
     assert save.gemm_s - none.gemm_s == pytest.approx(21_474_836_480 / 989e12, rel=1e-9)
     full = predict_step(TINY, d, H100, "bf16", Efficiency.roofline(), "full")
     assert save.gemm_s < full.gemm_s  # torch-style full recompute reruns every GEMM
+
+
+def test_ring_latency_grows_with_the_group():
+    # NCCL's latency model: size - 1 ring steps, (domains - 1) of them across the network at
+    # step_s, the rest over NVLink at 3.4 / 14 of it. 16 GPUs in 2 domains: 1 network step,
+    # 14 NVLink steps: 14e-6 + 14 x 3.4e-6 = 61.6 us on top of the bandwidth term.
+    lat = _Net(nvlink_bps=400e9, nic_bps=50e9, domain=8, step_s=14e-6)
+    bw = _Net(nvlink_bps=400e9, nic_bps=50e9, domain=8)
+    assert lat.ring(8e9, 16, 1) - bw.ring(8e9, 16, 1) == pytest.approx(61.6e-6)
+    # At fixed bytes, a larger FSDP group costs more: bandwidth ((outer - 1) / outer) and steps.
+    times = [lat.ring(1.7e9, n, 1) for n in (8, 64, 128, 256, 512)]
+    assert all(a < b for a, b in zip(times, times[1:])), times
+    # The FSDP exposed time of MaxText's FP8 recipe does not fall as its group grows.
+    eff = stored_efficiency()
+    steps = [forecast(resolve(CAT, "llama2-maxtext", "70b", "fp8", n), eff).breakdown for n in (64, 128, 256)]
+    assert steps[0].fsdp_comm_s <= steps[1].fsdp_comm_s <= steps[2].fsdp_comm_s

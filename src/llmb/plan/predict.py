@@ -27,7 +27,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
 * **Communication**, with ring / all-to-all cost models on a two-level network (NVLink inside
   a domain of ``nvlink_domain`` GPUs - 8 on HGX H100, 72 on GB200 NVL72 - and each GPU's NIC
   beyond it), ranks ordered TP-CP-DP-PP (Megatron's default) so that inner groups land in
-  one domain first:
+  one domain first. Every all-gather / reduce-scatter ring also pays the latency of its
+  ``size - 1`` steps (NCCL's own latency model): ``ring_step_us`` for each of the
+  ``domains - 1`` steps that cross the network, 3.4 / 14 of it for each NVLink step (the
+  ratio of NCCL's tuning table), so that at fixed bytes a larger group is slower:
   - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
     layer (the backward re-gathers inputs for the weight gradients); FP8 runs gather FP8
     inputs (half the bytes of those 4 gathers);
@@ -78,6 +81,10 @@ class Efficiency:
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
     overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
     expert_gemm: float = 1.0  # routed-expert GEMMs relative to dense GEMMs of their size (load imbalance)
+    # Latency of one ring step across the network, microseconds (a step inside an NVLink
+    # domain costs NVLINK_STEP_RATIO of it). Prior: NCCL's own tuning model (src/graph/
+    # tuning.cc, hwLat, Ring/Simple): 14 us per network step, 3.4 us per NVLink step.
+    ring_step_us: float = 14.0
 
     @classmethod
     def roofline(cls) -> Efficiency:
@@ -91,6 +98,7 @@ class Efficiency:
             link=1.0,
             overlap=0.0,
             expert_gemm=1.0,
+            ring_step_us=0.0,
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -160,11 +168,17 @@ class StepBreakdown:
 # ---------------------------------------------------------------------------------------------
 
 
+# NCCL's tuning model (src/graph/tuning.cc, hwLat, Ring/Simple): an NVLink ring step costs
+# 3.4 us against 14 us for a network step.
+NVLINK_STEP_RATIO = 3.4 / 14.0
+
+
 @dataclass(frozen=True)
 class _Net:
     nvlink_bps: float
     nic_bps: float
     domain: int
+    step_s: float = 0.0  # latency of one ring step across the network (seconds)
 
     def per_domain(self, size: int, stride: int) -> int:
         """Members of a group (``size`` ranks, ``stride`` apart) that share one NVLink domain."""
@@ -174,7 +188,9 @@ class _Net:
 
     def ring(self, nbytes: float, size: int, stride: int) -> float:
         """Reduce-scatter or all-gather of a tensor of ``nbytes`` (its full size) over the group:
-        within the domain over NVLink, then across domains over each GPU's NIC."""
+        within the domain over NVLink, then across domains over each GPU's NIC; plus the
+        latency of the ring's ``size - 1`` steps, ``outer - 1`` of them across the network
+        (NCCL's latency model): the pipeline fill that makes large rings slower."""
         if size <= 1 or nbytes <= 0:
             return 0.0
         k = self.per_domain(size, stride)
@@ -182,6 +198,7 @@ class _Net:
         outer = size // k
         if outer > 1:
             t += nbytes / k * (outer - 1) / outer / self.nic_bps
+        t += self.step_s * ((outer - 1) + (size - outer) * NVLINK_STEP_RATIO)
         return t
 
     def all_to_all(self, nbytes: float, size: int, stride: int) -> float:
@@ -202,6 +219,7 @@ def _net(gpu: GpuSpec, eff: Efficiency) -> _Net:
         nvlink_bps=gpu.nvlink_gbps * 1e9 * eff.link,
         nic_bps=gpu.nic_gbps * 1e9 * eff.link,
         domain=gpu.nvlink_domain,
+        step_s=eff.ring_step_us * 1e-6,
     )
 
 
@@ -292,7 +310,9 @@ def _layer_cost_cached(
     kv_local = max(kv / tp, d)  # TP beyond the KV groups replicates KV heads
     a = 4 if dtype == "fp32" else 2
     gated = model.gated
-    net = _Net(hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain)
+    net = _Net(
+        hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain, eff.ring_step_us * 1e-6
+    )
     # The knee is in units of elements at the BF16 peak. A GEMM's fixed per-tile costs (pipeline
     # fill, the BF16 epilogue write) take the same time at either precision, so at the FP8 peak
     # they are worth twice the math: FP8 GEMMs need twice the size for the same efficiency.
