@@ -46,7 +46,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
     (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
     except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
     backward) and gradient reduce-scatters, each hidden behind that layer's compute except for
-    the excess, and an all-reduce across the DP replicas.
+    the excess; with DP replicas on top of the FSDP group, each layer's gradient shard is
+    also all-reduced across the replicas inside that layer's backward (XLA reduces over the
+    whole data mesh in the scanned backward) and hides like the reduce-scatter; only the
+    rest (embeddings, output layer) is all-reduced after the backward, exposed.
 * **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
   bubble (PP - 1) / (VP x GA) of the steady state.
 * **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
@@ -250,7 +253,7 @@ class _LayerCost:
     cp_s: float
     ep_s: float
     fsdp_ag_s: float  # one all-gather of this layer's weights (FSDP)
-    fsdp_rs_s: float  # one reduce-scatter of its gradients (FSDP)
+    fsdp_rs_s: float  # one reduce-scatter of its gradients, and their all-reduce across replicas (FSDP)
 
 
 def _layer_cost(
@@ -273,8 +276,15 @@ def _layer_cost(
         nvlink_domain=gpu.nvlink_domain,
     )
     return _layer_cost_cached(
-        model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, hw, dtype, eff, moe_layer
+        model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, _fsdp_replicas(derived), hw, dtype, eff,
+        moe_layer,
     )
+
+
+def _fsdp_replicas(derived: DerivedLayout) -> int:
+    """Data-parallel replicas of the FSDP group (1 without FSDP)."""
+    fsdp = derived.layout.fsdp
+    return max(1, derived.dp // fsdp) if fsdp else 1
 
 
 @dataclass(frozen=True)
@@ -298,6 +308,7 @@ def _layer_cost_cached(
     etp: int,
     mbs: int,
     fsdp: int | None,
+    replicas: int,
     hw: _Hw,
     dtype: str,
     eff: Efficiency,
@@ -429,6 +440,11 @@ def _layer_cost_cached(
         params = lp.total / tp
         fsdp_ag = net.ring(2 * params, fsdp, tp * cp)
         fsdp_rs = net.ring(4 * params, fsdp, tp * cp)
+        if replicas > 1:
+            # XLA reduces each layer's gradients over the whole data mesh inside the scanned
+            # backward: after the reduce-scatter over the FSDP group, an all-reduce of the
+            # layer's gradient shard across the replicas, hidden like the reduce-scatter.
+            fsdp_rs += 2 * net.ring(4 * params / fsdp, replicas, tp * cp * fsdp)
     return _LayerCost(
         gemm_fwd_s=g,
         qkv_fwd_s=qkv,
@@ -560,10 +576,14 @@ def predict_step(
     dense_local, expert_local = _local_params(model, derived, slow)
     dp_total = dp_exposed = 0.0
     if lay.fsdp:
-        replicas = derived.dp // lay.fsdp
+        replicas = _fsdp_replicas(derived)
         shard = (dense_local + expert_local) / lay.fsdp
         if replicas > 1:
-            dp_total = 2 * net.ring(4 * shard, replicas, tp * cp * lay.fsdp)
+            # The layers' gradients were all-reduced inside the backward (fsdp_rs_s); what is
+            # left is the rest (embeddings, output layer, final norm), after the backward.
+            layers = sum(kind_counts(model, derived.layers_per_chunk, pp)[slow].values())
+            rest = max(0.0, shard - layers * layer_params(model, 0).total / tp / lay.fsdp)
+            dp_total = 2 * net.ring(4 * rest, replicas, tp * cp * lay.fsdp)
             dp_exposed = dp_total
         opt_params = shard
     else:
