@@ -14,11 +14,11 @@ Procedure (deterministic, no randomness, numpy not needed):
    efficiency against the GEMM knee, say) stay physical instead of drifting to a bound; the
    prior never sees the catalog.
 3. **Fit**: coordinate descent over the parameters of :class:`~llmb.plan.predict.Efficiency`,
-   starting from its defaults (the prior's centers): fractions and the knee move
-   multiplicatively (log space), the overlap additively; each parameter tries a step up and
-   down and keeps moving while the objective falls; when no parameter improves, the step
-   halves, down to ``1/64`` of the first. Parameters stay within physical bounds (fractions
-   in (0, 1]); the result is rounded to four significant digits.
+   starting from its defaults (the prior's centers): fractions, the knee and the ring-step
+   latency move multiplicatively (log space), the overlap additively; each parameter tries a
+   step up and down and keeps moving while the objective falls; when no parameter improves,
+   the step halves, down to ``1/64`` of the first. Parameters stay within physical bounds
+   (fractions in (0, 1]); the result is rounded to four significant digits.
 4. **Cross-validation**: leave one workload (catalog file) out, fit on the rest from the same
    start, predict the held-out rows (the headline); and, milder, leave one published table
    out. Reported per family (dense/MoE, BF16/FP8, H100/GB200) as MAPE, median and max

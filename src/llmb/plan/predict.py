@@ -45,8 +45,9 @@ The model, per GPU, for one micro-batch through one transformer layer:
   - DP (distributed optimizer): gradient reduce-scatter (bf16) and parameter all-gather
     (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
     except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
-    backward) and gradient reduce-scatters, each hidden behind that layer's compute except for
-    the excess; with DP replicas on top of the FSDP group, each layer's gradient shard is
+    backward) and gradient reduce-scatters, the forward gather hidden behind that layer's
+    forward and the backward gather and the reduce-scatter behind twice it (recomputation not
+    counted as cover), except for the excess; with DP replicas on top of the FSDP group, each layer's gradient shard is
     also all-reduced across the replicas inside that layer's backward (XLA reduces over the
     whole data mesh in the scanned backward) and hides like the reduce-scatter; only the
     rest (embeddings, output layer) is all-reduced after the backward, exposed.
