@@ -12,9 +12,9 @@ The model, per GPU, for one micro-batch through one transformer layer:
   forward again (all of it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX
   remat policy, all but the saved QKV projection and the MLP's down-projection FC2, whose
   recomputed output the backward never reads and XLA eliminates as dead code: the backward
-  of FC2 needs its input, and the layer's output is the next layer's saved input). FP8 runs use the FP8
-  peak for the layer GEMMs; the output layer, router and attention stay BF16 (Transformer
-  Engine and MaxText defaults).
+  of FC2 needs its input, and the layer's output is the next layer's saved input). FP8 runs
+  use the FP8 peak for the layer GEMMs; the output layer, router and attention stay BF16
+  (Transformer Engine and MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
   (QK^T and AV over half the keys on average), 3.5 x that for forward + backward (the backward
   recomputes the scores), at ``peak(bf16) x attention_eff``.
@@ -32,8 +32,8 @@ The model, per GPU, for one micro-batch through one transformer layer:
   ``domains - 1`` steps that cross the network, 3.4 / 14 of it for each NVLink step (the
   ratio of NCCL's tuning table), so that at fixed bytes a larger group is slower:
   - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
-    layer (the backward re-gathers inputs for the weight gradients); FP8 runs gather FP8
-    inputs (half the bytes of those 4 gathers);
+    layer (the backward re-gathers inputs for the weight gradients); FP8 runs cast before
+    gathering, so the 6 all-gathers move half the bytes (the 4 reduce-scatters stay BF16);
   - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
     hidden behind the attention kernels except for what exceeds them;
   - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
@@ -43,21 +43,22 @@ The model, per GPU, for one micro-batch through one transformer layer:
     the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
     exposed;
   - DP (distributed optimizer): gradient reduce-scatter (bf16) and parameter all-gather
-    (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
-    except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
-    backward) and gradient reduce-scatters, the forward gather hidden behind that layer's
-    forward and the backward gather and the reduce-scatter behind twice it (recomputation not
-    counted as cover), except for the excess; with DP replicas on top of the FSDP group, each layer's gradient shard is
-    also all-reduced across the replicas inside that layer's backward (XLA reduces over the
-    whole data mesh in the scanned backward) and hides like the reduce-scatter; only the
-    rest (embeddings, output layer) is all-reduced after the backward, exposed.
+    (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last
+    micro-batch's backward and the first one's forward except for what exceeds them;
+  - FSDP (MaxText): per-layer weight all-gathers (bf16, forward and backward) and gradient
+    reduce-scatters (fp32), the forward gather hidden behind that layer's forward, the backward
+    gather and the reduce-scatter behind twice it (recomputation not counted as cover),
+    except for the excess; with DP replicas on top of the FSDP group, each layer's gradient
+    shard is also all-reduced across the replicas inside that layer's backward (XLA reduces
+    over the whole data mesh in the scanned backward) and hides like the reduce-scatter;
+    only the rest (embeddings, output layer) is all-reduced after the backward, exposed.
 * **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
   bubble (PP - 1) / (VP x GA) of the steady state.
 * **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
 
 The efficiency parameters are global (one set for every workload) and fitted by
 :mod:`llmb.plan.calibrate`; ``Efficiency.roofline()`` is the uncalibrated roofline (every
-efficiency 1, nothing overlapped).
+efficiency 1, nothing overlapped, no ring latency).
 """
 
 from __future__ import annotations
@@ -254,7 +255,7 @@ class _LayerCost:
     cp_s: float
     ep_s: float
     fsdp_ag_s: float  # one all-gather of this layer's weights (FSDP)
-    fsdp_rs_s: float  # one reduce-scatter of its gradients, and their all-reduce across replicas (FSDP)
+    fsdp_rs_s: float  # one reduce-scatter of its gradients (+ their all-reduce across replicas)
 
 
 def _layer_cost(
