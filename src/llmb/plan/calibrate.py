@@ -14,11 +14,11 @@ Procedure (deterministic, no randomness, numpy not needed):
    efficiency against the GEMM knee, say) stay physical instead of drifting to a bound; the
    prior never sees the catalog.
 3. **Fit**: coordinate descent over the parameters of :class:`~llmb.plan.predict.Efficiency`,
-   starting from its defaults (the prior's centers): fractions and the knee move
-   multiplicatively (log space), the overlap additively; each parameter tries a step up and
-   down and keeps moving while the objective falls; when no parameter improves, the step
-   halves, down to ``1/64`` of the first. Parameters stay within physical bounds (fractions
-   in (0, 1]); the result is rounded to four significant digits.
+   starting from its defaults (the prior's centers): fractions, the knee and the ring-step
+   latency move multiplicatively (log space), the overlap additively; each parameter tries a
+   step up and down and keeps moving while the objective falls; when no parameter improves,
+   the step halves, down to ``1/64`` of the first. Parameters stay within physical bounds
+   (fractions in (0, 1]); the result is rounded to four significant digits.
 4. **Cross-validation**: leave one workload (catalog file) out, fit on the rest from the same
    start, predict the held-out rows (the headline); and, milder, leave one published table
    out. Reported per family (dense/MoE, BF16/FP8, H100/GB200) as MAPE, median and max
@@ -63,16 +63,24 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "link": (0.05, 1.0, "log"),
     "overlap": (0.0, 1.0, "lin"),
     "expert_gemm": (0.05, 1.0, "log"),
+    "ring_step_us": (1.0, 200.0, "log"),
 }
 # Prior (center, standard deviation) of each parameter, from public microbenchmarks rather
 # than from the catalog: large cuBLAS GEMMs reach ~75-80 % of the dense peak in BF16 and
 # ~65-70 % in FP8 on H100; flash attention forward + backward ~50-60 % of the BF16 peak;
 # streaming kernels ~80 % of HBM bandwidth; NCCL ~80 % of NVLink / NIC line rate; most TP/PP
 # traffic hidden by userbuffers / overlapped p2p; routed experts as efficient as dense GEMMs
-# of their size (the centers are :class:`Efficiency`'s defaults, also the fit's start).
-# Standard deviations are wide (25 % for efficiencies, a factor e for the knee,
-# 0.2 for the overlap): the prior only settles what the published tables cannot tell apart.
-PRIOR_SD: dict[str, float] = {name: 0.25 for name in BOUNDS} | {"gemm_knee": 1.0, "overlap": 0.2}
+# of their size; a ring step across the network 14 us (NCCL's tuning model, src/graph/
+# tuning.cc: hwLat NET / Ring / Simple) (the centers are :class:`Efficiency`'s defaults,
+# also the fit's start).
+# Standard deviations are wide (25 % for efficiencies, a factor e for the knee and the ring
+# step latency, 0.2 for the overlap): the prior only settles what the published tables
+# cannot tell apart.
+PRIOR_SD: dict[str, float] = {name: 0.25 for name in BOUNDS} | {
+    "gemm_knee": 1.0,
+    "overlap": 0.2,
+    "ring_step_us": 1.0,
+}
 PRIOR: dict[str, tuple[float, float]] = {n: (getattr(FIT_START, n), sd) for n, sd in PRIOR_SD.items()}
 TABLE_NOISE = 0.04  # typical relative error of one published table (seconds per step)
 FIRST_STEP = 0.2

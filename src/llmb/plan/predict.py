@@ -9,10 +9,12 @@ The model, per GPU, for one micro-batch through one transformer layer:
   small or thin matrices lose efficiency. The knee is given at the BF16 peak and scales with
   the dtype's peak (FP8: twice the knee), because a GEMM's fixed per-tile costs take the same
   time at either precision. Forward + backward = 3 x the forward FLOPs; recompute adds the
-  forward again (all of it under ``full``, all but the QKV projection under ``save_qkv``, the
-  MLP's under ``mlp``). FP8 runs use the FP8
-  peak for the layer GEMMs; the output layer, router and attention stay BF16 (Transformer
-  Engine and MaxText defaults).
+  forward again (all of it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX
+  remat policy, all but the saved QKV projection and the MLP's down-projection FC2, whose
+  recomputed output the backward never reads and XLA eliminates as dead code: the backward
+  of FC2 needs its input, and the layer's output is the next layer's saved input). FP8 runs
+  use the FP8 peak for the layer GEMMs; the output layer, router and attention stay BF16
+  (Transformer Engine and MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
   (QK^T and AV over half the keys on average), 3.5 x that for forward + backward (the backward
   recomputes the scores), at ``peak(bf16) x attention_eff``.
@@ -25,10 +27,13 @@ The model, per GPU, for one micro-batch through one transformer layer:
 * **Communication**, with ring / all-to-all cost models on a two-level network (NVLink inside
   a domain of ``nvlink_domain`` GPUs - 8 on HGX H100, 72 on GB200 NVL72 - and each GPU's NIC
   beyond it), ranks ordered TP-CP-DP-PP (Megatron's default) so that inner groups land in
-  one domain first:
+  one domain first. Every all-gather / reduce-scatter ring also pays the latency of its
+  ``size - 1`` steps (NCCL's own latency model): ``ring_step_us`` for each of the
+  ``domains - 1`` steps that cross the network, 3.4 / 14 of it for each NVLink step (the
+  ratio of NCCL's tuning table), so that at fixed bytes a larger group is slower:
   - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
-    layer (the backward re-gathers inputs for the weight gradients); FP8 runs gather FP8
-    inputs (half the bytes of those 4 gathers);
+    layer (the backward re-gathers inputs for the weight gradients); FP8 runs cast before
+    gathering, so the 6 all-gathers move half the bytes (the 4 reduce-scatters stay BF16);
   - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
     hidden behind the attention kernels except for what exceeds them;
   - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
@@ -38,17 +43,22 @@ The model, per GPU, for one micro-batch through one transformer layer:
     the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
     exposed;
   - DP (distributed optimizer): gradient reduce-scatter (bf16) and parameter all-gather
-    (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last micro-batch's backward and the first one's forward
-    except for what exceeds them; FSDP (MaxText): per-layer weight all-gathers (forward and
-    backward) and gradient reduce-scatters, each hidden behind that layer's compute except for
-    the excess, and an all-reduce across the DP replicas.
+    (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last
+    micro-batch's backward and the first one's forward except for what exceeds them;
+  - FSDP (MaxText): per-layer weight all-gathers (bf16, forward and backward) and gradient
+    reduce-scatters (fp32), the forward gather hidden behind that layer's forward, the backward
+    gather and the reduce-scatter behind twice it (recomputation not counted as cover),
+    except for the excess; with DP replicas on top of the FSDP group, each layer's gradient
+    shard is also all-reduced across the replicas inside that layer's backward (XLA reduces
+    over the whole data mesh in the scanned backward) and hides like the reduce-scatter;
+    only the rest (embeddings, output layer) is all-reduced after the backward, exposed.
 * **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
   bubble (PP - 1) / (VP x GA) of the steady state.
 * **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
 
 The efficiency parameters are global (one set for every workload) and fitted by
 :mod:`llmb.plan.calibrate`; ``Efficiency.roofline()`` is the uncalibrated roofline (every
-efficiency 1, nothing overlapped).
+efficiency 1, nothing overlapped, no ring latency).
 """
 
 from __future__ import annotations
@@ -76,6 +86,10 @@ class Efficiency:
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
     overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
     expert_gemm: float = 1.0  # routed-expert GEMMs relative to dense GEMMs of their size (load imbalance)
+    # Latency of one ring step across the network, microseconds (a step inside an NVLink
+    # domain costs NVLINK_STEP_RATIO of it). Prior: NCCL's own tuning model (src/graph/
+    # tuning.cc, hwLat, Ring/Simple): 14 us per network step, 3.4 us per NVLink step.
+    ring_step_us: float = 14.0
 
     @classmethod
     def roofline(cls) -> Efficiency:
@@ -89,6 +103,7 @@ class Efficiency:
             link=1.0,
             overlap=0.0,
             expert_gemm=1.0,
+            ring_step_us=0.0,
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -158,11 +173,17 @@ class StepBreakdown:
 # ---------------------------------------------------------------------------------------------
 
 
+# NCCL's tuning model (src/graph/tuning.cc, hwLat, Ring/Simple): an NVLink ring step costs
+# 3.4 us against 14 us for a network step.
+NVLINK_STEP_RATIO = 3.4 / 14.0
+
+
 @dataclass(frozen=True)
 class _Net:
     nvlink_bps: float
     nic_bps: float
     domain: int
+    step_s: float = 0.0  # latency of one ring step across the network (seconds)
 
     def per_domain(self, size: int, stride: int) -> int:
         """Members of a group (``size`` ranks, ``stride`` apart) that share one NVLink domain."""
@@ -172,7 +193,9 @@ class _Net:
 
     def ring(self, nbytes: float, size: int, stride: int) -> float:
         """Reduce-scatter or all-gather of a tensor of ``nbytes`` (its full size) over the group:
-        within the domain over NVLink, then across domains over each GPU's NIC."""
+        within the domain over NVLink, then across domains over each GPU's NIC; plus the
+        latency of the ring's ``size - 1`` steps, ``outer - 1`` of them across the network
+        (NCCL's latency model): the pipeline fill that makes large rings slower."""
         if size <= 1 or nbytes <= 0:
             return 0.0
         k = self.per_domain(size, stride)
@@ -180,6 +203,7 @@ class _Net:
         outer = size // k
         if outer > 1:
             t += nbytes / k * (outer - 1) / outer / self.nic_bps
+        t += self.step_s * ((outer - 1) + (size - outer) * NVLINK_STEP_RATIO)
         return t
 
     def all_to_all(self, nbytes: float, size: int, stride: int) -> float:
@@ -200,6 +224,7 @@ def _net(gpu: GpuSpec, eff: Efficiency) -> _Net:
         nvlink_bps=gpu.nvlink_gbps * 1e9 * eff.link,
         nic_bps=gpu.nic_gbps * 1e9 * eff.link,
         domain=gpu.nvlink_domain,
+        step_s=eff.ring_step_us * 1e-6,
     )
 
 
@@ -220,6 +245,7 @@ class _LayerCost:
 
     gemm_fwd_s: float
     qkv_fwd_s: float  # the QKV projection's share of gemm_fwd_s
+    fc2_fwd_s: float  # the MLP down-projection's (FC2, routed and shared experts') share
     attention_fwd_s: float
     elementwise_fwd_s: float
     elementwise_bwd_s: float
@@ -229,7 +255,7 @@ class _LayerCost:
     cp_s: float
     ep_s: float
     fsdp_ag_s: float  # one all-gather of this layer's weights (FSDP)
-    fsdp_rs_s: float  # one reduce-scatter of its gradients (FSDP)
+    fsdp_rs_s: float  # one reduce-scatter of its gradients (+ their all-reduce across replicas)
 
 
 def _layer_cost(
@@ -252,8 +278,15 @@ def _layer_cost(
         nvlink_domain=gpu.nvlink_domain,
     )
     return _layer_cost_cached(
-        model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, hw, dtype, eff, moe_layer
+        model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, _fsdp_replicas(derived), hw, dtype, eff,
+        moe_layer,
     )
+
+
+def _fsdp_replicas(derived: DerivedLayout) -> int:
+    """Data-parallel replicas of the FSDP group (1 without FSDP)."""
+    fsdp = derived.layout.fsdp
+    return max(1, derived.dp // fsdp) if fsdp else 1
 
 
 @dataclass(frozen=True)
@@ -277,6 +310,7 @@ def _layer_cost_cached(
     etp: int,
     mbs: int,
     fsdp: int | None,
+    replicas: int,
     hw: _Hw,
     dtype: str,
     eff: Efficiency,
@@ -289,7 +323,9 @@ def _layer_cost_cached(
     kv_local = max(kv / tp, d)  # TP beyond the KV groups replicates KV heads
     a = 4 if dtype == "fp32" else 2
     gated = model.gated
-    net = _Net(hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain)
+    net = _Net(
+        hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain, eff.ring_step_us * 1e-6
+    )
     # The knee is in units of elements at the BF16 peak. A GEMM's fixed per-tile costs (pipeline
     # fill, the BF16 epilogue write) take the same time at either precision, so at the FP8 peak
     # they are worth twice the math: FP8 GEMMs need twice the size for the same efficiency.
@@ -344,7 +380,8 @@ def _layer_cost_cached(
         f = moe.expert_ffn_hidden
         up = (2 if gated else 1) * f
         m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert
-        g += e_loc * (gemm(m_e, up / etp, h) + gemm(m_e, h, f / etp)) / eff.expert_gemm
+        fc2 = e_loc * gemm(m_e, h, f / etp) / eff.expert_gemm
+        g += e_loc * gemm(m_e, up / etp, h) / eff.expert_gemm + fc2
         g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16)  # router
         routed = moe.top_k * etp / tp  # routed token copies per GPU, per token of this rank
         # Permute and un-permute (2 h each way per routed copy), the expert activation (its
@@ -357,6 +394,7 @@ def _layer_cost_cached(
         fs = moe.shared_experts * moe.shared_expert_ffn_hidden
         if fs:
             up_s = (2 if gated else 1) * fs
+            fc2 += gemm(t, h, fs / tp)
             g += gemm(t, up_s / tp, h) + gemm(t, h, fs / tp)
             afw, abw = act(fs)
             fw_tp += afw + (ct * fs if fp8 else 0.0)
@@ -370,7 +408,8 @@ def _layer_cost_cached(
     else:
         f = model.ffn_hidden
         up = (2 if gated else 1) * f
-        g += gemm(t, up / tp, h) + gemm(t, h, f / tp)
+        fc2 = gemm(t, h, f / tp)
+        g += gemm(t, up / tp, h) + fc2
         afw, abw = act(f)
         fw_tp += afw + (ct * f if fp8 else 0.0)  # FP8: the FC2 input cast
         bw_tp += abw + (ct * (up + h) if fp8 else 0.0)  # FP8: FC1's and FC2's output gradients
@@ -403,9 +442,15 @@ def _layer_cost_cached(
         params = lp.total / tp
         fsdp_ag = net.ring(2 * params, fsdp, tp * cp)
         fsdp_rs = net.ring(4 * params, fsdp, tp * cp)
+        if replicas > 1:
+            # XLA reduces each layer's gradients over the whole data mesh inside the scanned
+            # backward: after the reduce-scatter over the FSDP group, an all-reduce of the
+            # layer's gradient shard across the replicas, hidden like the reduce-scatter.
+            fsdp_rs += 2 * net.ring(4 * params / fsdp, replicas, tp * cp * fsdp)
     return _LayerCost(
         gemm_fwd_s=g,
         qkv_fwd_s=qkv,
+        fc2_fwd_s=fc2,
         attention_fwd_s=attn,
         elementwise_fwd_s=ew_fwd_s,
         elementwise_bwd_s=ew_bwd_s,
@@ -469,7 +514,10 @@ def predict_step(
             c = costs[kind]
             g += n * gemm_mult * c.gemm_fwd_s
             if recompute == "save_qkv":
-                g -= n * c.qkv_fwd_s  # the saved Q/K/V projections are not recomputed
+                # JAX remat (MaxText's save_qkv_proj): the saved Q/K/V projections are not
+                # recomputed, and XLA drops the recomputed FC2 as dead code: the backward
+                # needs FC2's input, never its output (the next layer's input is saved).
+                g -= n * (c.qkv_fwd_s + c.fc2_fwd_s)
             at += n * attn_mult * c.attention_fwd_s
             ew += n * (ew_fwd_mult * c.elementwise_fwd_s + c.elementwise_bwd_s)
             if recompute == "selective":
@@ -530,10 +578,14 @@ def predict_step(
     dense_local, expert_local = _local_params(model, derived, slow)
     dp_total = dp_exposed = 0.0
     if lay.fsdp:
-        replicas = derived.dp // lay.fsdp
+        replicas = _fsdp_replicas(derived)
         shard = (dense_local + expert_local) / lay.fsdp
         if replicas > 1:
-            dp_total = 2 * net.ring(4 * shard, replicas, tp * cp * lay.fsdp)
+            # The layers' gradients were all-reduced inside the backward (fsdp_rs_s); what is
+            # left is the rest (embeddings, output layer, final norm), after the backward.
+            layers = sum(kind_counts(model, derived.layers_per_chunk, pp)[slow].values())
+            rest = max(0.0, shard - layers * layer_params(model, 0).total / tp / lay.fsdp)
+            dp_total = 2 * net.ring(4 * rest, replicas, tp * cp * lay.fsdp)
             dp_exposed = dp_total
         opt_params = shard
     else:
