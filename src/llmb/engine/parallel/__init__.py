@@ -1,7 +1,8 @@
 """Parallelism applied to the plain models from outside, over a mesh built from the layout.
 
 :func:`build_model_parts` is the one place that orders it (as torchtitan does): cut pipeline
-chunks on ``meta`` -> tensor/sequence parallel -> context parallel -> expert parallel -> FSDP
+chunks on ``meta`` -> tensor/sequence parallel -> context parallel (-> fp32 attention cores for
+bf16 on CPU) -> expert parallel -> FSDP
 (or DDP) -> materialize this rank's shards (``to_empty`` + ``init_weights``) -> pipeline
 schedule.
 """
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from llmb.catalog.schema import ModelSpec
-from llmb.engine.models.transformer import Transformer, build_model
+from llmb.engine.models.transformer import Transformer, build_model, upcast_attention_on_cpu
 from llmb.engine.parallel.context import apply_cp, refresh_cp_buffers
 from llmb.engine.parallel.data_parallel import apply_ddp, apply_fsdp
 from llmb.engine.parallel.expert import apply_ep, tag_expert_params
@@ -94,6 +95,8 @@ def build_model_parts(
             apply_tp(m, par.sub("tp"), fp8=dtype == "fp8")
         if dims.cp > 1 and not builtin_cp(device, dims):
             apply_cp(m, par.group("cp"), dims.cp, par.cp_rank)
+        if device.type == "cpu" and compute_dtype == torch.bfloat16:
+            upcast_attention_on_cpu(m)
         chunk_experts = apply_ep(m, par) if dims.experts_split else []
         if use_fsdp:
             apply_fsdp(m, par.sub("dp_cp"), compute_dtype, ignored=set(chunk_experts))
