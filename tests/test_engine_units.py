@@ -106,6 +106,36 @@ def test_context_parallel_positions_balance_and_cover():
     assert parts[0].tolist() == [0, 1, 2, 3, 12, 13, 14, 15]
 
 
+def test_context_parallel_buffers_refill_under_fp32_attention_wrappers():
+    """bf16 on CPU wraps attention cores (fp32 attention); the CP masks must still be found and
+    refilled after to_empty."""
+    from llmb.engine.config import RunRequest, resolve_run
+    from llmb.engine.models.transformer import UpcastAttention, build_model, upcast_attention_on_cpu
+    from llmb.engine.parallel.context import ContextParallelAttention, apply_cp, cp_positions, refresh_cp_buffers
+
+    run = resolve_run(RunRequest(workload="llama3.1", proxy="cpu-tiny", nproc=1))
+    model = build_model(run.model, "meta")
+    apply_cp(model, None, 2, 1)
+    upcast_attention_on_cpu(model)
+    model.to_empty(device="cpu")
+    refresh_cp_buffers(model)
+    seq = run.model.seq_len
+    pos, all_pos = cp_positions(seq, 2, 1), torch.cat([cp_positions(seq, 2, r) for r in range(2)])
+    cores = [b.attention.core for b in model.layers.values()]
+    assert all(isinstance(c, UpcastAttention) and isinstance(c.inner, ContextParallelAttention) for c in cores)
+    assert all(torch.equal(c.inner.mask, all_pos.unsqueeze(0) <= pos.unsqueeze(1)) for c in cores)
+    # The wrapper runs its core in fp32 and hands back the input dtype.
+    seen = []
+
+    class Core(torch.nn.Module):
+        def forward(self, q, k, v):
+            seen.append(q.dtype)
+            return q
+
+    q = torch.randn(1, 2, 4, 8, dtype=torch.bfloat16)
+    assert UpcastAttention(Core())(q, q, q).dtype == torch.bfloat16 and seen == [torch.float32]
+
+
 def test_proxy_keeps_family_and_kinds_of_parallelism():
     from llmb.engine.config import RunRequest, resolve_run
 

@@ -96,8 +96,9 @@ def refresh_cp_buffers(model: Transformer) -> None:
     all_pos = torch.cat([cp_positions(seq, cp, r) for r in range(cp)])
     model.rope.positions.copy_(pos)
     mask = all_pos.unsqueeze(0) <= pos.unsqueeze(1)
-    for block in model.layers.values():
-        block.attention.core.mask.copy_(mask)
+    for module in model.modules():  # the cores may be wrapped (fp32 attention on CPU)
+        if isinstance(module, ContextParallelAttention):
+            module.mask.copy_(mask)
 
 
 def slice_batch(tokens: torch.Tensor, labels: torch.Tensor, cp: int, rank: int):
