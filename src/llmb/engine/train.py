@@ -120,8 +120,13 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         for i, (tokens, labels) in enumerate(batches):
             last = i == len(batches) - 1
-            # DDP: reduce once per step, not per micro-batch.
+            # Reduce gradients once per step, not per micro-batch (as Megatron's distributed
+            # optimizer does): DDP skips its all-reduce, FSDP accumulates unsharded gradients
+            # and reduce-scatters after the last micro-batch. (Pipeline schedules do the same
+            # for FSDP stages themselves.)
             sync = model.no_sync() if parts.ddp and not last else contextlib.nullcontext()
+            if parts.fsdp:
+                model.set_requires_gradient_sync(last)
             cp_ctx = (
                 builtin_context(self.par.sub("cp"), parts.modules[0], tokens, labels)
                 if self._builtin_cp else contextlib.nullcontext()
