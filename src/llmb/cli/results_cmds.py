@@ -7,17 +7,17 @@ import csv
 import math
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from llmb.catalog import default_catalog
 from llmb.cli.app import JSON_OPTION, app, console, print_json
 from llmb.errors import LlmbError
-from llmb.results.analysis import ROW_FIELDS, RunResult, analyze_logs, result_row
-from llmb.results.compare import compare, recipe_baseline
-from llmb.results.identity import RunSpec, parse_layout
-from llmb.results.stats import parse_window
+
+if TYPE_CHECKING:
+    from llmb.results.analysis import RunResult
+    from llmb.results.identity import RunSpec
 
 WINDOW_OPTION = typer.Option(
     None, "--window", "-w", metavar="A:B",
@@ -38,9 +38,20 @@ CONVENTION_OPTION = typer.Option("recipe", "--convention", help="FLOPs conventio
 CSV_OPTION = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 
+def _spec(workload, size, dtype, gpus, gpu_type, layout) -> RunSpec:
+    """What the command line says about the runs (a layout as ``TP4,PP2,...``)."""
+    # The results package is imported when a results command runs, not for every llmb command.
+    from llmb.results.identity import RunSpec, parse_layout
+
+    return RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
+
+
 def analyze_paths(
     paths: list[str], *, window: str | None, fmt: str, rank: int | None, spec: RunSpec, convention: str
 ) -> list[RunResult]:
+    from llmb.results.analysis import analyze_logs
+    from llmb.results.stats import parse_window
+
     return analyze_logs(
         paths, window=parse_window(window) if window else None, fmt=fmt, rank=rank, spec=spec, convention=convention
     )
@@ -82,6 +93,9 @@ _STATUS_STYLE = {"OK": "green", "INCOMPLETE": "yellow", "INVALID": "red", "NO_DA
 
 def print_results(results: list[RunResult]) -> None:
     """One block per log (readable in 80 columns; --csv gives the table)."""
+    from llmb.results.analysis import result_row
+    from llmb.results.compare import compare, recipe_baseline
+
     for res in results:
         row = result_row(res)
         status = row["status"]
@@ -147,11 +161,13 @@ def parse_cmd(
     """Parse training logs of any supported framework: window statistics, status and metrics."""
     if as_json and as_csv:
         raise LlmbError("choose one of --json and --csv")
-    spec = RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
+    spec = _spec(workload, size, dtype, gpus, gpu_type, layout)
     results = analyze_paths(paths, window=window, fmt=fmt, rank=rank, spec=spec, convention=convention)
     if as_json:
         print_json(jsonable([r.as_dict(with_steps=steps) for r in results]))
     elif as_csv:
+        from llmb.results.analysis import ROW_FIELDS, result_row
+
         write_csv([result_row(r) for r in results], ROW_FIELDS)
     else:
         print_results(results)
@@ -179,7 +195,7 @@ def import_cmd(
     from llmb.results.analysis import run_id_for, store_row
     from llmb.results.store import Store
 
-    spec = RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
+    spec = _spec(workload, size, dtype, gpus, gpu_type, layout)
     results = analyze_paths(paths, window=window, fmt=fmt, rank=rank, spec=spec, convention=convention)
     if run_id is not None and len(results) != 1:
         raise LlmbError(f"--run-id names one run but {len(results)} logs were found")
@@ -252,7 +268,7 @@ def compare_cmd(
         raise LlmbError("choose one of --against and --set")
     if not 0 < tolerance <= 10:
         raise LlmbError(f"--tolerance must be a fraction such as 0.95, got {tolerance}")
-    spec = RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout))
+    spec = _spec(workload, size, dtype, gpus, gpu_type, layout)
     rows = _runs_from_args(list(runs or []), spec, window, convention)
     if against:
         other = Store.open().get(against)
@@ -334,7 +350,7 @@ def report_cmd(
     steps: dict[str, list[dict[str, Any]]] = {}
     catalog = default_catalog()
     if runs:
-        rows = _runs_from_args(list(runs), RunSpec(workload, size, dtype, gpus, gpu_type, layout=parse_layout(layout)), window, convention, steps)
+        rows = _runs_from_args(list(runs), _spec(workload, size, dtype, gpus, gpu_type, layout), window, convention, steps)
     else:
         store = Store.open()
         wl = catalog.workload(workload).name if workload else None

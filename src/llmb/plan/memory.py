@@ -284,8 +284,10 @@ def _first_of_kind(model: ModelSpec) -> dict[bool, int]:
 
 
 @per_model_cache
+@per_model_cache
 def kind_counts(model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int) -> list[dict[bool, int]]:
-    """Per pipeline rank: how many of its layers are dense (False) and MoE (True)."""
+    """Per pipeline rank: how many of its layers are dense (False) and MoE (True). (Cached:
+    callers must not modify the result.)"""
     counts: list[dict[bool, int]] = [{} for _ in range(pp)]
     start = 0
     for c, n in enumerate(layers_per_chunk):

@@ -269,14 +269,7 @@ def _layer_cost(
     lay = derived.layout
     # A layer's cost depends on these sizes only (not on PP, VP or DP): cache on them, so a
     # layout search pays for each distinct combination once.
-    hw = _Hw(
-        peak_flops=gpu.peak_flops(dtype),
-        peak_bf16_flops=gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype),
-        hbm_gbps=gpu.hbm_bandwidth_gbps,
-        nvlink_gbps=gpu.nvlink_gbps,
-        nic_gbps=gpu.nic_gbps,
-        nvlink_domain=gpu.nvlink_domain,
-    )
+    hw = _hw_of(gpu, dtype)
     return _layer_cost_cached(
         model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, _fsdp_replicas(derived), hw, dtype, eff,
         moe_layer,
@@ -299,6 +292,18 @@ class _Hw:
     nvlink_gbps: float
     nic_gbps: float
     nvlink_domain: int
+
+
+@per_model_cache
+def _hw_of(gpu: GpuSpec, dtype: str) -> _Hw:
+    return _Hw(
+        peak_flops=gpu.peak_flops(dtype),
+        peak_bf16_flops=gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype),
+        hbm_gbps=gpu.hbm_bandwidth_gbps,
+        nvlink_gbps=gpu.nvlink_gbps,
+        nic_gbps=gpu.nic_gbps,
+        nvlink_domain=gpu.nvlink_domain,
+    )
 
 
 @per_model_cache
@@ -506,11 +511,18 @@ def predict_step(
     hbm = gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm
 
     per_stage = []
+    counts = kind_counts(model, derived.layers_per_chunk, pp)
+    seen: dict[tuple, dict[str, float]] = {}
     for rank in range(pp):
+        # Stages with the same layers (and not the last one) cost the same: compute once.
+        signature = (tuple(sorted(counts[rank].items())), rank == pp - 1)
+        if signature in seen:
+            per_stage.append(seen[signature])
+            continue
         n_chunks = vp
         g = at = ew = tpc = cpc = epc = 0.0
         fsdp_exposed = 0.0
-        for kind, n in kind_counts(model, derived.layers_per_chunk, pp)[rank].items():
+        for kind, n in counts[rank].items():
             c = costs[kind]
             g += n * gemm_mult * c.gemm_fwd_s
             if recompute == "save_qkv":
@@ -565,6 +577,7 @@ def predict_step(
                 pp_total=ppc,
             )
         )
+        seen[signature] = per_stage[-1]
 
     def mb_time(x: dict[str, float]) -> float:
         return x["gemm"] + x["attn"] + x["ew"] + x["tp"] + x["cp"] + x["ep"] + x["pp"] + x["fsdp"]

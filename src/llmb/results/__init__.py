@@ -11,32 +11,42 @@
   runs, saved sets and history.
 """
 
-from llmb.results.analysis import RunResult, analyze, analyze_logs
-from llmb.results.identity import RunSpec, infer_spec
-from llmb.results.parse import LogStream, ParsedLog, parse_file, parse_stream
-from llmb.results.parsers import FORMATS
-from llmb.results.record import StepRecord
-from llmb.results.stats import Status, Summary, Window, WindowStats, default_window, parse_window, window_stats
-from llmb.results.store import Store
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS",
-    "LogStream",
-    "ParsedLog",
-    "RunResult",
-    "RunSpec",
-    "Status",
-    "StepRecord",
-    "Store",
-    "Summary",
-    "Window",
-    "WindowStats",
-    "analyze",
-    "analyze_logs",
-    "default_window",
-    "infer_spec",
-    "parse_file",
-    "parse_stream",
-    "parse_window",
-    "window_stats",
-]
+from importlib import import_module
+from typing import Any
+
+# Exported names and their modules, imported on first use (PEP 562): a command that needs only
+# the job store does not pay for the parsers and the analysis.
+_EXPORTS = {
+    "FORMATS": "parsers",
+    "LogStream": "parse",
+    "ParsedLog": "parse",
+    "RunResult": "analysis",
+    "RunSpec": "identity",
+    "Status": "stats",
+    "StepRecord": "record",
+    "Store": "store",
+    "Summary": "stats",
+    "Window": "stats",
+    "WindowStats": "stats",
+    "analyze": "analysis",
+    "analyze_logs": "analysis",
+    "default_window": "stats",
+    "infer_spec": "identity",
+    "parse_file": "parse",
+    "parse_stream": "parse",
+    "parse_window": "stats",
+    "window_stats": "stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmb.results' has no attribute {name!r}")
+    value = getattr(import_module(f"llmb.results.{module}"), name)
+    globals()[name] = value
+    return value
