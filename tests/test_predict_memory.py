@@ -37,6 +37,13 @@ def test_llama31_8b_static_state_matches_the_log_allocation():
     assert w.static_bytes == pytest.approx(44_271_689_728, rel=0.01)
 
 
+def test_fp32_static_state_has_no_separate_main_copy():
+    r = _recipe("llama3.1", "8b", "bf16", 8)
+    w = estimate_memory(r.model, r.derived, r.gpu, "fp32", "none").worst
+    # fp32 weights 4 B + fp32 grads 4 B + Adam m and v 8 B / (DP 4 x CP 2) = 9 B/param.
+    assert w.static_bytes == pytest.approx(9 * 8_030_261_248)
+
+
 def test_llama31_8b_activations_hand_checked():
     r = _recipe("llama3.1", "8b", "bf16", 8)
     # Per token per layer (TP1, bf16): attention 2h + 2h + 2(q + 2kv) + 2q + 4*heads

@@ -11,7 +11,8 @@ What is modelled, and the framework conventions behind it:
   data-parallel x context-parallel group (experts: over the expert-data-parallel group). This
   reproduces the Llama 3.1 8b log's ``memory_allocated`` (44.27 GB) to 0.3 %.
   FP8 runs keep GEMM weights in FP8 with a cached FP8 transpose (2 B/param in place of the
-  bf16 copy: NeMo's FP8 precision sets ``fp8_param_gather``).
+  bf16 copy: NeMo's FP8 precision sets ``fp8_param_gather``). FP32 runs: fp32 weights and
+  gradients and Adam moments only (the weights are the main copy): 16 B/param.
 * **FSDP (MaxText style)**, when the layout names an ``fsdp`` group: fp32 weights, fp32
   gradients and Adam moments all sharded over the group (16 B/param / fsdp), plus the bf16
   weights of two gathered layers (the one computing and the one prefetched).
@@ -391,7 +392,9 @@ def estimate_memory(
                 weights += (FP8_WEIGHT_BYTES_PER_PARAM - a) * gemm
             grads = a * params
             dp_shard = derived.dp * cp
-            optimizer = OPTIMIZER_BYTES_PER_PARAM * (dense / dp_shard + experts / derived.edp)
+            # fp32 runs train the fp32 weights directly: no separate main copy, Adam m and v only.
+            per_param = OPTIMIZER_BYTES_PER_PARAM if dtype != "fp32" else OPTIMIZER_BYTES_PER_PARAM - 4
+            optimizer = per_param * (dense / dp_shard + experts / derived.edp)
 
         # Activations: the in-flight chunks, each a micro-batch through one chunk's layers.
         n_chunks = _in_flight_chunks(pp, vp, derived.ga, rank)
