@@ -95,6 +95,7 @@ CASES = [
     ("tp2-etp2", "llama4-maverick", 2, {"pp": 1, "tp": 2, "etp": 2, "ep": 1}, "fsdp"),
     ("tp2-etp1-ep2", "llama4-maverick", 2, {"pp": 1, "tp": 2, "etp": 1, "ep": 2}, "fsdp"),
     ("tp2-etp2-ep2-dp2", "llama4-maverick", 4, {"pp": 1, "tp": 2, "etp": 2, "ep": 2}, "fsdp"),
+    ("pp2-tp2-etp2", "llama4-maverick", 4, {"pp": 2, "vp": 1, "tp": 2, "etp": 2, "ep": 1}, "fsdp"),
 ]
 
 
