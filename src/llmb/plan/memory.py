@@ -92,7 +92,8 @@ GIB = 2**30
 RUNTIME_OVERHEAD_BYTES = 3 * GIB
 FRAGMENTATION = 0.05  # reserved / allocated - 1 of PyTorch's caching allocator, typical
 # Megatron-Core distributed optimizer: fp32 main weights + Adam m + v, sharded over DP.
-OPTIMIZER_BYTES_PER_PARAM = 12
+ADAM_MOMENTS_BYTES_PER_PARAM = 8
+OPTIMIZER_BYTES_PER_PARAM = 4 + ADAM_MOMENTS_BYTES_PER_PARAM
 # Checkpoints hold bf16 weights plus the fp32 optimizer state: 2 + 12 bytes per parameter.
 CHECKPOINT_BYTES_PER_PARAM = 14
 FP8_WEIGHT_BYTES_PER_PARAM = 2  # FP8 weight + its FP8 transpose (fp8_param_gather), per GEMM param
@@ -393,7 +394,7 @@ def estimate_memory(
             grads = a * params
             dp_shard = derived.dp * cp
             # fp32 runs train the fp32 weights directly: no separate main copy, Adam m and v only.
-            per_param = OPTIMIZER_BYTES_PER_PARAM if dtype != "fp32" else OPTIMIZER_BYTES_PER_PARAM - 4
+            per_param = OPTIMIZER_BYTES_PER_PARAM if dtype != "fp32" else ADAM_MOMENTS_BYTES_PER_PARAM
             optimizer = per_param * (dense / dp_shard + experts / derived.edp)
 
         # Activations: the in-flight chunks, each a micro-batch through one chunk's layers.

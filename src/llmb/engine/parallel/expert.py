@@ -73,9 +73,9 @@ class ExpertParallelExperts(nn.Module):
         if self.etp > 1:
             gathered = [torch.empty_like(counts) for _ in range(self.etp)]
             dist.all_gather(gathered, counts, group=self.etp_group)
-            sizes = [int(c.sum()) for c in gathered]
+            counts = torch.cat(gathered)  # [ETP * sources, local]
+            sizes = counts.view(self.etp, -1).sum(1).tolist()  # one host sync, not ETP
             x = all_gather_v(x, sizes, self.etp_group)
-            counts = torch.cat(gathered)
         # `x` is grouped by source, then by local expert: regroup by expert.
         expert_of = torch.repeat_interleave(
             torch.arange(local, device=x.device).repeat(counts.shape[0]), counts.reshape(-1)
