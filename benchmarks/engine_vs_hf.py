@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from llmb.catalog.schema import ModelSpec
 from llmb.engine.ceiling import measure_gemm_flops
-from llmb.engine.config import RunRequest, resolve_run
+from llmb.plan.run import RunRequest, resolve_run
 from llmb.engine.parallel import build_parallel
 from llmb.engine.train import Trainer
 from llmb.plan.flops import flops_per_sample

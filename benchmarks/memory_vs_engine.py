@@ -37,7 +37,7 @@ _CHILD = r"""
 import json, resource, sys
 import torch
 from llmb.catalog import default_catalog
-from llmb.engine.config import RunRequest, resolve_run
+from llmb.plan.run import RunRequest, resolve_run
 from llmb.engine.parallel import build_parallel
 from llmb.engine.train import Trainer
 from llmb.plan.memory import estimate_memory

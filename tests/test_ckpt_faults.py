@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _reference_losses(steps: int) -> list[float]:
     """The uninterrupted run: one process, same seed, batch and schedule."""
-    from llmb.engine.config import RunRequest, resolve_run
+    from llmb.plan.run import RunRequest, resolve_run
     from llmb.engine.parallel import build_parallel
     from llmb.engine.train import Trainer
 

@@ -58,7 +58,7 @@ def test_recipe_profile_window_is_clipped_to_a_short_run(monkeypatch, capsys):
         (["--load", "/no/such/checkpoint"], {}, "does not exist"),
         (["--resume", "--load", "x"], {}, "give one"),
         ([], {"ENABLE_CHECKPOINT": "maybe"}, "ENABLE_CHECKPOINT must be true or false"),
-        (["--pg-timeout-s", "0"], {}, "--pg-timeout-s must be > 0"),
+        (["--pg-timeout-s", "0"], {}, "--pg-timeout-s must be a finite number of seconds > 0"),
     ],
 )
 def test_option_mistakes_are_one_line(argv, env, needle, tmp_path, monkeypatch, capsys):

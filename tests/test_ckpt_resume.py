@@ -29,7 +29,7 @@ def _free_port() -> int:
 
 
 def _run(nproc: int, workload: str = "llama3.1", overrides: dict | None = None):
-    from llmb.engine.config import RunRequest, resolve_run
+    from llmb.plan.run import RunRequest, resolve_run
 
     return resolve_run(RunRequest(workload=workload, proxy="cpu-tiny", dtype="fp32", nproc=nproc, steps=STEPS,
                                   overrides={**BATCH, **(overrides or {})}))
@@ -49,12 +49,12 @@ def _straight(nproc: int, exp_dir: Path, workload: str = "llama3.1", overrides: 
 
     run, trainer = _trainer(nproc, workload, overrides)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    ckpt = Checkpointer(trainer, run, exp_dir, rank, log=lambda _: None)
+    ckpt = Checkpointer(exp_dir / "checkpoints", rank, {"workload": run.recipe.workload.name}, log=lambda _: None)
     losses = []
     for step in range(1, STEPS + 1):
         losses.append(trainer.step().loss)
         if step == SAVE_AT:
-            ckpt.save(step)
+            ckpt.save(trainer.state_dict(), step)
     return losses
 
 
@@ -64,8 +64,10 @@ def _resumed(nproc: int, checkpoint: Path, workload: str = "llama3.1", overrides
 
     run, trainer = _trainer(nproc, workload, overrides)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    result = Checkpointer(trainer, run, None, rank, log=lambda _: None).load(checkpoint)
-    assert result.step == SAVE_AT
+    state = trainer.state_dict()
+    Checkpointer(None, rank, {}, log=lambda _: None).load(checkpoint, state, optional=(trainer.rng_key,))
+    trainer.load_state_dict(state)
+    assert trainer.completed_steps == SAVE_AT
     return [trainer.step().loss for _ in range(SAVE_AT + 1, STEPS + 1)]
 
 
@@ -105,7 +107,7 @@ def _close(got: list[float], want: list[float], what: str) -> None:
 
 
 def test_resume_on_one_rank_repeats_the_losses(tmp_path):
-    from llmb.engine.checkpoint import complete_checkpoints
+    from llmb.checkpoint_files import complete_checkpoints
 
     ref = _straight(1, tmp_path)
     (ckpt,) = [p for _, p in complete_checkpoints(tmp_path / "checkpoints")]
@@ -184,7 +186,7 @@ def test_checkpoint_of_another_model_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_loader_ignores_incomplete_checkpoints(tmp_path):
-    from llmb.engine.checkpoint import MARKER, latest_checkpoint, resolve_load_path
+    from llmb.checkpoint_files import MARKER, latest_checkpoint, resolve_load_path
     from llmb.errors import LlmbError
 
     root = tmp_path / "checkpoints"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmb.engine.data import IndexedDataset, IndexedDatasetWriter, TokenBatches
+from llmb.data import IndexedDataset, IndexedDatasetWriter
+from llmb.engine.data import TokenBatches
 from llmb.errors import LlmbError
 
 SEQ_LEN = 8

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from llmb.engine.data import IndexedDataset, IndexedDatasetWriter, token_dtype_for_vocab
+from llmb.data import IndexedDataset, IndexedDatasetWriter, token_dtype_for_vocab
 from llmb.errors import LlmbError
 
 DOCS = [[5, 6, 7], [1], [9, 8, 7, 6, 5, 4], [300, 2]]

@@ -7,14 +7,14 @@ import pytest
 from tokenizers import Tokenizer
 
 from llmb.cli import main
-from llmb.engine.data import (
+from llmb.data import (
     IndexedDataset,
-    TokenBatches,
     sample_dir,
     sample_prefix,
     sample_tokenizer_path,
 )
-from llmb.engine.data.prepare import prepare
+from llmb.data.prepare import prepare
+from llmb.engine.data import TokenBatches
 
 SAMPLE_JSONL = sample_dir() / "prose.jsonl"
 

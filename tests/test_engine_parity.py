@@ -30,7 +30,7 @@ def _losses(workload: str, nproc: int, overrides: dict, dp_mode: str = "fsdp") -
     """Per-step losses, then per-step gradient norms (one list of 2 * STEPS numbers)."""
     import torch
 
-    from llmb.engine.config import RunRequest, resolve_run
+    from llmb.plan.run import RunRequest, resolve_run
     from llmb.engine.parallel import build_parallel
     from llmb.engine.train import Trainer
 

@@ -12,7 +12,7 @@ from llmb.catalog import default_catalog
 
 
 def _tiny_spec(workload: str, size: str):
-    from llmb.engine.proxy import proxy_spec, shrink_model
+    from llmb.plan.proxy import proxy_spec, shrink_model
 
     cat = default_catalog()
     return shrink_model(cat.size(cat.workload(workload), size)[1].model, proxy_spec("cpu-tiny"))
@@ -46,7 +46,8 @@ def test_moe_layer_matches_dense_reference_of_same_routing():
 
 def test_families_build_on_meta_and_materialize():
     from llmb.engine.models.moe import MoE
-    from llmb.engine.models.transformer import FeedForward, LayerNorm, RMSNorm, build_model
+    from llmb.engine.models.layers import FeedForward, LayerNorm, RMSNorm
+    from llmb.engine.models.transformer import build_model
 
     for workload, size, norm, moe_layers in [
         ("llama3.1", "8b", RMSNorm, 0), ("nemotron4", "340b", LayerNorm, 0), ("llama4-maverick", "400b", RMSNorm, 2),
@@ -109,7 +110,7 @@ def test_context_parallel_positions_balance_and_cover():
 def test_context_parallel_buffers_refill_under_fp32_attention_wrappers():
     """bf16 on CPU wraps attention cores (fp32 attention); the CP masks must still be found and
     refilled after to_empty."""
-    from llmb.engine.config import RunRequest, resolve_run
+    from llmb.plan.run import RunRequest, resolve_run
     from llmb.engine.models.transformer import UpcastAttention, build_model, upcast_attention_on_cpu
     from llmb.engine.parallel.context import ContextParallelAttention, apply_cp, cp_positions, refresh_cp_buffers
 
@@ -137,14 +138,14 @@ def test_context_parallel_buffers_refill_under_fp32_attention_wrappers():
 
 
 def test_proxy_keeps_family_and_kinds_of_parallelism():
-    from llmb.engine.config import RunRequest, resolve_run
+    from llmb.plan.run import RunRequest, resolve_run
 
     run = resolve_run(RunRequest(workload="llama4-maverick", nproc=4))
     assert run.model.family == "llama4" and run.model.moe is not None
     assert (run.layout.pp, run.layout.ep, run.derived.dp, run.derived.vp) == (2, 2, 2, 2)
-    d = run.as_dict()
-    assert d["proxy"] == "cpu-small" and d["full_model"]["hidden"] == 5120
-    assert d["proxy_shrink"]["hidden"] == run.model.hidden
+    d = run.config()
+    assert d.proxy == "cpu-small" and d.full_model.hidden == 5120 and d.size_label == "400b-cpu-small"
+    assert d.proxy_shrink["hidden"] == run.model.hidden
     one = resolve_run(RunRequest(workload="llama3.1", nproc=1))
     assert set(one.dropped_parallelism) == {"cp", "dp"}
     # Maverick's H100 recipe (TP4, EP128, ETP4): TP, EP and tensor-parallel experts all stay.
@@ -161,8 +162,8 @@ def test_window_statistics_leave_out_warmup():
     from llmb.engine.runner import window_stats
 
     stats = window_stats([9.0, 1.0, 2.0, 3.0, 100.0], warmup=1, window=3)
-    assert stats["first_step"] == 2 and stats["last_step"] == 4
-    assert stats["mean"] == 2.0 and stats["count"] == 3
+    assert stats.first_step == 2 and stats.last_step == 4
+    assert stats.mean == 2.0 and stats.count == 3
     assert window_stats([5.0], warmup=1, window=3) is None
 
 
@@ -216,7 +217,8 @@ def test_run_in_process_writes_the_experiment(tmp_path, monkeypatch, capsys):
     (run_dir,) = list(exp.iterdir())
     assert summary["status"] == "complete" and summary["steps_completed"] == 4
     assert summary["window"]["first_step"] == 2 and summary["window"]["count"] == 3
-    assert "measured CPU GEMM ceiling" in summary["mfu_denominator"]["label"]
+    assert "measured CPU GEMM ceiling" in summary["hardware"]["mfu_denominator"]["label"]
+    assert summary["hardware"]["device"] == "cpu" and summary["size"] == "8b" and summary["proxy"] == "cpu-tiny"
     assert summary["metrics"]["tokens_per_s"] > 0
     for name in ("config.json", "environment.json", "log.txt", "metrics.jsonl", "summary.json"):
         assert (run_dir / name).is_file(), name
@@ -230,7 +232,7 @@ def test_run_in_process_writes_the_experiment(tmp_path, monkeypatch, capsys):
 
 
 def test_proxies_file_errors_are_one_line(tmp_path):
-    from llmb.engine.proxy import load_proxies
+    from llmb.plan.proxy import load_proxies
     from llmb.errors import LlmbError
 
     bad = tmp_path / "proxies.yaml"
@@ -280,8 +282,8 @@ def test_run_trains_on_real_text(tmp_path, monkeypatch, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["status"] == "complete"
     assert summary["final_loss"] < math.log(8192) - 1.0 < summary["first_loss"]
-    request = json.loads((Path(summary["experiment_dir"]) / "request.json").read_text())
-    assert request["data"] == "sample"
+    config = json.loads((Path(summary["experiment_dir"]) / "config.json").read_text())
+    assert config["request"]["data"] == "sample"
 
 
 @pytest.mark.parametrize("data, message", [("sample", "beyond the model's vocabulary of 512"),

@@ -215,20 +215,17 @@ def test_llmb_experiment_folder_uses_the_recorded_recipe(tmp_path, capsys):
     uses them, so `llmb parse` agrees with the engine's own summary."""
     import json as _json
 
-    from llmb.catalog import default_catalog
     from llmb.logline import format_step_line
-    from llmb.plan import resolve
+    from llmb.plan.run import RunRequest, resolve_run
+    from llmb.records import Denominator, Hardware
 
-    recipe = resolve(default_catalog(), "llama3.1", "8b", "bf16", 8)
-    small = recipe.model.model_copy(update={"layers": 2, "hidden": 64, "ffn_hidden": 128, "heads": 4,
-                                            "query_groups": 2, "vocab": 256, "seq_len": 32})
-    cfg = {**recipe.as_dict(), "model": small.model_dump(mode="json"),
-           "layout": {**recipe.layout.as_dict(), "gpus": 1, "cp": 1, "gbs": 4, "mbs": 2},
-           "gpus": 1, "proxy": "cpu-tiny", "world_size": 1, "stats_warmup_steps": 2, "stats_window_steps": 4,
-           "mfu_denominator": {"flops": 1e11, "label": "measured CPU GEMM ceiling (bf16, 2 threads)"}}
+    run = resolve_run(RunRequest(proxy="cpu-tiny", steps=6, warmup_steps=2, window=4))
+    small = run.model
+    cfg = run.config(Hardware(gpu_type="h100", device="cpu", mfu_denominator=Denominator(
+        flops=1e11, label="measured CPU GEMM ceiling (bf16, 2 threads)")))
     exp = tmp_path / "llama3.1_8b-cpu-tiny_bf16_gpus1" / "20261123T000000000Z"
     exp.mkdir(parents=True)
-    (exp / "config.json").write_text(_json.dumps(cfg))
+    cfg.write(exp / "config.json")
     lines = [format_step_line(i, 6, step_time_s=0.5, loss=5.0) for i in range(1, 7)]
     (exp / "log.txt").write_text("\n".join(lines) + "\n")
     assert main(["parse", str(exp), "--json"]) == 0
@@ -236,5 +233,5 @@ def test_llmb_experiment_folder_uses_the_recorded_recipe(tmp_path, capsys):
     assert out["run"]["size"] == "8b-cpu-tiny" and out["window"] == "3:6"
     from llmb.plan.flops import flops_per_sample
 
-    expected_mfu = 4 * flops_per_sample(small) / 0.5 / 1 / 1e11
+    expected_mfu = run.layout.gbs * flops_per_sample(small) / 0.5 / 1 / 1e11
     assert out["metrics"]["mfu"] == pytest.approx(expected_mfu)

@@ -121,11 +121,22 @@ def test_cancel_is_recorded(cluster, capsys):
 
 
 def test_runtime_failure_is_recorded_with_its_reason(cluster, capsys, monkeypatch):
-    monkeypatch.setenv("DTYPE", "fp8")  # the recipes' env knob; only the node knows it has no GPU
+    # Only the running job finds this out: its loss turns NaN at step 2 (the engine's test hook,
+    # in the environment sbatch passes on), so the workers stop with exit code 3.
+    monkeypatch.setenv("LLMB_INJECT_NAN_AT_STEP", "2")
     job = _submit(capsys, "--scale", "2", "--steps", "4")
     run, _ = _wait(capsys, job["job_id"], {"FAILED", "COMPLETED"})
     assert run["state"] == "FAILED"
-    assert "exit 1" in run["state_reason"] and "fp8 needs a CUDA GPU" in run["state_reason"]
+    assert "exit " in run["state_reason"] and "non-finite loss" in run["state_reason"]
+
+
+def test_fp8_on_a_cpu_cluster_is_refused_before_submission(cluster, capsys, monkeypatch):
+    before = sorted((cluster / "experiments").rglob("*"))
+    monkeypatch.setenv("DTYPE", "fp8")  # the recipes' env knob; the cluster configuration says cpu
+    code = main(["submit", "llama3.1", "--size", "8b", "--proxy", "cpu-tiny", "--scale", "2", "--steps", "4"])
+    err = capsys.readouterr().err
+    assert code == 1 and "fp8 needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert sorted((cluster / "experiments").rglob("*")) == before
 
 
 def test_refused_submission_leaves_nothing(cluster, capsys, monkeypatch):

@@ -1,5 +1,6 @@
 """Reading YAML data files into pydantic models, with one-line errors naming the file and the
-field (``toy.yaml: sizes.1b.layouts[0].gpus: Input should be a valid integer (got '8')``)."""
+field (``toy.yaml: sizes.1b.layouts[0].gpus: Input should be a valid integer (got '8')``), and
+writing JSON files atomically."""
 
 from __future__ import annotations
 
@@ -60,3 +61,10 @@ def load_model(path: Path, model: type[M], strict: bool = True, error: type[Llmb
     """Read ``path`` and validate it as ``model``; an empty file is an empty mapping."""
     data = read_yaml(path, error)
     return validate(model, {} if data is None else data, path.name, strict, error)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (write aside, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -52,7 +52,7 @@ def prepare_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Tokenize a JSONL file into an indexed dataset, as Megatron's preprocess_data.py does."""
-    from llmb.engine.data.prepare import prepare
+    from llmb.data.prepare import prepare
 
     if (tokenizer is None) == (not train_tokenizer):
         raise LlmbError("give exactly one of --tokenizer FILE and --train-tokenizer")
@@ -121,7 +121,7 @@ def info_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Documents, tokens, token dtype and vocabulary bound of an indexed dataset."""
-    from llmb.engine.data.indexed import IndexedDataset
+    from llmb.data.indexed import IndexedDataset
 
     dataset = IndexedDataset(prefix)
     info = {

@@ -1,81 +1,75 @@
 """Engine commands: ``llmb run`` (train a workload or its CPU proxy) and ``llmb doctor``.
 
 Recipe knobs also come from the reference recipes' environment variables: DTYPE, MODEL_SIZE,
-JOB_TOTAL_GPUS, GPUS_PER_NODE, MAX_STEPS and the layout overrides TP, PP, CP, VP, EP, ETP,
-MBS, GBS. Precedence: command-line option > environment variable > recipe.
+JOB_TOTAL_GPUS, GPUS_PER_NODE, GPU_TYPE, MAX_STEPS and the layout overrides TP, PP, CP, VP, EP,
+ETP, MBS, GBS; checkpoints and profiling take ENABLE_CHECKPOINT, LOAD_CHECKPOINT_PATH,
+ENABLE_PROFILE, PROFILE_START_STEP, PROFILE_STOP_STEP and ENABLE_NCCLTRACE
+(:mod:`llmb.launch.knobs`). Precedence: command-line option > environment variable > recipe.
 
-Checkpoints, profiling and health (llmb.engine.options, .checkpoint, .profiling, .health) take
-the recipes' ENABLE_CHECKPOINT, LOAD_CHECKPOINT_PATH, ENABLE_PROFILE, PROFILE_START_STEP,
-PROFILE_STOP_STEP and ENABLE_NCCLTRACE through llmb.launch.knobs, with the same precedence. A
-run whose loss or gradient norm turns NaN/inf exits with code 3 and an INVALID summary.
+The command only parses, calls and prints: the run is resolved and checked by
+:mod:`llmb.plan.run`, its folder written by :mod:`llmb.launch.experiment`, its processes
+started by :mod:`llmb.launch.local`. A run whose loss or gradient norm turns NaN/inf exits with
+code 3 and an INVALID summary.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
 
 from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
-from llmb.errors import LlmbError, SystemFailure
+from llmb.records import RunSummary
+
 
 def _fmt_rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:,.2f}"
 
 
-def result_table(summary: dict[str, Any]) -> Table:
+def result_table(summary: RunSummary) -> Table:
     """The reference-style result table of one run."""
-    lay = summary["layout"]
-    table = Table(title=f"llmb run: {summary['workload']} {summary['size']} {summary['dtype']} "
-                  f"on {summary['world_size']} rank(s) ({summary['status']})", show_header=True)
+    table = Table(title=f"llmb run: {summary.workload} {summary.size_label} {summary.dtype} "
+                  f"on {summary.world_size} rank(s) ({summary.status})", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    etp = f" ETP{lay['etp']}" if lay.get("etp") else ""
-    layout = (f"TP{lay['tp']} PP{lay['pp']} CP{lay['cp']} EP{lay['ep']}{etp} VP{lay['vp'] or 1} "
-              f"DP{lay['dp']}  MBS{lay['mbs']} GBS{lay['gbs']} GA{lay['ga']}")
-    table.add_row("layout", layout)
-    w = summary["window"]
-    m = summary["metrics"]
+    table.add_row("layout", summary.layout.label)
+    w, m = summary.window, summary.metrics
     if w is None or m is None:
-        table.add_row("steps completed", f"{summary['steps_completed']} (none in the statistics window)")
+        table.add_row("steps completed", f"{summary.steps_completed} (none in the statistics window)")
         _checkpoint_rows(table, summary)
         return table
-    table.add_row("steps (window)", f"{w['first_step']}-{w['last_step']} of {summary['steps_planned']}"
-                  + ("" if summary["window_complete"] else " (incomplete)"))
-    spread = f" ± {w['std']:.4f}" if w["std"] is not None else ""
-    table.add_row("step time (s)", f"{w['mean']:.4f}{spread} (median {w['median']:.4f})")
-    table.add_row("tokens/s", _fmt_rate(m["tokens_per_s"]))
-    table.add_row("tokens/s per device", _fmt_rate(m["tokens_per_s_per_gpu"]))
-    table.add_row(f"TFLOP/s per device ({m['convention']} FLOPs)", f"{m['tflops_per_gpu']:.4f}")
-    table.add_row(f"MFU (of {summary['mfu_denominator']['label']}, "
-                  f"{summary['mfu_denominator']['flops'] / 1e9:.0f} GFLOP/s)", f"{m['mfu'] * 100:.2f} %")
-    table.add_row("days to train 1T tokens", f"{m['days_per_1t_tokens']:,.1f}")
-    table.add_row("loss (first -> last)", f"{summary['first_loss']:.4f} -> {summary['final_loss']:.4f}")
-    table.add_row("wall time (s)", f"{summary['wall_time_s']:.1f}")
+    table.add_row("steps (window)", f"{w.first_step}-{w.last_step} of {summary.steps_planned}"
+                  + ("" if summary.window_complete else " (incomplete)"))
+    spread = f" ± {w.std:.4f}" if w.std is not None else ""
+    table.add_row("step time (s)", f"{w.mean:.4f}{spread} (median {w.median:.4f})")
+    table.add_row("tokens/s", _fmt_rate(m.tokens_per_s))
+    table.add_row("tokens/s per device", _fmt_rate(m.tokens_per_s_per_gpu))
+    table.add_row(f"TFLOP/s per device ({m.convention} FLOPs)", f"{m.tflops_per_gpu:.4f}")
+    peak = summary.hardware.mfu_denominator
+    table.add_row(f"MFU (of {peak.label}, {peak.flops / 1e9:.0f} GFLOP/s)", f"{m.mfu * 100:.2f} %")
+    table.add_row("days to train 1T tokens", f"{m.days_per_1t_tokens:,.1f}")
+    table.add_row("loss (first -> last)", f"{summary.first_loss:.4f} -> {summary.final_loss:.4f}")
+    table.add_row("wall time (s)", f"{summary.wall_time_s:.1f}")
     _checkpoint_rows(table, summary)
     return table
 
 
-def _checkpoint_rows(table: Table, summary: dict[str, Any]) -> None:
-    """Rows for checkpoints, resume, profiling and validity (llmb.engine.hooks fields)."""
-    if summary.get("resumed_from"):
-        r = summary["resumed_from"]
-        table.add_row("resumed from", f"step {r['step']} ({r['load_time_s']:.2f} s to load) {r['path']}")
-    for c in summary.get("checkpoints", []):
-        size = f", {c['bytes'] / 2**20:.1f} MiB" if c.get("bytes") is not None else ""
-        table.add_row(f"checkpoint step {c['step']}", f"{c['duration_s']:.2f} s{size}")
-    if summary.get("timing_comparable") is False:
-        table.add_row("timing", "NOT COMPARABLE: " + summary.get("timing_note", "profiled run"))
-    if summary.get("invalid_reason"):
-        table.add_row("INVALID", summary["invalid_reason"])
+def _checkpoint_rows(table: Table, summary: RunSummary) -> None:
+    """Rows for checkpoints, resume, profiling and validity."""
+    r = summary.resumed_from
+    if r is not None:
+        table.add_row("resumed from", f"step {r.step} ({r.load_time_s:.2f} s to load) {r.path}")
+    for c in summary.checkpoints:
+        size = f", {c.bytes / 2**20:.1f} MiB" if c.bytes is not None else ""
+        table.add_row(f"checkpoint step {c.step}", f"{c.duration_s:.2f} s{size}")
+    if not summary.timing_comparable:
+        table.add_row("timing", "NOT COMPARABLE: " + (summary.timing_note or "profiled run"))
+    if summary.invalid_reason:
+        table.add_row("INVALID", summary.invalid_reason)
 
 
 @app.command("run")
@@ -122,165 +116,56 @@ def run_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train a workload: its CPU proxy by default, in-process on 1 rank or via torchrun."""
-    from llmb.engine.config import DEFAULT_WORKLOAD, RunRequest, resolve_run
+    from llmb.launch import knobs, local
+    from llmb.launch.experiment import create_experiment
 
-    from llmb.launch.knobs import LAYOUT_FIELDS, resolve_knobs
-
-    cli_layout = dict(tp=tp, pp=pp, cp=cp, vp=vp, ep=ep, etp=etp, mbs=mbs, gbs=gbs)
-    knobs, _ = resolve_knobs({**cli_layout, "size": size, "dtype": dtype, "max_steps": steps, "gpu_type": gpu_type}, os.environ)
-    total_gpus, per_node = knobs.get("gpus"), knobs.get("gpus_per_node")
-    if total_gpus and per_node and total_gpus > per_node and nproc is None:
-        raise LlmbError(
-            f"JOB_TOTAL_GPUS={total_gpus} spans several nodes of {per_node}; start multi-node runs through a launcher"
-        )
-    overrides = {k: knobs.get(k) for k in LAYOUT_FIELDS}
-    full = proxy.lower() == "none"
-    world = nproc or total_gpus or (None if full else 1)
-    req = RunRequest(
-        workload=workload or DEFAULT_WORKLOAD,
-        size=knobs.get("size"),
-        dtype=knobs.get("dtype"),
-        gpu_type=knobs.get("gpu_type"),
-        proxy=None if full else proxy,
-        nproc=world or 1,
-        gpus=total_gpus if full else None,
-        overrides=overrides,
-        steps=knobs.get("max_steps"),
-        seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data,
-        dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention,
-        options=_run_options(
-            save=save, save_every=save_every, load=load, resume=resume, async_save=async_save,
-            keep_last=keep_last, max_restarts=max_restarts, pg_timeout_s=pg_timeout_s, profile=profile,
-            profile_start=profile_start, profile_stop=profile_stop, profile_ranks=profile_ranks,
-            memory_snapshot=memory_snapshot, nccl_trace=nccl_trace,
-        ),
+    options = knobs.run_options(dict(
+        save_at_end=save, save_every=save_every, load=load, resume=resume, async_save=async_save,
+        keep_last=keep_last, max_restarts=max_restarts, pg_timeout_s=pg_timeout_s, profile=profile,
+        profile_start_step=profile_start, profile_stop_step=profile_stop, profile_ranks=profile_ranks,
+        memory_snapshot=memory_snapshot, nccl_trace=nccl_trace,
+    ), os.environ)
+    request = knobs.run_request(
+        workload,
+        dict(size=size, dtype=dtype, gpu_type=gpu_type, max_steps=steps,
+             tp=tp, pp=pp, cp=cp, vp=vp, ep=ep, etp=etp, mbs=mbs, gbs=gbs),
+        os.environ, proxy=None if proxy.lower() == "none" else proxy, nproc=nproc, options=options,
+        settings=dict(seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data,
+                      dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention),
     )
-    if full and world is None:
-        resolved = resolve_run(req)  # the recipe's own scale decides the process count
-        req = RunRequest(**{**req.__dict__, "nproc": resolved.world})
-    run = resolve_run(req)
-    if run.recipe.dtype == "fp8":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise LlmbError("fp8 needs a CUDA GPU with FP8 tensor cores (H100 or newer) and torchao; on CPU use --dtype bf16 or fp32")
+    run, accelerator = local.resolve_here(request)
     if dry_run:
-        print_json(run.as_dict())
+        print_json(run.config().model_dump(mode="json"))
         return
-
-    if run.request.data:  # a missing or unfitting dataset is a mistake to report before any folder exists
-        from llmb.engine.data import token_batches
-
-        token_batches(run.request.data, vocab=run.model.vocab, seq_len=run.model.seq_len,
-                      micro_batch=run.layout.mbs, seed=run.request.seed, dp_rank=0, dp_size=1)
-    from llmb.launch.experiment import create_experiment_dir, write_json
-
-    exp_dir = create_experiment_dir(run.recipe.workload.name, run.size_label, run.recipe.dtype, run.world)
-    write_json(exp_dir / "request.json", req.__dict__)
+    exp_dir = create_experiment(run.config())
     if not as_json:
-        console.print(f"[bold]llmb run[/] {run.recipe.workload.name} {run.size_label} {run.recipe.dtype}, "
-                      f"{run.world} rank(s) -> {exp_dir}", highlight=False)
+        console.print(f"[bold]llmb run[/] {run.title}, {run.world} rank(s) -> {exp_dir}", highlight=False)
         for note in run.notes:
             console.print(f"  note: {note}", highlight=False)
-    from llmb.engine.profiling import nsys_available
 
-    wrap_nsys = run.options.profile and nsys_available()  # GPU hosts only; never run here
-    if run.world == 1 and not wrap_nsys:
+    def in_process() -> RunSummary:
         from llmb.engine.runner import train
 
         # With --json, stdout carries only the summary; step lines go to stderr.
-        summary = train(run, exp_dir, progress=console.is_terminal and not as_json,
-                        stream=sys.stderr if as_json else None)
-    else:
-        summary = _torchrun(run.world, exp_dir, quiet_stdout=as_json, options=run.options, nsys=wrap_nsys)
+        return train(run, exp_dir, progress=console.is_terminal and not as_json,
+                     stream=sys.stderr if as_json else None)
+
+    summary = local.run(run, exp_dir, accelerator=accelerator, in_process=in_process, quiet_stdout=as_json)
     if as_json:
-        print_json(summary)
+        print_json(summary.as_dict())
     else:
         console.print(result_table(summary))
-        console.print(f"experiment: {summary['experiment_dir']}", highlight=False, soft_wrap=True)
-        for warning in summary.get("warnings", []):
+        console.print(f"experiment: {summary.experiment_dir}", highlight=False, soft_wrap=True)
+        for warning in summary.warnings:
             err_console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
-    if summary["status"] == "interrupted":
-        err_console.print(f"interrupted after {summary['steps_completed']} step(s); summary written", highlight=False)
+    if summary.status == "interrupted":
+        err_console.print(f"interrupted after {summary.steps_completed} step(s); summary written", highlight=False)
         # SystemExit, not typer.Exit: the entry point drops typer.Exit codes in this mode.
         raise SystemExit(130)
-    if summary["status"] == "invalid":
+    if summary.status == "invalid":
         from llmb.engine.health import RunInvalid
 
-        raise RunInvalid(summary.get("invalid_reason", "the run is INVALID"))
-
-
-def _run_options(**cli: Any) -> dict[str, Any]:
-    """RunOptions fields from the command line over the recipes' environment variables."""
-    from llmb.engine.options import parse_ranks
-    from llmb.launch.knobs import resolve_knobs
-
-    knobs, _ = resolve_knobs({
-        "checkpoint": cli["save"] or None, "load_checkpoint": cli["load"], "profile": cli["profile"] or None,
-        "profile_start_step": cli["profile_start"], "profile_stop_step": cli["profile_stop"],
-        "nccl_trace": cli["nccl_trace"] or None,
-    }, os.environ)
-    return {
-        "save_at_end": bool(knobs.get("checkpoint")), "save_every": cli["save_every"],
-        "load": knobs.get("load_checkpoint"), "resume": cli["resume"], "async_save": cli["async_save"],
-        "keep_last": cli["keep_last"], "max_restarts": cli["max_restarts"], "pg_timeout_s": cli["pg_timeout_s"],
-        "profile": bool(knobs.get("profile")), "profile_start_step": knobs.get("profile_start_step"),
-        "profile_stop_step": knobs.get("profile_stop_step"), "profile_ranks": parse_ranks(cli["profile_ranks"]),
-        "memory_snapshot": cli["memory_snapshot"], "nccl_trace": bool(knobs.get("nccl_trace")),
-    }
-
-
-def _torchrun(nproc: int, exp_dir: Path, quiet_stdout: bool = False, options=None, nsys: bool = False) -> dict[str, Any]:
-    env = dict(os.environ)
-    # Share the cores among the ranks instead of oversubscribing them.
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    restarts = options.max_restarts if options else 0
-    if restarts:
-        # torchrun's shared rendezvous store keeps the first attempt's gloo/NCCL peer addresses,
-        # so a restarted group tries to connect to dead ranks (pytorch/pytorch#167288, seen
-        # here with gloo): let rank 0 host a fresh store for every attempt instead.
-        env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           f"--max-restarts={restarts}", "-m", "llmb.engine.worker", str(exp_dir)]
-    if options is not None and options.nccl_trace:
-        from llmb.engine.profiling import nccl_trace_env
-
-        env.update(nccl_trace_env(exp_dir))
-    if nsys:  # GPU hosts with nsys on PATH (not run here): same steps via cudaProfilerStart/Stop
-        from llmb.engine.profiling import nsys_prefix
-
-        cmd = nsys_prefix(exp_dir) + cmd
-    # torchrun gets its own session: a Ctrl-C reaches only this process, which passes it on to
-    # the workers (they stop after the current step and write the summary). torchrun then
-    # sees its workers end normally instead of printing its own signal traceback.
-    proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr if quiet_stdout else None, start_new_session=True)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        _signal_children(proc.pid, signal.SIGINT)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:  # a second Ctrl-C: stop now
-            proc.terminate()
-            code = proc.wait()
-    summary_file = exp_dir / "summary.json"
-    if not summary_file.exists():
-        if code == 1:
-            raise LlmbError(f"the training workers stopped on a configuration error (see above); {exp_dir}")
-        raise SystemFailure(f"torchrun exited with code {code} before writing {summary_file}")
-    return json.loads(summary_file.read_text())
-
-
-def _signal_children(pid: int, sig: int) -> None:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:  # not Linux, or already gone: fall back to torchrun itself
-        children = [str(pid)]
-    for child in children:
-        try:
-            os.kill(int(child), sig)
-        except ProcessLookupError:
-            pass
+        raise RunInvalid(summary.invalid_reason or "the run is INVALID")
 
 
 @app.command("doctor")
@@ -289,10 +174,9 @@ def doctor_cmd(as_json: bool = JSON_OPTION) -> None:
     import torch
 
     from llmb.engine.ceiling import cache_file, gemm_ceiling
-    from llmb.engine.environment import torch_facts
-    from llmb.launch.experiment import host_facts
+    from llmb.engine.environment import environment_facts
 
-    facts = {**host_facts(), **torch_facts()}
+    facts = environment_facts()
     ceilings = {}
     for dtype in ("fp32", "bf16"):
         t0 = time.perf_counter()

@@ -146,10 +146,6 @@ def cancel(job_id: str = typer.Argument(..., help="Slurm job id.")) -> None:
     console.print(f"cancelled {job_id}" + (f" ({run['run_id']})" if run else ""), highlight=False)
 
 
-def cluster_config_or_none(path: Optional[Path] = None) -> Optional[ClusterConfig]:
-    return load_config(path)
-
-
 @app.command()
 def submit(
     workload: Optional[str] = typer.Argument(None, help="Workload (or use -f runs.yaml)."),

@@ -1,8 +1,12 @@
-"""Environment facts the engine records and ``llmb doctor`` prints (torch side)."""
+"""Environment facts the engine records (``environment.json``) and ``llmb doctor`` prints."""
 
 from __future__ import annotations
 
 import os
+import platform
+import socket
+import sys
+from datetime import datetime, timezone
 from typing import Any
 
 import torch
@@ -13,6 +17,40 @@ def device_for(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(requested)
+
+
+def host_facts() -> dict[str, Any]:
+    """Facts about the host and Python."""
+    from llmb import __version__
+
+    return {
+        "llmb_version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "utc_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model as /proc/cpuinfo says it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def environment_facts() -> dict[str, Any]:
+    """Everything ``environment.json`` holds: host, Python and torch."""
+    return {**host_facts(), **torch_facts()}
 
 
 def torch_facts() -> dict[str, Any]:

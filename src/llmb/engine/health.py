@@ -97,12 +97,13 @@ def failure_line(exc: BaseException, timeout_s: float) -> str | None:
 
 def invalid_before_restart(exp_dir) -> str | None:
     """On an elastic restart: the reason if the previous attempt ended INVALID (NaN/inf)."""
-    import json
+    from llmb.errors import LlmbError
+    from llmb.records import SUMMARY_FILE, RunSummary
 
     if restart_count() == 0:
         return None
     try:
-        summary = json.loads((exp_dir / "summary.json").read_text())
-    except (OSError, ValueError):
+        summary = RunSummary.read(exp_dir / SUMMARY_FILE)
+    except LlmbError:  # none yet, or unreadable: nothing says the attempt was invalid
         return None
-    return summary.get("invalid_reason") if summary.get("status") == "invalid" else None
+    return summary.invalid_reason if summary.status == "invalid" else None

@@ -9,15 +9,17 @@ step times include the profiler's overhead: its summary says ``timing_comparable
 
 GPU-only paths (written, not run on this CPU-only machine):
 
-* nsys: when the host has CUDA and ``nsys`` on PATH, :func:`nsys_prefix` wraps the torchrun
-  command in ``nsys profile --capture-range=cudaProfilerApi``; the workers call
-  ``cudaProfilerStart``/``Stop`` at the window's edges, so nsys records the same steps.
+* nsys: when the host has CUDA and ``nsys`` on PATH, the local launcher wraps the torchrun
+  command in ``nsys profile --capture-range=cudaProfilerApi``
+  (:func:`llmb.launch.local.nsys_prefix`); the workers call ``cudaProfilerStart``/``Stop`` at
+  the window's edges, so nsys records the same steps.
 * ``--memory-snapshot``: ``torch.cuda.memory._record_memory_history`` from the window's start;
   the snapshot is dumped to ``profiles/rank<r>_memory_snapshot.pickle`` after its last step
   (view it at https://pytorch.org/memory_viz).
-* ENABLE_NCCLTRACE: :func:`nccl_trace_env` sets ``NCCL_DEBUG=INFO``, ``NCCL_DEBUG_SUBSYS=COLL``
-  and ``NCCL_DEBUG_FILE=<exp>/nccl/nccl.<host>.<pid>.log`` before the workers start. NCCL reads
-  these once, when a communicator is created, and cannot be switched off afterwards: the trace
+* ENABLE_NCCLTRACE: every worker sets :func:`nccl_trace_env` (``NCCL_DEBUG=INFO``,
+  ``NCCL_DEBUG_SUBSYS=COLL``, ``NCCL_DEBUG_FILE=<exp>/nccl/nccl.<host>.<pid>.log``) in its own
+  environment before it joins the process group. NCCL reads these once, when a communicator
+  is created, and cannot be switched off afterwards: the trace
   covers every step of the run. "The first steps only" is therefore achieved by the run's
   length, as in the recipes: trace a short run (``--steps 10`` / MAX_STEPS=10) rather than a
   benchmark run. On CPU (gloo) the variables do nothing; llmb says so.
@@ -25,27 +27,11 @@ GPU-only paths (written, not run on this CPU-only machine):
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
 PROFILES_DIR = "profiles"
-
-
-def nsys_available() -> bool:
-    return torch.cuda.is_available() and shutil.which("nsys") is not None
-
-
-def nsys_prefix(exp_dir: Path) -> list[str]:
-    """The nsys command that wraps torchrun (GPU hosts only; not run here). One report per
-    node; ``--capture-range=cudaProfilerApi`` limits it to the profiled steps."""
-    out = exp_dir / PROFILES_DIR / "nsys_%h_%p"
-    return [
-        "nsys", "profile", "--force-overwrite=true", "--trace=cuda,nvtx,osrt",
-        "--capture-range=cudaProfilerApi", "--capture-range-end=stop",
-        "--sample=none", "--cpuctxsw=none", "-o", str(out),
-    ]
 
 
 def nccl_trace_env(exp_dir: Path) -> dict[str, str]:

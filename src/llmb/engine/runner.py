@@ -1,59 +1,54 @@
-"""Run a resolved training job on this rank: set up the process group and mesh, train, time,
-log, and write the experiment's records.
+"""Run a resolved training job on this rank: the step loop, its timing, and the run's records.
 
-Records (rank 0): ``log.txt`` and stdout get one :func:`~llmb.logline.format_step_line` line
-per step; ``metrics.jsonl`` one JSON record per step; ``tensorboard/`` event files;
-``summary.json`` the window statistics and derived metrics (also after Ctrl-C, marked
-``interrupted``). Throughput numbers come from :func:`llmb.plan.metrics.run_metrics` only.
+The loop: set up the process group and mesh, build the :class:`~llmb.engine.train.Trainer`,
+ask the :class:`~llmb.engine.hooks.RunHooks` where to start, then per step: hooks, a timed
+step, hooks, and one record to the :class:`~llmb.engine.recorder.StepRecorder` (console,
+``log.txt``, ``metrics.jsonl``, TensorBoard). At the end, also after Ctrl-C or a NaN, rank 0
+writes ``summary.json`` (:class:`~llmb.records.RunSummary`). Throughput numbers come from
+:func:`llmb.plan.metrics.run_metrics` only.
 
 Timing: a step is timed from fetching its first micro-batch to the end of the optimizer
 step, with device synchronization at both ends; the reported step time is the maximum over
-ranks (the job is as fast as its slowest rank).
-
-Checkpoints, profiling windows and health checks are :class:`~llmb.engine.hooks.RunHooks`
-called around each step (outside the timed region, except the profiler, which is why a
-profiled run's summary says its timing is not comparable).
+ranks (the job is as fast as its slowest rank). Hooks run outside the timed region, except
+the profiler, which is why a profiled run's summary says its timing is not comparable.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from llmb.datafile import write_json
 from llmb.engine.ceiling import gemm_ceiling
-from llmb.engine.config import ResolvedRun
-from llmb.engine.environment import device_for, peak_memory_gib, synchronize, torch_facts
+from llmb.engine.environment import device_for, device_name, environment_facts, peak_memory_gib, synchronize
 from llmb.engine.hooks import RunHooks
 from llmb.engine.parallel import build_parallel
+from llmb.engine.profiling import nccl_trace_env
+from llmb.engine.recorder import StepRecorder
 from llmb.engine.train import Trainer
 from llmb.errors import LlmbError
-from llmb.launch.experiment import write_experiment_files, write_json
-from llmb.logline import format_step_line
 from llmb.plan.metrics import run_metrics
+from llmb.plan.run import ResolvedRun
+from llmb.records import CONFIG_FILE, SUMMARY_FILE, Denominator, Hardware, RunConfig, RunSummary, WindowSummary
+
+ENVIRONMENT_FILE = "environment.json"
 
 
-@dataclass(frozen=True)
-class Peak:
-    flops: float  # FLOP/s per device
-    label: str  # what the MFU divides by, said wherever MFU is printed
-
-
-def peak_for(run: ResolvedRun, device: torch.device) -> Peak:
+def mfu_denominator(run: ResolvedRun, device: torch.device) -> Denominator:
+    """The datasheet peak on a GPU; on a CPU the measured GEMM ceiling of the run's precision."""
     if device.type == "cuda":
-        return Peak(run.recipe.peak_flops, f"{run.recipe.gpu.name} dense {run.recipe.dtype} datasheet peak")
+        return Denominator(flops=run.recipe.peak_flops,
+                           label=f"{run.recipe.gpu.name} dense {run.recipe.dtype} datasheet peak")
     dtype = "fp32" if run.recipe.dtype == "fp32" else "bf16"
     flops, _ = gemm_ceiling(dtype)
-    return Peak(flops, f"measured CPU GEMM ceiling ({dtype}, {torch.get_num_threads()} threads)")
+    return Denominator(flops=flops, label=f"measured CPU GEMM ceiling ({dtype}, {torch.get_num_threads()} threads)")
 
 
 def init_distributed(device: torch.device, timeout_s: float | None = None) -> None:
@@ -70,7 +65,7 @@ def init_distributed(device: torch.device, timeout_s: float | None = None) -> No
         dist.init_process_group("gloo", **kwargs)
 
 
-def window_stats(step_times_s: list[float], warmup: int, window: int) -> dict[str, Any] | None:
+def window_stats(step_times_s: list[float], warmup: int, window: int) -> WindowSummary | None:
     """Statistics of steps ``warmup+1 .. warmup+window`` (1-based); None if none completed.
     The same summary (sample std, ``None`` for one step) as every parsed log's."""
     from llmb.results.stats import summarize
@@ -79,53 +74,29 @@ def window_stats(step_times_s: list[float], warmup: int, window: int) -> dict[st
     summary = summarize(times)
     if summary is None:
         return None
-    return {"first_step": warmup + 1, "last_step": warmup + len(times), **summary.as_dict()}
-
-
-class _Progress:
-    """A rich progress bar on a terminal (rank 0); plain printing otherwise."""
-
-    def __init__(self, total: int, enabled: bool, stream=None):
-        self.bar = None
-        self.stream = stream
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                transient=True,
-            )
-            self.task = self.bar.add_task("steps", total=total)
-            self.bar.start()
-
-    def line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(text, highlight=False, soft_wrap=True, markup=False)
-            self.bar.advance(self.task)
-        else:
-            print(text, flush=True, file=self.stream or sys.stdout)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    return WindowSummary(first_step=warmup + 1, last_step=warmup + len(times), **summary.as_dict())
 
 
 def _raise_interrupt(signum, frame):  # torchrun stops workers with SIGTERM
     raise KeyboardInterrupt
 
 
-def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream=None) -> dict[str, Any]:
+def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream=None) -> RunSummary:
     """Train ``run`` on this rank; returns the summary (rank 0 also writes it). Step lines go
     to ``stream`` (stdout by default) or above the progress bar."""
     device = device_for(run.request.device)
+    if run.options.nccl_trace and exp_dir is not None:
+        os.environ.update(nccl_trace_env(exp_dir))  # read by NCCL when its communicators start
     init_distributed(device, run.options.pg_timeout_s)
     rank = dist.get_rank() if dist.is_initialized() else 0
     signal.signal(signal.SIGTERM, _raise_interrupt)
     t_start = time.perf_counter()
-    writer = None
+    recorder = None
     try:
         par = build_parallel(run.parallel_dims, device.type)
-        peak = peak_for(run, device)
+        denominator = mfu_denominator(run, device)
+        hardware = Hardware(gpu_type=run.recipe.gpu_type, device=device.type, device_name=device_name(device),
+                            mfu_denominator=denominator)
         flops_per_sample = run.recipe.flops_per_sample(run.request.flops_convention)
         data = None
         if run.request.data:
@@ -138,25 +109,19 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
         trainer = Trainer(run, par, device, data=data)
         lead = rank == 0 and exp_dir is not None
         if lead:
-            config = run.as_dict()
-            config["mfu_denominator"] = {"flops": peak.flops, "label": peak.label}
-            write_experiment_files(exp_dir, config, torch_facts())
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(exp_dir / "tensorboard"))
-        log = open(exp_dir / "log.txt", "a", encoding="utf-8") if lead else None
-        metrics_file = open(exp_dir / "metrics.jsonl", "a", encoding="utf-8") if lead else None
-        # Checkpoints, profiling, health (llmb.engine.hooks): may load a checkpoint.
-        hooks = RunHooks(run, trainer, exp_dir, rank, device, log_file=log, stream=stream)
-        bar = _Progress(run.steps - hooks.first_step + 1, progress and rank == 0, stream)
+            # The recorded run, now with what it runs on (results read the MFU denominator).
+            run.config(hardware).write(exp_dir / CONFIG_FILE)
+            write_json(exp_dir / ENVIRONMENT_FILE, environment_facts())
+        recorder = StepRecorder(exp_dir, lead=rank == 0, progress=progress, stream=stream)
+        hooks = RunHooks(run, trainer, exp_dir, rank, device, log=recorder.note)
+        first_step = hooks.start()
+        recorder.start(run.steps - first_step + 1)
         step_times: list[float] = []
         losses: list[float] = []
         status = "complete"
-        step = hooks.first_step - 1
         try:
-            for step in range(hooks.first_step, run.steps + 1):
+            for step in range(first_step, run.steps + 1):
                 if hooks.should_stop():
-                    step -= 1
                     break
                 hooks.before_step(step)
                 synchronize(device)
@@ -173,116 +138,77 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
                 losses.append(result.loss)
                 m = run_metrics(
                     step_time_s=step_time, seq_len=run.model.seq_len, gbs=run.layout.gbs,
-                    gpus=run.world, flops_per_sample=flops_per_sample, peak_flops=peak.flops,
+                    gpus=run.world, flops_per_sample=flops_per_sample, peak_flops=denominator.flops,
                     convention=run.request.flops_convention,
                 )
-                mem = peak_memory_gib(device)
-                if rank != 0:
-                    continue
-                line = format_step_line(
-                    step, run.steps, step_time_s=step_time, tokens_per_s=m.tokens_per_s,
-                    tflops_per_device=m.tflops_per_gpu, mfu_pct=m.mfu * 100, loss=result.loss,
-                    grad_norm=result.grad_norm, peak_mem_gib=mem,
-                )
-                bar.line(line)
-                if log:
-                    log.write(line + "\n")
-                    log.flush()
-                if metrics_file:
-                    record = {
-                        "step": step, "step_time_s": step_time, "tokens_per_s": m.tokens_per_s,
-                        "tflops_per_device": m.tflops_per_gpu, "mfu": m.mfu, "loss": result.loss,
-                        "grad_norm": result.grad_norm, "lr": result.lr, "peak_mem_gib": mem,
-                    }
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                if writer:
-                    for key in ("loss", "grad_norm", "lr"):
-                        writer.add_scalar(f"train/{key}", getattr(result, key), step)
-                    writer.add_scalar("perf/step_time_s", step_time, step)
-                    writer.add_scalar("perf/tokens_per_s", m.tokens_per_s, step)
-                    writer.add_scalar("perf/mfu_pct", m.mfu * 100, step)
+                recorder.step(step, run.steps, m, result.loss, result.grad_norm, result.lr, peak_memory_gib(device))
         except KeyboardInterrupt:
             status = "interrupted"
             # torchrun follows the user's Ctrl-C with SIGTERM: let the summary be written.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         finally:
-            bar.close()
+            recorder.stop_progress()
         status = hooks.status(status)
-        hooks.finish(status, step)
-        summary = _summary(run, status, step_times, losses, peak, flops_per_sample, t_start, exp_dir)
-        summary.update(hooks.summary_fields())
+        hooks.finish(status)
+        summary = _summary(run, status, step_times, losses, hardware, flops_per_sample, t_start, exp_dir,
+                           hooks.summary_fields())
         if lead:
-            write_json(exp_dir / "summary.json", summary)
+            summary.write(exp_dir / SUMMARY_FILE)
         if dist.is_initialized() and status == "complete":
             dist.barrier()  # no rank tears down the process group while a peer still uses it
-        for f in (log, metrics_file):
-            if f:
-                f.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return summary
     finally:
-        if writer is not None:
-            writer.close()
+        if recorder is not None:
+            recorder.close()
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _summary(run, status, step_times, losses, peak: Peak, flops_per_sample, t_start, exp_dir) -> dict:
+def _summary(run: ResolvedRun, status: str, step_times: list[float], losses: list[float], hardware: Hardware,
+             flops_per_sample: float, t_start: float, exp_dir: Path | None, hook_fields: dict) -> RunSummary:
     stats = window_stats(step_times, run.warmup_steps, run.window)
+    peak = hardware.mfu_denominator
     metrics = None
     if stats is not None:
         metrics = run_metrics(
-            step_time_s=stats["mean"], seq_len=run.model.seq_len, gbs=run.layout.gbs, gpus=run.world,
-            flops_per_sample=flops_per_sample, peak_flops=peak.flops,
-            convention=run.request.flops_convention,
-        ).as_dict()
+            step_time_s=stats.mean, seq_len=run.model.seq_len, gbs=run.layout.gbs, gpus=run.world,
+            flops_per_sample=flops_per_sample, peak_flops=peak.flops, convention=run.request.flops_convention,
+        )
     warnings = []
-    if metrics is not None and metrics["mfu"] > 1:
+    if metrics is not None and metrics.mfu > 1:
         # Only a CPU's measured ceiling can be beaten: it was measured while something else
         # loaded the cores. Say so rather than print an impossible number silently.
         warnings.append(
             f"MFU above 100 %: the run achieved more than the {peak.label} of {peak.flops / 1e9:.0f} GFLOP/s; "
             "that ceiling was measured under load - re-measure it with `llmb doctor` on a quiet machine"
         )
-    return {
-        "status": status,
-        "warnings": warnings,
-        "workload": run.recipe.workload.name,
-        "size": run.size_label,
-        "dtype": run.recipe.dtype,
-        "proxy": run.proxy,
-        "world_size": run.world,
-        "layout": {
-            **run.layout.as_dict(), "dp": run.derived.dp, "ga": run.derived.ga,
-            "etp": run.derived.etp if run.model.moe is not None else None,
-        },
-        "steps_planned": run.steps,
-        "steps_completed": len(step_times),
-        "window": stats,
-        "window_complete": stats is not None and stats["count"] == run.window,
-        "metrics": metrics,
-        "flops_per_sample": flops_per_sample,
-        "flops_convention": run.request.flops_convention,
-        "mfu_denominator": {"flops": peak.flops, "label": peak.label},
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else None,
-        "wall_time_s": time.perf_counter() - t_start,
-        "experiment_dir": str(exp_dir) if exp_dir else None,
-    }
+    cfg: RunConfig = run.config(hardware)
+    return RunSummary(
+        status=status, warnings=tuple(warnings), workload=cfg.workload, size=cfg.size, proxy=cfg.proxy,
+        size_label=cfg.size_label, dtype=cfg.dtype, world_size=cfg.world_size, hardware=hardware, layout=cfg.layout,
+        steps_planned=run.steps, steps_completed=len(step_times), window=stats,
+        window_complete=stats is not None and stats.count == run.window, metrics=metrics,
+        flops_per_sample=flops_per_sample, flops_convention=run.request.flops_convention,
+        first_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None,
+        wall_time_s=time.perf_counter() - t_start, experiment_dir=str(exp_dir) if exp_dir else None,
+        **hook_fields,
+    )
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    """Entry of each torchrun worker: ``python -m llmb.engine.worker EXPERIMENT_DIR``."""
-    from llmb.engine.config import RunRequest, resolve_run
+    """Entry of each torchrun worker: ``python -m llmb.engine.worker EXPERIMENT_DIR``. The
+    worker runs exactly the run recorded in the folder's ``config.json``."""
+    from llmb.engine import health
 
     args = sys.argv[1:] if argv is None else argv
     exp_dir = Path(args[0])
-    config = json.loads((exp_dir / "request.json").read_text())
-    run = resolve_run(RunRequest(**config))
-    from llmb.engine import health
-
+    try:
+        run = ResolvedRun.from_config(RunConfig.read(exp_dir / CONFIG_FILE))
+    except LlmbError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         previous = health.invalid_before_restart(exp_dir)
         if previous:  # a restart would only repeat the NaN: stop (torchrun burns its restarts fast)
@@ -298,7 +224,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {line}", file=sys.stderr)
         return 2
-    if summary["status"] == "invalid":
-        print(f"error: {summary['invalid_reason']}", file=sys.stderr)
+    if summary.status == "invalid":
+        print(f"error: {summary.invalid_reason}", file=sys.stderr)
         return health.EXIT_INVALID
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -18,13 +19,15 @@ import torch.nn.functional as F
 from torch.distributed.tensor import DTensor, Shard
 from torch.distributed.tensor.parallel import loss_parallel
 
-from llmb.engine.config import ResolvedRun
 from llmb.engine.data.synthetic import MicroBatch, SyntheticTokens
 from llmb.engine.optim import MasterWeights, align_grad_placements, build_optimizer, clip_grad_norm, lr_lambda
 from llmb.engine.parallel import Parallel, build_model_parts, builtin_cp
 from llmb.engine.parallel.context import builtin_context, slice_batch
-from llmb.engine.parallel.expert import reduce_expert_grads
+from llmb.engine.parallel.expert import EXPERT_ATTR, reduce_expert_grads
 from llmb.errors import LlmbError
+from llmb.plan.run import ResolvedRun
+
+_ADAMW_STATE = ("step", "exp_avg", "exp_avg_sq")
 
 
 @dataclass(frozen=True)
@@ -35,18 +38,27 @@ class StepResult:
 
 
 class Trainer:
-    """One rank's model share, optimizer and data; :meth:`step` runs one training step."""
+    """One rank's model share, optimizer and data; :meth:`step` runs one training step.
+
+    Its state (:meth:`state_dict` / :meth:`load_state_dict`, torch's ``Stateful`` protocol) uses
+    names that do not depend on the layout, so a checkpoint of one layout loads into another:
+
+    - ``tensors``: ``model.<fqn>``, the fp32 weights (the fp32 master copies when the model
+      holds bf16 weights), and ``optim.<fqn>.{step,exp_avg,exp_avg_sq}``, AdamW's state of that
+      parameter; ``<fqn>`` is the parameter's name in one unparallelized model (pipeline
+      chunks keep global layer numbers; ``torch.compile``'s ``_orig_mod.`` is removed).
+      Sharded weights are DTensors (FSDP2 shards, TP slices); expert weights, plain per-rank
+      slices ``[experts/EP, ...]`` with the FFN width split by ETP, are presented as DTensors
+      sharded over the (EP, ETP) mesh;
+    - ``train``: completed steps, LR scheduler state, data position, the layout that saved it;
+    - ``rng.rank<r>``: this rank's torch RNG state.
+    """
 
     def __init__(self, run: ResolvedRun, par: Parallel, device: torch.device, data=None):
         self.run, self.par, self.device = run, par, device
         model, derived = run.model, run.derived
         self.ga = derived.ga
         self.global_tokens = run.layout.gbs * model.seq_len
-        if run.recipe.dtype == "fp8" and device.type != "cuda":
-            raise LlmbError(
-                "fp8 needs a CUDA GPU with FP8 tensor cores (H100 or newer) and torchao; "
-                "on CPU use --dtype bf16 or fp32"
-            )
         self._vocab_mesh = par.sub("tp") if par.dims.tp > 1 else None
         self.parts = build_model_parts(
             model, derived, par, device, run.recipe.dtype, run.request.seed,
@@ -67,6 +79,9 @@ class Trainer:
         )
         self._batches = iter(self.data)
         self._builtin_cp = builtin_cp(device, par.dims)
+        self.completed_steps = 0
+        # Expert weights are plain local slices: their DTensor view for a state dict.
+        self._expert_mesh = par.expert_mesh["ep", "etp"] if par.expert_mesh is not None else None
 
     def _compile(self) -> None:
         for m in self.parts.modules:
@@ -160,7 +175,115 @@ class Trainer:
             group = par.group(name)
             if group is not None:
                 dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+        self.completed_steps += 1
         return StepResult(loss=float(total), grad_norm=norm, lr=lr)
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def rng_key(self) -> str:
+        return f"rng.rank{self.par.rank}"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state after :attr:`completed_steps` steps (see the class docstring); tensors are
+        the live ones, so loading into them restores the trainer in place."""
+        self._ensure_optimizer_state()
+        return {"tensors": self._tensors(), "train": self._train_state(), self.rng_key: self._rng()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Finish restoring from ``state``, a :meth:`state_dict` whose tensors a checkpoint was
+        loaded into and whose other values it replaced (without ``rng.rank<r>`` when the
+        checkpoint had no RNG state for this rank)."""
+        if self.master:
+            self.master.masters_to_params()
+        train = state["train"]
+        self.scheduler.load_state_dict(train["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, train["lr"]):
+            group["lr"] = lr
+        self._restore_data(train["data"])
+        rng = state.get(self.rng_key)
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"])
+        self.completed_steps = int(train["step"])
+
+    def _named(self) -> list[tuple[str, torch.nn.Parameter, torch.Tensor]]:
+        """(fqn, model parameter, the tensor AdamW updates) for this rank's parameters."""
+        named = [(n.replace("_orig_mod.", ""), p) for m in self.parts.modules for n, p in m.named_parameters()]
+        masters = self.master.masters if self.master else [p for _, p in named]
+        if len(masters) != len(named):
+            raise RuntimeError("master weights do not match the model's parameters")
+        return [(n, p, q) for (n, p), q in zip(named, masters)]
+
+    def _ensure_optimizer_state(self) -> None:
+        """AdamW creates its state at the first step; a load before it needs targets to fill."""
+        opt = self.optimizer
+        if not isinstance(opt, torch.optim.AdamW) or any(g.get("amsgrad") for g in opt.param_groups):
+            raise LlmbError("checkpoints support the engine's AdamW optimizer (no amsgrad) only")
+        for group in opt.param_groups:
+            for q in group["params"]:
+                if q not in opt.state or not opt.state[q]:
+                    opt.state[q] = {
+                        "step": torch.tensor(0.0),
+                        "exp_avg": torch.zeros_like(q, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(q, memory_format=torch.preserve_format),
+                    }
+
+    def _tensors(self) -> dict[str, Any]:
+        opt = self.optimizer
+        out: dict[str, Any] = {}
+        for fqn, p, q in self._named():
+            expert = self._expert_mesh is not None and getattr(p, EXPERT_ATTR, False)
+            wrap = (lambda t, fqn=fqn: self._as_expert_dtensor(t, fqn)) if expert else (lambda t: t)
+            out[f"model.{fqn}"] = wrap(q.detach())
+            for key in _ADAMW_STATE:
+                value = opt.state[q][key]
+                out[f"optim.{fqn}.{key}"] = wrap(value) if key != "step" else value
+        for m in self.parts.modules:  # persistent buffers, if a model has any
+            params = {n for n, _ in m.named_parameters()}
+            for n, b in m.named_buffers():
+                if n not in params and _is_persistent(m, n):
+                    out[f"buffer.{n.replace('_orig_mod.', '')}"] = b
+        return out
+
+    def _as_expert_dtensor(self, local: torch.Tensor, fqn: str):
+        # Experts on dim 0; the FFN width is dim 2 of w1/w3 [E, dim, hidden], dim 1 of w2.
+        width = 1 if fqn.endswith(".w2") else 2
+        # from_local keeps `local` as the storage: a load writes straight into the parameter.
+        return DTensor.from_local(local, self._expert_mesh, [Shard(0), Shard(width)], run_check=False)
+
+    def _train_state(self) -> dict[str, Any]:
+        data = self.data
+        if hasattr(data, "state_dict"):
+            data_state = {"kind": type(data).__name__, **data.state_dict()}
+        else:  # synthetic tokens: a pure function of (seed, step, sample)
+            data_state = {"kind": type(data).__name__, "next_step": self.completed_steps}
+        run = self.run
+        return {
+            "step": self.completed_steps,
+            "scheduler": self.scheduler.state_dict(),
+            "lr": [g["lr"] for g in self.optimizer.param_groups],
+            "data": data_state,
+            "world_size": self.par.dims.world,
+            "layout": {**run.layout.as_dict(), "dp": run.derived.dp},
+            "dtype": run.recipe.dtype,
+        }
+
+    def _rng(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def _restore_data(self, saved: dict[str, Any]) -> None:
+        data = self.data
+        if saved.get("kind") != type(data).__name__:
+            raise LlmbError(f"the checkpoint's data came from {saved.get('kind')}, this run reads {type(data).__name__}")
+        if hasattr(data, "load_state_dict"):
+            data.load_state_dict({k: v for k, v in saved.items() if k != "kind"})
+        else:
+            data.step = int(saved["next_step"])
+        self._batches = iter(data)  # drop anything the old iterator had prepared
 
 
 def _value(loss: torch.Tensor) -> torch.Tensor:
@@ -168,3 +291,11 @@ def _value(loss: torch.Tensor) -> torch.Tensor:
     over TP happens when it is materialized)."""
     loss = loss.detach()
     return (loss.full_tensor() if isinstance(loss, DTensor) else loss).double()
+
+
+def _is_persistent(module: torch.nn.Module, name: str) -> bool:
+    *path, leaf = name.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part)
+    return leaf not in owner._non_persistent_buffers_set

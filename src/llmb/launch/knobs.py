@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmb.errors import LlmbError
+from llmb.plan.layout import LAYOUT_KNOBS
+from llmb.plan.options import RunOptions, parse_ranks
+from llmb.plan.request import DEFAULT_WORKLOAD, RunRequest
 
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n", ""}
@@ -52,7 +55,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("GBS", "gbs", int, "global batch size"),
 )
 BY_FIELD = {k.field: k for k in KNOBS}
-LAYOUT_FIELDS = ("tp", "pp", "cp", "ep", "etp", "vp", "mbs", "gbs")
+#: The layout knobs the recipes set by environment variable (FSDP, MaxText's, has none).
+LAYOUT_ENV_KNOBS = tuple(k for k in LAYOUT_KNOBS if k in BY_FIELD)
 
 
 def parse_value(knob: Knob, raw: str) -> Any:
@@ -112,3 +116,54 @@ def resolve_knobs(
             values[key] = value
             origin[key] = name
     return values, origin
+
+
+def run_options(cli: Mapping[str, Any], environ: Mapping[str, str]) -> RunOptions:
+    """Checkpoint, profiling and health options: the command line over the recipes' variables
+    (ENABLE_CHECKPOINT, LOAD_CHECKPOINT_PATH, ENABLE_PROFILE, PROFILE_START_STEP,
+    PROFILE_STOP_STEP, ENABLE_NCCLTRACE). ``cli`` holds :class:`RunOptions` field names; a
+    ``profile_ranks`` string is parsed (``"0,1"``, ``"all"``)."""
+    cli = {k: v for k, v in cli.items() if v is not None}
+    env_names = {"save_at_end": "checkpoint", "load": "load_checkpoint", "profile": "profile",
+                 "profile_start_step": "profile_start_step", "profile_stop_step": "profile_stop_step",
+                 "nccl_trace": "nccl_trace"}
+    values, _ = resolve_knobs({knob: cli.get(field) or None for field, knob in env_names.items()}, environ)
+    fields = {k: v for k, v in cli.items() if k not in env_names}
+    fields.update({field: values[knob] for field, knob in env_names.items() if knob in values})
+    if isinstance(fields.get("profile_ranks"), str):
+        fields["profile_ranks"] = parse_ranks(fields["profile_ranks"])
+    return RunOptions(**fields)
+
+
+def run_request(
+    workload: str | None,
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    proxy: str | None,
+    nproc: int | None = None,
+    settings: Mapping[str, Any] | None = None,
+    options: RunOptions | None = None,
+) -> RunRequest:
+    """The :class:`RunRequest` of a local run: knobs (``size``, ``dtype``, ``gpu_type``,
+    ``max_steps`` and the layout knobs) from the command line over the environment; ``proxy``
+    None for full size; ``settings`` the engine's own options (seed, lr, window, data, ...)."""
+    knobs, _ = resolve_knobs(cli, environ)
+    total, per_node = knobs.get("gpus"), knobs.get("gpus_per_node")
+    if total and per_node and total > per_node and nproc is None:
+        raise LlmbError(
+            f"JOB_TOTAL_GPUS={total} spans several nodes of {per_node}; start multi-node runs through a launcher"
+        )
+    return RunRequest(
+        workload=workload or DEFAULT_WORKLOAD,
+        size=knobs.get("size"),
+        dtype=knobs.get("dtype"),
+        gpu_type=knobs.get("gpu_type"),
+        proxy=proxy,
+        nproc=nproc if nproc is not None else (total if proxy is None else (total or 1)),
+        gpus=total if proxy is None else None,
+        overrides={k: knobs[k] for k in LAYOUT_ENV_KNOBS if k in knobs},
+        steps=knobs.get("max_steps"),
+        options=options or RunOptions(),
+        **(settings or {}),
+    )

@@ -151,13 +151,6 @@ def render(job: SlurmJob, now: datetime | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_script(job: SlurmJob, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(job), encoding="utf-8")
-    path.chmod(0o750)
-    return path
-
-
 def sbatch_command(script: Path) -> list[str]:
     return ["sbatch", "--parsable", str(script)]
 

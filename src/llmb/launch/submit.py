@@ -1,8 +1,8 @@
 """``llmb submit``: plan, write and submit Slurm jobs, and record them in the job store.
 
-One submission = one experiment folder holding the engine's ``request.json`` (what the
-workers run), the batch script ``launch.sbatch`` and, later, the run's log, metrics and
-summary. The job store gets the run (keyed by the run id its log will have) only after
+One submission = one experiment folder holding the resolved run's ``config.json`` (what the
+workers run, :class:`llmb.records.RunConfig`), the batch script ``launch.sbatch`` and, later,
+the run's log, metrics and summary. The job store gets the run (keyed by the run id its log will have) only after
 ``sbatch`` accepted the job: a refused submission leaves neither a record nor a folder.
 
 Precedence of every knob: command line > environment variable (the recipes' names) > cluster
@@ -23,14 +23,14 @@ from llmb.errors import LlmbError
 from llmb.launch import sbatch
 from llmb.launch.bulk import PlannedRun
 from llmb.launch.cluster import ClusterConfig, config_path, secrets_path
-from llmb.launch.experiment import experiment_name, fresh_stamp_dir, utc_stamp, write_json
-from llmb.launch.knobs import BY_FIELD, LAYOUT_FIELDS
+from llmb.launch.experiment import experiment_base, fresh_stamp_dir, utc_stamp
+from llmb.launch.knobs import BY_FIELD, LAYOUT_ENV_KNOBS, run_options
+from llmb.launch.local import WORKER_MODULE, worker_env
+from llmb.plan.request import RunRequest
+from llmb.plan.run import resolve_run
+from llmb.records import CONFIG_FILE, RunConfig
 
 SCRIPT_NAME = "launch.sbatch"
-REQUEST_NAME = "request.json"
-#: Recipe knobs a job reads from its environment at run time (profiling, checkpoints, traces).
-FORWARDED_ENV = ("ENABLE_PROFILE", "PROFILE_START_STEP", "PROFILE_STOP_STEP", "ENABLE_NCCLTRACE",
-                 "ENABLE_CHECKPOINT", "LOAD_CHECKPOINT_PATH")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Prepared:
     """A submission ready to go: nothing has touched the disk or the scheduler yet."""
 
     planned: PlannedRun
-    request: dict[str, Any]  # the engine's RunRequest fields
+    config: RunConfig  # the resolved run the workers execute
     title: str
     size_label: str
     world: int
@@ -72,38 +72,32 @@ def prepare(
     max_restarts: int = 0,
 ) -> Prepared:
     """Resolve one planned run into a batch job (validating everything the engine would)."""
-    from llmb.engine.config import RunRequest, resolve_run
-
     gpus_per_node = int(knobs.get("gpus_per_node") or cluster.gpus_per_node)
     nodes, ranks_per_node = nodes_for(planned.gpus, gpus_per_node)
     proxy = planned.proxy if planned.proxy is not None else ("default" if cluster.accelerator == "cpu" else None)
     if proxy is not None and proxy.lower() == "none":
         proxy = None
-    overrides = {k: v for k, v in {**{f: knobs.get(f) for f in LAYOUT_FIELDS}, **planned.overrides}.items()
-                 if k in LAYOUT_FIELDS and v is not None}
+    overrides = {k: v for k, v in {**{f: knobs.get(f) for f in LAYOUT_ENV_KNOBS}, **planned.overrides}.items()
+                 if k in LAYOUT_ENV_KNOBS and v is not None}
     steps = planned.overrides.get("max_steps", knobs.get("max_steps"))
+    options = run_options({"max_restarts": max_restarts, "profile": knobs.get("profile")}, environ)
     request = RunRequest(
         workload=planned.workload, size=planned.size, dtype=planned.dtype, proxy=proxy, nproc=planned.gpus,
         gpus=planned.gpus if proxy is None else None, gpu_type=planned.gpu_type or knobs.get("gpu_type"),
-        overrides=overrides, steps=steps,
+        overrides=overrides, steps=steps, options=options,
     )
-    run = resolve_run(request)  # every configuration mistake surfaces here, before sbatch
-    size_label, dtype, world = run.size_label, run.recipe.dtype, run.world
     root = experiments_root or Path(cluster.experiments_path)
-    exp_dir = root / experiment_name(run.recipe.workload.name, size_label, dtype, world) / utc_stamp()
+    # Every configuration mistake surfaces here, before sbatch: fp8 on a CPU cluster too.
+    run = resolve_run(request, accelerator="cuda" if cluster.accelerator == "gpu" else "cpu",
+                      experiments_root=root)
+    config = run.config()
+    size_label, dtype, world = run.size_label, run.recipe.dtype, run.world
+    exp_dir = experiment_base(config, root) / utc_stamp()
 
-    env = dict(cluster.env)
-    if cluster.accelerator == "cpu":
-        env.setdefault("OMP_NUM_THREADS", "1")  # ranks share a node's cores
-    for name in FORWARDED_ENV:
-        if name in environ:
-            env[name] = environ[name]
-    if knobs.get("profile"):
-        env["ENABLE_PROFILE"] = "true"
-    if max_restarts:
-        # torchrun's shared rendezvous store keeps the first attempt's peer addresses, so a
-        # restarted group would dial dead ranks (pytorch/pytorch#167288): fresh store per attempt.
-        env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    env = worker_env(ranks_per_node, max_restarts)  # one thread per rank: a node's core count is unknown here
+    if cluster.accelerator != "cpu":
+        env.pop("OMP_NUM_THREADS")  # GPU nodes: torchrun's own default
+    env.update(cluster.env)  # the cluster configuration's settings win over the defaults
     secrets = secrets_path(config_path())
     title = f"{run.recipe.workload.name} {size_label} {dtype}, {world} rank(s) on {nodes} node(s)"
     job = sbatch.SlurmJob(
@@ -111,7 +105,7 @@ def prepare(
         nodes=nodes,
         ranks_per_node=ranks_per_node,
         experiment_dir=exp_dir,
-        command=["-m", "llmb.engine.worker", str(exp_dir)],
+        command=["-m", WORKER_MODULE, str(exp_dir)],
         python=cluster.python,
         title=title,
         env=env,
@@ -128,7 +122,7 @@ def prepare(
         secrets_file=secrets if secrets.exists() else None,
         max_restarts=max_restarts,
     )
-    return Prepared(planned, dict(request.__dict__), title, size_label, world, job, sbatch.render(job))
+    return Prepared(planned, config, title, size_label, world, job, sbatch.render(job))
 
 
 def write(prepared: Prepared) -> Prepared:
@@ -136,9 +130,9 @@ def write(prepared: Prepared) -> Prepared:
     the planned one) holding the request and the script; returns the submission bound to it."""
     planned_dir = prepared.experiment_dir
     exp = fresh_stamp_dir(planned_dir.parent)
-    job = replace(prepared.job, experiment_dir=exp, command=["-m", "llmb.engine.worker", str(exp)])
+    job = replace(prepared.job, experiment_dir=exp, command=["-m", WORKER_MODULE, str(exp)])
     prepared = replace(prepared, job=job, script=sbatch.render(job))
-    write_json(exp / REQUEST_NAME, prepared.request)
+    prepared.config.write(exp / CONFIG_FILE)
     script = exp / SCRIPT_NAME
     script.write_text(prepared.script, encoding="utf-8")
     script.chmod(0o750)
@@ -162,7 +156,7 @@ def submit(prepared: Prepared, store, cluster_name: str | None = None) -> tuple[
     p = prepared.planned
     try:
         store.put({
-            "run_id": run_id, "workload": prepared.request["workload"], "size": prepared.size_label,
+            "run_id": run_id, "workload": prepared.config.workload, "size": prepared.size_label,
             "dtype": p.dtype, "gpus": prepared.world, "gpu_type": p.gpu_type, "cluster": cluster_name,
             "format": "llmb", "status": "NO_DATA", "log_path": str(prepared.log_path.resolve()),
             "job_id": job_id, "state": "PENDING", "experiment_dir": str(prepared.experiment_dir.resolve()),
@@ -200,8 +194,7 @@ def knobs_for(cli: Mapping[str, Any], cluster: ClusterConfig, environ: Mapping[s
 
 def default_cluster() -> ClusterConfig:
     """The configuration used when ``llmb init`` was never run: local paths, no account."""
-    from llmb.launch.experiment import experiments_root
-    from llmb.paths import install_dir
+    from llmb.paths import experiments_root, install_dir
 
     return ClusterConfig(install_path=str(install_dir()), experiments_path=str(experiments_root().resolve()))
 

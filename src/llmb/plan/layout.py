@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, field
 from llmb.catalog.schema import ModelSpec
 from llmb.errors import LayoutError
 
+#: The layout knobs a request may override (``--tp`` ... on the command line, ``TP`` ... in the
+#: environment where the recipes define a variable for them).
+LAYOUT_KNOBS: tuple[str, ...] = ("tp", "pp", "cp", "ep", "etp", "vp", "mbs", "gbs", "fsdp")
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -42,6 +46,36 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class ParallelDims:
+    """The process-mesh sizes a layout needs on one model replica's ranks and its replicas:
+    ``world = PP x DP x CP x TP``, experts folded over each stage's DP x CP x TP ranks as
+    ``EDP x EP x ETP``. Dense models have ``ep = etp = 1`` (no expert layout at all)."""
+
+    pp: int = 1
+    dp: int = 1
+    cp: int = 1
+    tp: int = 1
+    ep: int = 1
+    etp: int = 1
+
+    @property
+    def world(self) -> int:
+        return self.pp * self.dp * self.cp * self.tp
+
+    @property
+    def dp_cp(self) -> int:
+        return self.dp * self.cp
+
+    @property
+    def experts_split(self) -> bool:
+        return self.ep * self.etp > 1
+
+    @property
+    def edp(self) -> int:
+        return self.dp_cp * self.tp // (self.ep * self.etp)
+
+
+@dataclass(frozen=True)
 class DerivedLayout:
     """What follows from a valid :class:`Layout` for a given model."""
 
@@ -55,6 +89,16 @@ class DerivedLayout:
     pipeline_chunks: int  # PP x VP
     layers_per_chunk: tuple[int, ...]  # transformer layers in each (virtual) chunk, in order
     warnings: tuple[str, ...] = field(default=())
+    moe: bool = False  # the model has routed experts (EP and ETP apply)
+
+    @property
+    def parallel_dims(self) -> ParallelDims:
+        """The mesh sizes of this layout (the one source the engine builds its mesh from)."""
+        lay = self.layout
+        return ParallelDims(
+            pp=lay.pp, dp=self.dp, cp=lay.cp, tp=lay.tp,
+            ep=lay.ep if self.moe else 1, etp=self.etp if self.moe else 1,
+        )
 
     @property
     def layers_per_stage(self) -> tuple[int, ...]:
@@ -63,7 +107,7 @@ class DerivedLayout:
         return tuple(sum(self.layers_per_chunk[s::pp]) for s in range(pp))
 
     def as_dict(self) -> dict[str, object]:
-        d = {k: v for k, v in asdict(self).items() if k != "layout"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("layout", "moe")}
         d["layers_per_stage"] = list(self.layers_per_stage)
         d["layers_per_chunk"] = list(self.layers_per_chunk)
         d["warnings"] = list(self.warnings)
@@ -200,4 +244,5 @@ def derive(layout: Layout, model: ModelSpec) -> DerivedLayout:
         pipeline_chunks=chunks,
         layers_per_chunk=tuple(layers_per_chunk),
         warnings=tuple(warnings),
+        moe=moe is not None,
     )

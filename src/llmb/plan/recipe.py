@@ -17,10 +17,8 @@ from llmb.catalog.loader import Catalog
 from llmb.catalog.schema import DTYPES, Baseline, GpuSpec, LayoutRow, ModelSpec, Workload
 from llmb.errors import CatalogError, LayoutError
 from llmb.plan.flops import CONVENTIONS, FlopsBreakdown, ParamCount, flops_breakdown, param_count
-from llmb.plan.layout import DerivedLayout, Layout, derive
+from llmb.plan.layout import LAYOUT_KNOBS, DerivedLayout, Layout, derive
 from llmb.plan.metrics import RunMetrics, run_metrics
-
-LAYOUT_KNOBS = ("tp", "pp", "cp", "ep", "etp", "vp", "mbs", "gbs", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -101,30 +99,6 @@ class Recipe:
             "peak_label": self.peak_label,
             "baseline": self.baseline.model_dump(mode="json") if self.baseline else None,
         }
-
-
-def recipe_from_dict(catalog: Catalog, data: dict[str, Any]) -> Recipe:
-    """Rebuild a :class:`Recipe` from :meth:`Recipe.as_dict` output (as written into an
-    experiment's ``config.json``), model and layout as recorded — also a proxy's."""
-    try:
-        wl = catalog.workload(data["workload"])
-        size_key, spec = catalog.size(wl, data["size"])
-        gkey = catalog.gpu_key(data["gpu_type"])
-        model = ModelSpec.model_validate(data["model"])
-        layout = Layout(**data["layout"])
-        dtype = str(data["dtype"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CatalogError(f"not a recorded recipe: {exc}") from None
-    baseline = next(
-        (b for b in spec.baselines if b.gpu_type == gkey and b.dtype == dtype and b.gpus == layout.gpus
-         and model == spec.model),
-        None,
-    )
-    return Recipe(
-        workload=wl, size=size_key, dtype=dtype, gpu_type=gkey, gpu=catalog.gpus[gkey], model=model,
-        layout=layout, derived=derive(layout, model), row=None, baseline=baseline,
-        overridden=tuple(data.get("overridden", ())), notes=tuple(data.get("notes", ())),
-    )
 
 
 def layout_from_row(row: LayoutRow) -> Layout:

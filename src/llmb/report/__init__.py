@@ -9,7 +9,7 @@ from typing import Any
 
 from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
-from llmb.plan.recipe import LAYOUT_KNOBS
+from llmb.plan.layout import LAYOUT_KNOBS
 from llmb.report.plots import plot_scaling, plot_steps
 from llmb.report.tables import Group, group_markdown, group_runs
 from llmb.results.compare import DEFAULT_TOLERANCE, baseline_reference, compare

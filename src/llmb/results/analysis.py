@@ -9,7 +9,6 @@ preferred when it is plausible (positive and below the GPU's dense peak).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -20,7 +19,9 @@ from typing import Any
 from llmb.catalog.loader import Catalog
 from llmb.errors import LayoutError, LlmbError
 from llmb.plan.metrics import step_time_from_tokens_per_s
-from llmb.plan.recipe import Recipe, recipe_from_dict, resolve
+from llmb.plan.recipe import Recipe, resolve
+from llmb.plan.run import ResolvedRun
+from llmb.records import CONFIG_FILE, SUMMARY_FILE, RunConfig, RunSummary
 from llmb.results.identity import RunSpec, infer_spec
 from llmb.results.parse import ParsedLog, check_format, log_files, parse_file
 from llmb.results.stats import Window, WindowStats, default_window, window_stats
@@ -169,39 +170,33 @@ class EngineRun:
 def engine_run(log_path: Path, catalog: Catalog) -> EngineRun | None:
     """The recorded identity, recipe (a proxy's own model and layout, and the MFU denominator
     the engine used, e.g. a measured CPU ceiling) and statistics window of an llmb run whose
-    log sits in its experiment folder; ``None`` when there is no readable ``config.json``."""
-    config_file = Path(log_path).parent / "config.json"
+    log sits in its experiment folder; ``None`` when there is no readable ``config.json`` of
+    this llmb's record version."""
+    folder = Path(log_path).parent
     try:
-        cfg = json.loads(config_file.read_text(encoding="utf-8"))
-        recipe = recipe_from_dict(catalog, cfg)
-    except (OSError, ValueError, LlmbError):
+        config = RunConfig.read(folder / CONFIG_FILE)
+        run = ResolvedRun.from_config(config, catalog)
+    except LlmbError:
         return None
-    denominator = cfg.get("mfu_denominator") or {}
-    if denominator.get("flops"):
-        recipe = replace(recipe, peak_override=(float(denominator["flops"]), str(denominator.get("label", "measured"))))
-    proxy = cfg.get("proxy")
     spec = RunSpec(
-        workload=recipe.workload.name,
-        size=f"{recipe.size}-{proxy}" if proxy else recipe.size,
-        dtype=recipe.dtype,
-        gpus=int(cfg.get("world_size") or recipe.gpus),
-        gpu_type=recipe.gpu_type if not proxy else None,
+        workload=config.workload,
+        size=config.size_label,
+        dtype=config.dtype,
+        gpus=config.world_size,
+        gpu_type=config.hardware.gpu_type if not config.proxy else None,
         source="engine config",
     )
-    window = None
-    warmup, steps = cfg.get("stats_warmup_steps"), cfg.get("stats_window_steps")
-    if isinstance(warmup, int) and isinstance(steps, int) and steps > 0:
-        window = Window(warmup + 1, warmup + steps)
+    window = Window(config.stats_warmup_steps + 1, config.stats_warmup_steps + config.stats_window_steps)
     notes = []
     try:
-        summary = json.loads((Path(log_path).parent / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        summary = {}
-    if summary.get("timing_comparable") is False:
+        summary = RunSummary.read(folder / SUMMARY_FILE)
+    except LlmbError:  # still running, or killed before it wrote one
+        summary = None
+    if summary is not None and not summary.timing_comparable:
         notes.append("profiled run: its step times include the profiler's overhead and are not comparable")
-    if summary.get("status") == "invalid":
-        notes.append(f"the engine marked this run INVALID: {summary.get('invalid_reason', 'non-finite values')}")
-    return EngineRun(spec, recipe, window, tuple(notes))
+    if summary is not None and summary.status == "invalid":
+        notes.append(f"the engine marked this run INVALID: {summary.invalid_reason or 'non-finite values'}")
+    return EngineRun(spec, run.recipe, window, tuple(notes))
 
 
 def analyze_logs(

@@ -19,7 +19,7 @@ from typing import Any
 from llmb.catalog.loader import Catalog
 from llmb.catalog.schema import DTYPES
 from llmb.errors import CatalogError, LlmbError
-from llmb.plan.recipe import LAYOUT_KNOBS
+from llmb.plan.layout import LAYOUT_KNOBS
 
 _SIZE = r"\d+(?:\.\d+)?[bBmMtT](?:-proxy)?"
 _NAME = re.compile(

@@ -7,7 +7,6 @@ norm, MaxText prints throughput per device only).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -71,6 +70,3 @@ def to_float(text: str | None) -> float | None:
     except ValueError:
         return None
 
-
-def is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -1,11 +1,6 @@
 """The step window, its statistics and a run's completeness status. Pure functions.
 
-**Default window.** The reference parsers averaged iterations 11–44 of a 50-step run (later
-35–44). llmb keeps 11–44: it skips the warm-up steps (compilation, allocator growth, data
-prefetch) and the tail where profilers and checkpoint saves start, and still leaves 34 samples
-for a meaningful standard deviation. Iterations are numbered as the framework printed them.
-For runs of another length the same fractions are used: ``ceil(11/50·N)`` to
-``floor(44/50·N)`` of ``N`` planned steps (so 10 steps give 3–8).
+**Default window**: iterations 11–44 of 50, scaled to the run's length (:mod:`llmb.plan.window`).
 
 **Spread** is the *sample* standard deviation (ddof = 1); ``None`` with fewer than two values.
 
@@ -34,11 +29,13 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from llmb.errors import LlmbError
+from llmb.plan.window import REFERENCE_STEPS, REFERENCE_WINDOW, Window, default_window, parse_window
 from llmb.results.record import StepRecord
 
-REFERENCE_STEPS = 50
-REFERENCE_WINDOW = (11, 44)
+__all__ = [
+    "REFERENCE_STEPS", "REFERENCE_WINDOW", "METRIC_FIELDS", "OUTLIER_FACTOR", "Status", "Summary", "Window",
+    "WindowStats", "default_window", "parse_window", "summarize", "window_stats",
+]
 
 #: a window step time this many times above or below the window's median is reported as an
 #: outlier (MaxText's asynchronous dispatch logs 0.002 s steps, checkpoints add seconds)
@@ -53,49 +50,6 @@ class Status(str, Enum):
     INCOMPLETE = "INCOMPLETE"
     INVALID = "INVALID"
     NO_DATA = "NO_DATA"
-
-
-@dataclass(frozen=True)
-class Window:
-    """Inclusive range of iteration numbers, as printed by the framework."""
-
-    first: int
-    last: int
-
-    def __post_init__(self) -> None:
-        if self.first < 0 or self.last < self.first:
-            raise LlmbError(f"window {self.first}:{self.last} is empty or negative; give A:B with 0 <= A <= B")
-
-    def __contains__(self, iteration: object) -> bool:
-        return isinstance(iteration, int) and self.first <= iteration <= self.last
-
-    @property
-    def size(self) -> int:
-        return self.last - self.first + 1
-
-    def __str__(self) -> str:
-        return f"{self.first}:{self.last}"
-
-
-def parse_window(text: str) -> Window:
-    """``"11:44"`` -> ``Window(11, 44)``; anything else is a user mistake."""
-    first, sep, last = text.partition(":")
-    if not sep:
-        raise LlmbError(f"window {text!r} must look like A:B (e.g. 11:44)")
-    try:
-        return Window(int(first), int(last))
-    except ValueError:
-        raise LlmbError(f"window {text!r} must be two whole numbers A:B (e.g. 11:44)") from None
-
-
-def default_window(planned_steps: int | None = None) -> Window:
-    """The reference window 11–44 of 50 steps, scaled to ``planned_steps`` when known."""
-    n = planned_steps or REFERENCE_STEPS
-    if n == REFERENCE_STEPS:
-        return Window(*REFERENCE_WINDOW)
-    first = math.ceil(REFERENCE_WINDOW[0] * n / REFERENCE_STEPS)
-    last = max(first, math.floor(REFERENCE_WINDOW[1] * n / REFERENCE_STEPS))
-    return Window(first, last)
 
 
 @dataclass(frozen=True)

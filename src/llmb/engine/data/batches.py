@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from llmb.engine.data.indexed import IndexedDataset
+from llmb.data.indexed import IndexedDataset
 from llmb.errors import LlmbError
 
 

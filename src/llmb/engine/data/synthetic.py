@@ -38,7 +38,8 @@ class SyntheticTokens:
 
     def sample(self, step: int, index: int) -> torch.Tensor:
         """Sample ``index`` of the global batch of ``step``: ``seq_len + 1`` token ids."""
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1_000_033 + index)
+        # Reduced to the generator's 63 bits: the same seed as before for every seed below 2**24.
+        gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + step) * 1_000_033 + index) % (1 << 63))
         return torch.randint(0, self.vocab, (self.seq_len + 1,), generator=gen)
 
     def step_batches(self, step: int) -> list[MicroBatch]:

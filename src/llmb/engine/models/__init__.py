@@ -6,14 +6,17 @@ rank's shard with ``to_empty`` + :meth:`Transformer.init_weights`.
 """
 
 from llmb.engine.models.init import seeded_normal_
-from llmb.engine.models.moe import MoE, GroupedExperts, route
-from llmb.engine.models.transformer import Attention, FeedForward, Transformer, TransformerBlock
+from llmb.engine.models.layers import FeedForward, LayerNorm, RMSNorm
+from llmb.engine.models.moe import GroupedExperts, MoE, route
+from llmb.engine.models.transformer import Attention, Transformer, TransformerBlock
 
 __all__ = [
     "Attention",
     "FeedForward",
     "GroupedExperts",
+    "LayerNorm",
     "MoE",
+    "RMSNorm",
     "Transformer",
     "TransformerBlock",
     "route",

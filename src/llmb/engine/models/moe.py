@@ -17,18 +17,9 @@ Expert parallelism replaces :attr:`MoE.experts` from outside
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def activation_fn(name: str):
-    if name == "swiglu":
-        return F.silu
-    if name == "squared_relu":
-        return lambda x: torch.square(F.relu(x))
-    if name == "gelu":
-        return F.gelu
-    raise ValueError(f"unknown activation {name!r}")
+from llmb.engine.models.layers import FeedForward, activation_fn
 
 
 def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,8 +80,6 @@ class MoE(nn.Module):
         shared_hidden: int = 0,
     ):
         super().__init__()
-        from llmb.engine.models.transformer import FeedForward
-
         self.num_experts = num_experts
         self.top_k = top_k
         self.router = nn.Linear(dim, num_experts, bias=False)

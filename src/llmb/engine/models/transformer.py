@@ -25,34 +25,10 @@ from torch import nn
 
 from llmb.catalog.schema import ModelSpec
 from llmb.engine.models.init import SLICES_ATTR, fill_, seeded_normal_
-from llmb.engine.models.moe import MoE, activation_fn
+from llmb.engine.models.layers import FeedForward, make_norm
+from llmb.engine.models.moe import MoE
 
 INIT_STD = 0.02
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.empty(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
-class LayerNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.empty(dim))
-        self.bias = nn.Parameter(torch.empty(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
-
-
-def make_norm(kind: str, dim: int) -> nn.Module:
-    return RMSNorm(dim) if kind == "rmsnorm" else LayerNorm(dim)
 
 
 class RotaryEmbedding(nn.Module):
@@ -147,24 +123,6 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = self.core(q, k, v)
         return self.wo(out.transpose(1, 2).reshape(b, s, -1))
-
-
-class FeedForward(nn.Module):
-    """Dense MLP: gated (SwiGLU: ``w2(silu(w1 x) * w3 x)``) or not (``w2(act(w1 x))``)."""
-
-    def __init__(self, dim: int, hidden: int, activation: str):
-        super().__init__()
-        self.gated = activation == "swiglu"
-        self.w1 = nn.Linear(dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden, bias=False) if self.gated else None
-        self._act = activation_fn(activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._act(self.w1(x))
-        if self.gated:
-            h = h * self.w3(x)
-        return self.w2(h)
 
 
 class TransformerBlock(nn.Module):

@@ -78,7 +78,7 @@ def apply_cp(model: Transformer, group: dist.ProcessGroup, cp: int, rank: int) -
     pos = cp_positions(seq, cp, rank)
     all_pos = torch.cat([cp_positions(seq, cp, r) for r in range(cp)])
     # Position/mask buffers are small and needed on meta models too: build them for real on
-    # CPU; to_empty() would wipe them, so the caller re-runs apply_cp_buffers after it.
+    # CPU; to_empty() would wipe them, so the caller re-runs refresh_cp_buffers after it.
     model.rope = ContextParallelRope(model.rope, pos.to(device))
     for block in model.layers.values():
         block.attention.core = ContextParallelAttention(group, pos.to(device), all_pos.to(device))

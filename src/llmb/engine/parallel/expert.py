@@ -21,7 +21,8 @@ import torch.distributed as dist
 from torch import nn
 
 from llmb.engine.models.init import SLICES_ATTR
-from llmb.engine.models.moe import MoE, activation_fn, expert_mlp
+from llmb.engine.models.layers import activation_fn
+from llmb.engine.models.moe import MoE, expert_mlp
 from llmb.engine.models.transformer import Transformer
 from llmb.engine.parallel.collectives import all_gather_v, all_to_all, reduce_scatter_v
 from llmb.engine.parallel.mesh import Parallel

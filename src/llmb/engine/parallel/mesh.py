@@ -24,32 +24,7 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from llmb.errors import LlmbError
-
-
-@dataclass(frozen=True)
-class ParallelDims:
-    pp: int = 1
-    dp: int = 1
-    cp: int = 1
-    tp: int = 1
-    ep: int = 1
-    etp: int = 1
-
-    @property
-    def world(self) -> int:
-        return self.pp * self.dp * self.cp * self.tp
-
-    @property
-    def dp_cp(self) -> int:
-        return self.dp * self.cp
-
-    @property
-    def experts_split(self) -> bool:
-        return self.ep * self.etp > 1
-
-    @property
-    def edp(self) -> int:
-        return self.dp_cp * self.tp // (self.ep * self.etp)
+from llmb.plan.layout import ParallelDims
 
 
 @dataclass

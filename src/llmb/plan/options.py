@@ -1,7 +1,8 @@
 """The run's checkpoint, profiling and health settings, checked once before anything starts.
 
-Pure Python (no torch import), like :mod:`llmb.engine.config`: ``llmb run --dry-run`` and the
-tests resolve them instantly. Every user mistake is one :class:`~llmb.errors.LlmbError` line.
+Pure Python (no torch import), like the rest of run resolution (:mod:`llmb.plan.run`):
+``llmb run --dry-run`` and the tests resolve them instantly. Every user mistake is one
+:class:`~llmb.errors.LlmbError` line.
 
 Step numbers are 1-based iterations, as in the step lines; a checkpoint of step ``N`` holds the
 state after ``N`` completed steps and a run resumed from it continues with step ``N + 1``.
@@ -9,42 +10,43 @@ state after ``N`` completed steps and a run resumed from it continues with step 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from pydantic import BaseModel, ConfigDict
 
 from llmb.errors import LlmbError
 
 DEFAULT_PG_TIMEOUT_S = 600.0  # a hung collective fails after this long (seconds)
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    # Checkpoints (engine/checkpoint.py)
+class RunOptions(BaseModel):
+    """Checkpoints (:mod:`llmb.engine.checkpoint`), health (:mod:`llmb.engine.health`) and
+    profiling (:mod:`llmb.engine.profiling`) of one run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Checkpoints
     save_at_end: bool = False  # ENABLE_CHECKPOINT / --save
     save_every: int | None = None  # steps between checkpoints (--save-every)
     load: str | None = None  # LOAD_CHECKPOINT_PATH / --load: checkpoint, checkpoints or experiment dir
     resume: bool = False  # --resume: latest complete checkpoint of this experiment's earlier runs
     async_save: bool = False
     keep_last: int | None = None  # keep only the newest K complete checkpoints
-    # Health (engine/health.py)
+    #: the complete checkpoint the run starts from, found from ``load`` or ``resume`` when the
+    #: run is resolved (an elastic restart starts from the run's own latest one instead)
+    start_checkpoint: str | None = None
+    # Health
     max_restarts: int = 0  # torchrun elastic restarts; workers resume from the latest checkpoint
     pg_timeout_s: float = DEFAULT_PG_TIMEOUT_S
-    # Profiling (engine/profiling.py)
+    # Profiling
     profile: bool = False  # ENABLE_PROFILE / --profile
     profile_start_step: int | None = None  # PROFILE_START_STEP (recipe default: catalog profile_steps)
     profile_stop_step: int | None = None  # PROFILE_STOP_STEP, inclusive
-    profile_ranks: tuple[int, ...] | None = None  # None: rank 0 only
+    profile_ranks: tuple[int, ...] | None = None  # None: rank 0 only; (): every rank
     memory_snapshot: bool = False  # CUDA caching-allocator history over the profiled steps
     nccl_trace: bool = False  # ENABLE_NCCLTRACE
 
     @property
     def checkpointing(self) -> bool:
         return self.save_at_end or self.save_every is not None
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["profile_ranks"] = list(self.profile_ranks) if self.profile_ranks is not None else None
-        return d
 
 
 def parse_ranks(text: str | None) -> tuple[int, ...] | None:
@@ -62,24 +64,18 @@ def parse_ranks(text: str | None) -> tuple[int, ...] | None:
     return ranks
 
 
-def resolve_options(raw: dict[str, Any] | None, steps: int, world: int, profile_steps: tuple[int, int]) -> RunOptions:
-    """Check ``raw`` (the request's ``options``) against a run of ``steps`` steps on ``world``
-    ranks; the profiled window defaults to the recipe's ``profile_steps``, clipped to the run."""
-    raw = dict(raw or {})
-    if isinstance(raw.get("profile_ranks"), list):
-        raw["profile_ranks"] = tuple(raw["profile_ranks"])
-    unknown = set(raw) - set(RunOptions.__dataclass_fields__)
-    if unknown:
-        raise LlmbError(f"unknown run option(s): {', '.join(sorted(unknown))}")
-    opts = RunOptions(**raw)
+def resolve_options(opts: RunOptions, steps: int, world: int, profile_steps: tuple[int, int]) -> RunOptions:
+    """Check ``opts`` against a run of ``steps`` steps on ``world`` ranks; the profiled window
+    defaults to the recipe's ``profile_steps``, clipped to the run. (Where the run starts from,
+    ``start_checkpoint``, needs the file system: :func:`llmb.plan.run.resolve_run` finds it.)"""
     for name in ("save_every", "keep_last", "profile_start_step", "profile_stop_step"):
         value = getattr(opts, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        if value is not None and value <= 0:
             raise LlmbError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
     if opts.max_restarts < 0:
         raise LlmbError(f"--max-restarts must be >= 0, got {opts.max_restarts}")
-    if not opts.pg_timeout_s > 0:
-        raise LlmbError(f"--pg-timeout-s must be > 0 seconds, got {opts.pg_timeout_s}")
+    if not opts.pg_timeout_s > 0 or opts.pg_timeout_s == float("inf"):
+        raise LlmbError(f"--pg-timeout-s must be a finite number of seconds > 0, got {opts.pg_timeout_s}")
     if opts.load and opts.resume:
         raise LlmbError("--load and --resume both choose the checkpoint to start from; give one")
     if opts.keep_last is not None and not opts.checkpointing:
@@ -107,9 +103,7 @@ def resolve_options(raw: dict[str, Any] | None, steps: int, world: int, profile_
         ranks = opts.profile_ranks
         if ranks and max(ranks) >= world:
             raise LlmbError(f"--profile-ranks {','.join(map(str, ranks))}: the run has ranks 0..{world - 1}")
-        from dataclasses import replace
-
-        opts = replace(opts, profile_start_step=start, profile_stop_step=stop)
+        opts = opts.model_copy(update={"profile_start_step": start, "profile_stop_step": stop})
     elif opts.memory_snapshot:
         raise LlmbError("--memory-snapshot records the profiled steps: add --profile")
     return opts

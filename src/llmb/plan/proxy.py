@@ -107,6 +107,7 @@ class ProxyLayout:
     kept: tuple[str, ...]
     dropped: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    used: tuple[str, ...] = ()  # the kinds of parallelism the recipe uses
 
 
 def proxy_layout(recipe: Layout, recipe_dp: int, model: ModelSpec, proxy: ProxySpec, world: int) -> ProxyLayout:
@@ -164,4 +165,5 @@ def proxy_layout(recipe: Layout, recipe_dp: int, model: ModelSpec, proxy: ProxyS
         etp=etp if model.moe is not None else None, vp=vp,
         mbs=proxy.mbs, gbs=proxy.mbs * dp * ga,
     )
-    return ProxyLayout(layout=layout, kept=tuple(kept), dropped=dropped, notes=tuple(notes))
+    return ProxyLayout(layout=layout, kept=tuple(kept), dropped=dropped, notes=tuple(notes),
+                       used=tuple(k for k, u in used.items() if u))

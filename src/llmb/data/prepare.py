@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from llmb.engine.data.indexed import IndexedDatasetWriter, bin_path, idx_path
+from llmb.data.indexed import IndexedDatasetWriter, bin_path, idx_path
 from llmb.errors import LlmbError
 
 EOD_TOKEN = "<|endoftext|>"
