@@ -8,10 +8,10 @@ from llmb.catalog import default_catalog
 from llmb.catalog.schema import ModelSpec
 from llmb.plan.calibrate import stored_efficiency
 from llmb.plan.layout import Layout, derive
-from llmb.plan.memory import RECOMPUTE_LEVELS
 from llmb.plan.predict import Efficiency, _Net, predict_step
 from llmb.plan.search import forecast, search_layouts
 from llmb.plan.recipe import resolve
+from llmb.plan.shapes import RECOMPUTE_LEVELS
 
 CAT = default_catalog()
 H100 = CAT.gpus["h100"]

@@ -68,7 +68,7 @@ from dataclasses import asdict, dataclass, fields
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
-from llmb.plan.memory import RECOMPUTE_LEVELS, kind_counts, layer_params, per_model_cache
+from llmb.plan.shapes import act_bytes, check_recompute, kind_counts, layer_params, per_model_cache, rank_params
 
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
@@ -326,7 +326,7 @@ def _layer_cost_cached(
     h, d = model.hidden, model.kv_channels
     q, kv = model.heads * d, model.query_groups * d
     kv_local = max(kv / tp, d)  # TP beyond the KV groups replicates KV heads
-    a = 4 if dtype == "fp32" else 2
+    a = act_bytes(dtype)
     gated = model.gated
     net = _Net(
         hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain, eff.ring_step_us * 1e-6
@@ -483,15 +483,12 @@ def predict_step(
     recompute: str = "none",
 ) -> StepBreakdown:
     """Predicted step time of training ``model`` with ``derived`` on ``gpu``, as a breakdown."""
-    if recompute not in RECOMPUTE_LEVELS:
-        raise LlmbError(
-            f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_LEVELS)})"
-        )
+    check_recompute(recompute)
     lay = derived.layout
     tp, pp, cp = lay.tp, lay.pp, lay.cp
     vp, ga = derived.vp, derived.ga
     net = _net(gpu, eff)
-    a = 4 if dtype == "fp32" else 2
+    a = act_bytes(dtype)
     t = lay.mbs * model.seq_len / cp
     h, v = model.hidden, model.vocab
     exposed = 1.0 - eff.overlap
@@ -588,7 +585,9 @@ def predict_step(
     bubble = (pp - 1) / vp * t_mb
 
     # Data parallel: gradient reduce-scatter and parameter all-gather of the local shard.
-    dense_local, expert_local = _local_params(model, derived, slow)
+    held = rank_params(model, derived, slow)
+    # The step model leaves the final norm (h parameters) out of the DP traffic and optimizer.
+    dense_local, expert_local = held.layers + held.embeddings, held.experts
     dp_total = dp_exposed = 0.0
     if lay.fsdp:
         replicas = _fsdp_replicas(derived)
@@ -635,30 +634,3 @@ def predict_step(
         slowest_stage=slow,
         recompute=recompute,
     )
-
-
-def _local_params(model: ModelSpec, derived: DerivedLayout, rank: int) -> tuple[float, float]:
-    """(non-expert, expert) parameters held by one GPU of pipeline rank ``rank``."""
-    lay = derived.layout
-    return _local_params_cached(model, derived.layers_per_chunk, lay.pp, lay.tp, lay.ep, derived.etp, rank)
-
-
-@per_model_cache
-def _local_params_cached(
-    model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int, tp: int, ep: int, etp: int, rank: int
-) -> tuple[float, float]:
-    dense = experts = 0.0
-    start = 0
-    for c, n in enumerate(layers_per_chunk):
-        if c % pp == rank:
-            for i in range(start, start + n):
-                lp = layer_params(model, i)
-                dense += (lp.attention + lp.dense_mlp) / tp + lp.norms
-                experts += lp.experts / (ep * etp)
-        start += n
-    emb = model.vocab * model.hidden / tp
-    if rank == 0:
-        dense += emb
-    if rank == pp - 1 and (not model.tied_embeddings or pp > 1):
-        dense += emb
-    return dense, experts

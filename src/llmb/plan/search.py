@@ -19,10 +19,11 @@ from typing import Any
 from llmb.catalog.loader import Catalog
 from llmb.errors import LayoutError, LlmbError
 from llmb.plan.layout import DerivedLayout, Layout, derive
-from llmb.plan.memory import RECOMPUTE_LEVELS, MemoryEstimate, estimate_memory, least_recompute_that_fits
+from llmb.plan.memory import MemoryEstimate, estimate_memory, least_recompute_that_fits
 from llmb.plan.metrics import RunMetrics
 from llmb.plan.predict import Efficiency, StepBreakdown, predict_step
 from llmb.plan.recipe import Recipe, resolve
+from llmb.plan.shapes import RECOMPUTE_LEVELS
 
 RECOMPUTE_CHOICES: tuple[str, ...] = ("auto", *RECOMPUTE_LEVELS)
 
