@@ -8,7 +8,8 @@ from llmb.catalog import default_catalog
 from llmb.catalog.schema import ModelSpec
 from llmb.plan.calibrate import stored_efficiency
 from llmb.plan.layout import Layout, derive
-from llmb.plan.predict import Efficiency, _Net, predict_step
+from llmb.plan.network import Net as _Net
+from llmb.plan.predict import Efficiency, predict_step
 from llmb.plan.search import forecast, search_layouts
 from llmb.plan.recipe import resolve
 from llmb.plan.shapes import RECOMPUTE_LEVELS
