@@ -68,7 +68,14 @@ from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
 from llmb.plan.network import Net
-from llmb.plan.shapes import act_bytes, check_recompute, kind_counts, layer_params, per_model_cache, rank_params
+from llmb.plan.shapes import (
+    act_bytes,
+    check_recompute,
+    kind_counts,
+    layer_params,
+    per_model_cache,
+    rank_params,
+)
 
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 

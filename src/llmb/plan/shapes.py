@@ -17,9 +17,10 @@ Linear layers carry no biases; a norm carries a weight, plus a bias for LayerNor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import wraps
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from llmb.catalog.schema import ModelSpec
 from llmb.errors import LlmbError
