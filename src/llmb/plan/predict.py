@@ -531,7 +531,8 @@ def predict_step(
 
     # Data parallel: gradient reduce-scatter and parameter all-gather of the local shard.
     held = rank_params(model, derived, slow)
-    # The step model leaves the final norm (h parameters) out of the DP traffic and optimizer.
+    # The final norm (h parameters, negligible) stays out of the DP traffic and the optimizer,
+    # as it was when the stored calibration was fitted.
     dense_local, expert_local = held.layers + held.embeddings, held.experts
     dp_total = dp_exposed = 0.0
     if lay.fsdp:
