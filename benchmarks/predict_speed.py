@@ -14,7 +14,7 @@ from pathlib import Path
 
 from llmb.catalog import default_catalog
 from llmb.plan.calibrate import stored_calibration
-from llmb.plan.search import forecast
+from llmb.plan.forecast import forecast
 from llmb.plan.search import search_layouts
 from llmb.plan.recipe import resolve
 

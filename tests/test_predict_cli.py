@@ -88,6 +88,6 @@ def test_predict_on_a_gpu_without_a_published_layout_borrows_the_recipe(capsys):
 
 def test_cli_recompute_choices_match_the_library():
     from llmb.cli import predict_cmds
-    from llmb.plan.search import RECOMPUTE_CHOICES
+    from llmb.plan.forecast import RECOMPUTE_CHOICES
 
     assert predict_cmds.RECOMPUTE_CHOICES == RECOMPUTE_CHOICES

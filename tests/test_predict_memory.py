@@ -5,16 +5,15 @@ from dataclasses import replace
 import pytest
 
 from llmb.catalog import default_catalog
-from llmb.plan.flops import param_count
 from llmb.plan.layout import derive
 from llmb.plan.memory import (
     GIB,
-    RECOMPUTE_LEVELS,
     checkpoint_bytes,
     estimate_memory,
     layer_activation_bytes_per_token,
 )
 from llmb.plan.recipe import resolve
+from llmb.plan.shapes import RECOMPUTE_LEVELS, param_count
 
 CAT = default_catalog()
 

@@ -8,10 +8,12 @@ from llmb.catalog import default_catalog
 from llmb.catalog.schema import ModelSpec
 from llmb.plan.calibrate import stored_efficiency
 from llmb.plan.layout import Layout, derive
-from llmb.plan.memory import RECOMPUTE_LEVELS
-from llmb.plan.predict import Efficiency, _Net, predict_step
-from llmb.plan.search import forecast, search_layouts
+from llmb.plan.network import Net as _Net
+from llmb.plan.predict import Efficiency, predict_step
+from llmb.plan.forecast import forecast
+from llmb.plan.search import search_layouts
 from llmb.plan.recipe import resolve
+from llmb.plan.shapes import RECOMPUTE_LEVELS
 
 CAT = default_catalog()
 H100 = CAT.gpus["h100"]
@@ -167,7 +169,7 @@ def test_fp8_tp_gathers_move_half_the_bytes():
 
 
 def test_recipes_predict_the_recompute_their_catalog_rows_state():
-    from llmb.plan.search import stated_recompute
+    from llmb.plan.forecast import stated_recompute
 
     maxtext = resolve(CAT, "llama2-maxtext", "70b", "bf16", 512)
     assert stated_recompute(maxtext) == "save_qkv"  # remat_policy=save_qkv_proj

@@ -75,7 +75,7 @@ def test_report_cli_from_store(tmp_path, capsys, monkeypatch):
 def test_report_shows_the_prediction_next_to_measured(tmp_path):
     from llmb.plan import resolve
     from llmb.plan.calibrate import stored_efficiency
-    from llmb.plan.search import forecast
+    from llmb.plan.forecast import forecast
 
     runs = [row("a", 8, 12.30, 85222, 0.6238), row("c", 16, 12.40, 169000, 0.618)]
     md = write_report(runs, lambda r: [], default_catalog(), tmp_path / "rep")

@@ -11,10 +11,10 @@ from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
 if TYPE_CHECKING:  # the planning modules load when a command runs, not at CLI start-up
     from rich.table import Table
 
-    from llmb.plan.search import Forecast
+    from llmb.plan.forecast import Forecast
     from llmb.plan.recipe import Recipe
 
-# Kept in step with llmb.plan.search.RECOMPUTE_CHOICES (a test checks they agree).
+# Kept in step with llmb.plan.forecast.RECOMPUTE_CHOICES (a test checks they agree).
 RECOMPUTE_CHOICES: tuple[str, ...] = ("auto", "none", "selective", "mlp", "save_qkv", "full")
 GB = 1e9
 
@@ -26,7 +26,7 @@ GPU_TYPE = typer.Option(None, "--gpu-type", "-g", help="h100, h200, b200, gb200,
 
 def _recipe(workload: str, size: str, dtype: str | None, gpus: int | None, gpu_type: str | None, **knobs: int | None) -> Recipe:
     from llmb.catalog import default_catalog
-    from llmb.plan.search import resolve_on_gpu
+    from llmb.plan.forecast import resolve_on_gpu
 
     return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs)
 
@@ -156,7 +156,7 @@ def predict_cmd(
 ) -> None:
     """Predict memory per GPU, step time (with a breakdown), MFU, tokens/s and days per 1T tokens."""
     from llmb.plan.calibrate import stored_calibration
-    from llmb.plan.search import forecast
+    from llmb.plan.forecast import forecast
 
     recipe = _recipe(workload, size, dtype, gpus, gpu_type, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp, mbs=mbs, gbs=gbs, fsdp=fsdp)
     cal = stored_calibration()

@@ -3,7 +3,8 @@
 Procedure (deterministic, no randomness, numpy not needed):
 
 1. **Samples**: every catalog baseline with a step time - printed, or for the Megatron-LM
-   rows ``seq x GBS / (tokens/s/GPU x GPUs)`` - resolved to its recipe layout. The recompute
+   rows ``seq x GBS / (tokens/s/GPU x GPUs)`` (:func:`~llmb.plan.forecast.baseline_step_s`) -
+   resolved to its recipe layout. The recompute
    level is the one the catalog's layout row states (from the recipe's public config); where
    it states none, the lightest level the memory model says fits.
 2. **Loss**: weighted mean of squared log errors ``log(predicted / measured)^2``; each
@@ -46,9 +47,9 @@ from typing import Any, Callable, Iterable
 from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
 from llmb.plan.flops import flops_per_sample
+from llmb.plan.forecast import baseline_step_s, stated_recompute
 from llmb.plan.memory import least_recompute_that_fits
 from llmb.plan.predict import Efficiency, predict_step
-from llmb.plan.search import stated_recompute
 from llmb.plan.recipe import Recipe, resolve
 
 CALIBRATION_FILE = "calibration.json"
@@ -116,23 +117,12 @@ class Sample:
         return ("all", "moe" if self.moe else "dense", self.dtype, self.gpu_type)
 
 
-def measured_step_s(recipe: Recipe, baseline: Any) -> float | None:
-    """The baseline's step time in seconds (derived from tokens/s/GPU when not printed)."""
-    if baseline.step_time_s:
-        return float(baseline.step_time_s)
-    if baseline.tokens_per_s_per_gpu:
-        return recipe.model.seq_len * recipe.layout.gbs / (baseline.tokens_per_s_per_gpu * recipe.gpus)
-    if baseline.tokens_per_s:
-        return recipe.model.seq_len * recipe.layout.gbs / baseline.tokens_per_s
-    return None
-
-
 def samples(catalog: Catalog) -> list[Sample]:
     """Every catalog baseline with a step time, resolved to its layout."""
     out: list[Sample] = []
     for wl, size, b in catalog.baselines():
         recipe = resolve(catalog, wl.name, size, b.dtype, b.gpus, b.gpu_type)
-        step = measured_step_s(recipe, b)
+        step = baseline_step_s(recipe, b)
         if step is None:
             continue
         level = stated_recompute(recipe)

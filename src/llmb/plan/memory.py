@@ -2,6 +2,8 @@
 activations, logits and a fixed runtime overhead, with a fits / does-not-fit verdict.
 
 Units: bytes everywhere (``*_bytes``). ``GB`` in printed text means 1e9 bytes, ``GiB`` 2**30.
+Parameter counts (per layer, per pipeline rank), byte widths and the recompute levels come
+from :mod:`llmb.plan.shapes`; this module turns them into bytes.
 
 What is modelled, and the framework conventions behind it:
 
@@ -49,44 +51,21 @@ GPU's HBM. The catalog's ``hbm_gb`` is the marketed figure, which for these part
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import wraps
-from typing import Any, Callable, TypeVar
-from typing import Literal
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
-from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-_MISSING = object()
-
-
-def per_model_cache(fn: _F) -> _F:
-    """Memoize ``fn(model, *hashable_args)`` on the model's identity.
-
-    Like ``functools.lru_cache``, but a pydantic model re-hashes every field each time it is
-    hashed, which dominated layout search (tens of thousands of cache look-ups). Each entry
-    keeps its model alive, so an id cannot be reused while it is a key; a full cache is
-    simply emptied."""
-    cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-
-    @wraps(fn)
-    def wrapper(model: Any, *args: Any) -> Any:
-        key = (id(model), *args)
-        hit = cache.get(key, _MISSING)
-        if hit is _MISSING:
-            if len(cache) >= 65536:
-                cache.clear()
-            hit = cache[key] = (model, fn(model, *args))
-        return hit[1]
-
-    wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
-
-
-Recompute = Literal["none", "selective", "mlp", "save_qkv", "full"]
-# Ordered from the least to the most recomputation (and the most to the least memory).
-RECOMPUTE_LEVELS: tuple[str, ...] = ("none", "selective", "mlp", "save_qkv", "full")
+from llmb.plan.shapes import (
+    RECOMPUTE_LEVELS,
+    act_bytes,
+    check_recompute,
+    first_of_kind,
+    gemm_input_bytes,
+    kind_counts,
+    layer_params,
+    param_count,
+    per_model_cache,
+    rank_params,
+)
 
 GIB = 2**30
 RUNTIME_OVERHEAD_BYTES = 3 * GIB
@@ -98,52 +77,6 @@ OPTIMIZER_BYTES_PER_PARAM = 4 + ADAM_MOMENTS_BYTES_PER_PARAM
 CHECKPOINT_BYTES_PER_PARAM = 14
 FP8_WEIGHT_BYTES_PER_PARAM = 2  # FP8 weight + its FP8 transpose (fp8_param_gather), per GEMM param
 LOGITS_BYTES_PER_ELEMENT = 10  # bf16 logits + fp32 softmax (saved) + fp32 gradient workspace
-
-
-def _act_bytes(dtype: str) -> int:
-    """Bytes of one activation element (fp8 runs keep bf16 activations between GEMMs)."""
-    return 4 if dtype == "fp32" else 2
-
-
-def _gemm_input_bytes(dtype: str) -> int:
-    """Bytes of one saved GEMM input: Transformer Engine saves the FP8-cast copy in FP8 runs."""
-    return 1 if dtype == "fp8" else _act_bytes(dtype)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameters per layer and per pipeline stage
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LayerParams:
-    """Elements of one transformer layer's parameters (whole layer, before any sharding)."""
-
-    attention: int  # Q, K, V and output projections
-    norms: int
-    dense_mlp: int  # a dense MLP, or the shared experts and router of an MoE layer
-    experts: int  # routed experts (all of them)
-
-    @property
-    def total(self) -> int:
-        return self.attention + self.norms + self.dense_mlp + self.experts
-
-
-@per_model_cache
-def layer_params(model: ModelSpec, index: int) -> LayerParams:
-    """Parameters of layer ``index`` (matches :func:`llmb.plan.flops.param_count`)."""
-    h, d = model.hidden, model.kv_channels
-    q, kv = model.heads * d, model.query_groups * d
-    mats = 3 if model.gated else 2
-    norm = 2 * h if model.norm == "layernorm" else h
-    attention = 2 * h * q + 2 * h * kv
-    moe = model.moe
-    if moe is not None and model.is_moe_layer(index):
-        dense = h * moe.num_experts + moe.shared_experts * mats * h * moe.shared_expert_ffn_hidden
-        experts = moe.num_experts * mats * h * moe.expert_ffn_hidden
-    else:
-        dense, experts = mats * h * model.ffn_hidden, 0
-    return LayerParams(attention=attention, norms=2 * norm, dense_mlp=dense, experts=experts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +101,7 @@ def _activation_bytes(
 ) -> float:
     h, d = model.hidden, model.kv_channels
     q, kv = model.heads * d, model.query_groups * d
-    a, g = _act_bytes(dtype), _gemm_input_bytes(dtype)
+    a, g = act_bytes(dtype), gemm_input_bytes(dtype)
     if recompute == "full":
         return a * h / tp  # only the layer input (sequence-parallel shard)
     if recompute == "save_qkv":
@@ -276,30 +209,6 @@ class MemoryEstimate:
         }
 
 
-@per_model_cache
-def _first_of_kind(model: ModelSpec) -> dict[bool, int]:
-    """Index of the first dense (False) and MoE (True) layer; layers of a kind are alike."""
-    out: dict[bool, int] = {}
-    for i in range(model.layers):
-        out.setdefault(model.is_moe_layer(i), i)
-    return out
-
-
-@per_model_cache
-@per_model_cache
-def kind_counts(model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int) -> list[dict[bool, int]]:
-    """Per pipeline rank: how many of its layers are dense (False) and MoE (True). (Cached:
-    callers must not modify the result.)"""
-    counts: list[dict[bool, int]] = [{} for _ in range(pp)]
-    start = 0
-    for c, n in enumerate(layers_per_chunk):
-        for i in range(start, start + n):
-            kind = model.is_moe_layer(i)
-            counts[c % pp][kind] = counts[c % pp].get(kind, 0) + 1
-        start += n
-    return counts
-
-
 def _in_flight_chunks(pp: int, vp: int, ga: int, rank: int) -> int:
     """Model chunks (VP > 1) or micro-batches (VP = 1) whose activations rank ``rank`` holds at
     its peak."""
@@ -321,23 +230,17 @@ def estimate_memory(
     ``worst_only`` evaluates only the ranks that can be the worst - the first and last, and
     of the middle ranks holding the same layers the lowest (it keeps the most micro-batches
     in flight) - for layout search; ``stages`` then lists those ranks only."""
-    if recompute not in RECOMPUTE_LEVELS:
-        raise LlmbError(
-            f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_LEVELS)})"
-        )
+    check_recompute(recompute)
     lay = derived.layout
     tp, pp, cp = lay.tp, lay.pp, lay.cp
     vp = derived.vp
-    ep, etp = lay.ep, derived.etp
     fsdp = lay.fsdp
     tokens = lay.mbs * model.seq_len / cp  # tokens per micro-batch on one CP rank
-    h = model.hidden
-    a = _act_bytes(dtype)
-    emb_params = model.vocab * h
+    a = act_bytes(dtype)
     notes: list[str] = []
 
     # Layers come in at most two kinds (dense, MoE): compute each kind once.
-    first_of = _first_of_kind(model)
+    first_of = first_of_kind(model)
     kind_params = {k: layer_params(model, i) for k, i in first_of.items()}
     kind_act = {
         k: layer_activation_bytes_per_token(model, derived, i, dtype, recompute)
@@ -363,20 +266,8 @@ def estimate_memory(
         ranks.append(pp - 1)
     for rank in ranks:
         counts = all_counts[rank]
-        dense = experts = gemm = 0.0
-        for k, n in counts.items():
-            lp = kind_params[k]
-            dense += n * ((lp.attention + lp.dense_mlp) / tp + lp.norms)
-            experts += n * lp.experts / (ep * etp)
-            gemm += n * ((lp.attention + lp.dense_mlp) / tp + lp.experts / (ep * etp))
-        if rank == 0:
-            dense += emb_params / tp
-        if rank == pp - 1:
-            dense += 2 * h if model.norm == "layernorm" else h  # final norm
-            if not model.tied_embeddings or pp > 1:
-                dense += emb_params / tp
-                gemm += emb_params / tp
-        params = dense + experts
+        held = rank_params(model, derived, rank)
+        params = held.total
 
         if fsdp:
             # MaxText-style FSDP: everything sharded over the group (fp32 weights, grads,
@@ -390,12 +281,12 @@ def estimate_memory(
             if dtype == "fp8":
                 # fp8_param_gather (NeMo's FP8 precision): GEMM weights live in FP8 (1 byte)
                 # with a cached FP8 transpose (1 byte) instead of bf16.
-                weights += (FP8_WEIGHT_BYTES_PER_PARAM - a) * gemm
+                weights += (FP8_WEIGHT_BYTES_PER_PARAM - a) * held.gemm
             grads = a * params
             dp_shard = derived.dp * cp
             # fp32 runs train the fp32 weights directly: no separate main copy, Adam m and v only.
             per_param = OPTIMIZER_BYTES_PER_PARAM if dtype != "fp32" else ADAM_MOMENTS_BYTES_PER_PARAM
-            optimizer = per_param * (dense / dp_shard + experts / derived.edp)
+            optimizer = per_param * (held.dense / dp_shard + held.experts / derived.edp)
 
         # Activations: the in-flight chunks, each a micro-batch through one chunk's layers.
         n_chunks = _in_flight_chunks(pp, vp, derived.ga, rank)
@@ -450,6 +341,4 @@ def least_recompute_that_fits(
 
 def checkpoint_bytes(model: ModelSpec) -> float:
     """Size of a full training checkpoint (bf16 weights + fp32 main weights and Adam moments)."""
-    from llmb.plan.flops import param_count
-
     return float(CHECKPOINT_BYTES_PER_PARAM * param_count(model).total)

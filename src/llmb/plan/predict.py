@@ -1,6 +1,8 @@
 """Step-time model: what one training step costs on the slowest pipeline stage, as a breakdown.
 
-Units: seconds (``*_s``), FLOP, bytes; bandwidths in bytes/s.
+Units: seconds (``*_s``), FLOP, bytes; bandwidths in bytes/s. This module owns the
+efficiencies (:class:`Efficiency`), the per-layer costs and the step; parameter counts and
+byte widths come from :mod:`llmb.plan.shapes`, collective costs from :mod:`llmb.plan.network`.
 
 The model, per GPU, for one micro-batch through one transformer layer:
 
@@ -24,13 +26,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
   runs Transformer Engine's cast-transposes (each GEMM input once forward unless a norm
   writes it in FP8 directly, each output gradient once backward). It runs at
   ``HBM bandwidth x hbm_eff``.
-* **Communication**, with ring / all-to-all cost models on a two-level network (NVLink inside
-  a domain of ``nvlink_domain`` GPUs - 8 on HGX H100, 72 on GB200 NVL72 - and each GPU's NIC
-  beyond it), ranks ordered TP-CP-DP-PP (Megatron's default) so that inner groups land in
-  one domain first. Every all-gather / reduce-scatter ring also pays the latency of its
-  ``size - 1`` steps (NCCL's own latency model): ``ring_step_us`` for each of the
-  ``domains - 1`` steps that cross the network, 3.4 / 14 of it for each NVLink step (the
-  ratio of NCCL's tuning table), so that at fixed bytes a larger group is slower:
+* **Communication**, priced by :mod:`llmb.plan.network` (ring / all-to-all / p2p on a
+  two-level network: NVLink inside a domain of ``nvlink_domain`` GPUs, each GPU's NIC beyond
+  it; ranks ordered TP-CP-DP-PP; every ring also pays ``ring_step_us`` per network step and
+  3.4 / 14 of it per NVLink step):
   - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
     layer (the backward re-gathers inputs for the weight gradients); FP8 runs cast before
     gathering, so the 6 all-gathers move half the bytes (the 4 reduce-scatters stay BF16);
@@ -68,7 +67,15 @@ from dataclasses import asdict, dataclass, fields
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
-from llmb.plan.memory import RECOMPUTE_LEVELS, kind_counts, layer_params, per_model_cache
+from llmb.plan.network import Net
+from llmb.plan.shapes import (
+    act_bytes,
+    check_recompute,
+    kind_counts,
+    layer_params,
+    per_model_cache,
+    rank_params,
+)
 
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
@@ -169,66 +176,6 @@ class StepBreakdown:
 
 
 # ---------------------------------------------------------------------------------------------
-# Network
-# ---------------------------------------------------------------------------------------------
-
-
-# NCCL's tuning model (src/graph/tuning.cc, hwLat, Ring/Simple): an NVLink ring step costs
-# 3.4 us against 14 us for a network step.
-NVLINK_STEP_RATIO = 3.4 / 14.0
-
-
-@dataclass(frozen=True)
-class _Net:
-    nvlink_bps: float
-    nic_bps: float
-    domain: int
-    step_s: float = 0.0  # latency of one ring step across the network (seconds)
-
-    def per_domain(self, size: int, stride: int) -> int:
-        """Members of a group (``size`` ranks, ``stride`` apart) that share one NVLink domain."""
-        if size <= 1:
-            return 1
-        return max(1, min(size, self.domain // stride)) if stride < self.domain else 1
-
-    def ring(self, nbytes: float, size: int, stride: int) -> float:
-        """Reduce-scatter or all-gather of a tensor of ``nbytes`` (its full size) over the group:
-        within the domain over NVLink, then across domains over each GPU's NIC; plus the
-        latency of the ring's ``size - 1`` steps, ``outer - 1`` of them across the network
-        (NCCL's latency model): the pipeline fill that makes large rings slower."""
-        if size <= 1 or nbytes <= 0:
-            return 0.0
-        k = self.per_domain(size, stride)
-        t = nbytes * (k - 1) / k / self.nvlink_bps
-        outer = size // k
-        if outer > 1:
-            t += nbytes / k * (outer - 1) / outer / self.nic_bps
-        t += self.step_s * ((outer - 1) + (size - outer) * NVLINK_STEP_RATIO)
-        return t
-
-    def all_to_all(self, nbytes: float, size: int, stride: int) -> float:
-        """All-to-all where each GPU holds ``nbytes`` spread evenly over the group."""
-        if size <= 1 or nbytes <= 0:
-            return 0.0
-        k = self.per_domain(size, stride)
-        inside = nbytes * (k - 1) / size / self.nvlink_bps
-        outside = nbytes * (size - k) / size / self.nic_bps
-        return max(inside, outside)
-
-    def p2p(self, nbytes: float, same_domain: bool) -> float:
-        return nbytes / (self.nvlink_bps if same_domain else self.nic_bps)
-
-
-def _net(gpu: GpuSpec, eff: Efficiency) -> _Net:
-    return _Net(
-        nvlink_bps=gpu.nvlink_gbps * 1e9 * eff.link,
-        nic_bps=gpu.nic_gbps * 1e9 * eff.link,
-        domain=gpu.nvlink_domain,
-        step_s=eff.ring_step_us * 1e-6,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Per-layer costs
 # ---------------------------------------------------------------------------------------------
 
@@ -326,11 +273,9 @@ def _layer_cost_cached(
     h, d = model.hidden, model.kv_channels
     q, kv = model.heads * d, model.query_groups * d
     kv_local = max(kv / tp, d)  # TP beyond the KV groups replicates KV heads
-    a = 4 if dtype == "fp32" else 2
+    a = act_bytes(dtype)
     gated = model.gated
-    net = _Net(
-        hw.nvlink_gbps * 1e9 * eff.link, hw.nic_gbps * 1e9 * eff.link, hw.nvlink_domain, eff.ring_step_us * 1e-6
-    )
+    net = Net.of(hw, eff.link, eff.ring_step_us)
     # The knee is in units of elements at the BF16 peak. A GEMM's fixed per-tile costs (pipeline
     # fill, the BF16 epilogue write) take the same time at either precision, so at the FP8 peak
     # they are worth twice the math: FP8 GEMMs need twice the size for the same efficiency.
@@ -483,15 +428,12 @@ def predict_step(
     recompute: str = "none",
 ) -> StepBreakdown:
     """Predicted step time of training ``model`` with ``derived`` on ``gpu``, as a breakdown."""
-    if recompute not in RECOMPUTE_LEVELS:
-        raise LlmbError(
-            f"unknown recompute {recompute!r} (choose from {', '.join(RECOMPUTE_LEVELS)})"
-        )
+    check_recompute(recompute)
     lay = derived.layout
     tp, pp, cp = lay.tp, lay.pp, lay.cp
     vp, ga = derived.vp, derived.ga
-    net = _net(gpu, eff)
-    a = 4 if dtype == "fp32" else 2
+    net = Net.of(gpu, eff.link, eff.ring_step_us)
+    a = act_bytes(dtype)
     t = lay.mbs * model.seq_len / cp
     h, v = model.hidden, model.vocab
     exposed = 1.0 - eff.overlap
@@ -588,7 +530,10 @@ def predict_step(
     bubble = (pp - 1) / vp * t_mb
 
     # Data parallel: gradient reduce-scatter and parameter all-gather of the local shard.
-    dense_local, expert_local = _local_params(model, derived, slow)
+    held = rank_params(model, derived, slow)
+    # The final norm (h parameters, negligible) stays out of the DP traffic and the optimizer,
+    # as it was when the stored calibration was fitted.
+    dense_local, expert_local = held.layers + held.embeddings, held.experts
     dp_total = dp_exposed = 0.0
     if lay.fsdp:
         replicas = _fsdp_replicas(derived)
@@ -635,30 +580,3 @@ def predict_step(
         slowest_stage=slow,
         recompute=recompute,
     )
-
-
-def _local_params(model: ModelSpec, derived: DerivedLayout, rank: int) -> tuple[float, float]:
-    """(non-expert, expert) parameters held by one GPU of pipeline rank ``rank``."""
-    lay = derived.layout
-    return _local_params_cached(model, derived.layers_per_chunk, lay.pp, lay.tp, lay.ep, derived.etp, rank)
-
-
-@per_model_cache
-def _local_params_cached(
-    model: ModelSpec, layers_per_chunk: tuple[int, ...], pp: int, tp: int, ep: int, etp: int, rank: int
-) -> tuple[float, float]:
-    dense = experts = 0.0
-    start = 0
-    for c, n in enumerate(layers_per_chunk):
-        if c % pp == rank:
-            for i in range(start, start + n):
-                lp = layer_params(model, i)
-                dense += (lp.attention + lp.dense_mlp) / tp + lp.norms
-                experts += lp.experts / (ep * etp)
-        start += n
-    emb = model.vocab * model.hidden / tp
-    if rank == 0:
-        dense += emb
-    if rank == pp - 1 and (not model.tied_embeddings or pp > 1):
-        dense += emb
-    return dense, experts

@@ -26,7 +26,7 @@ def _predict(catalog: Catalog, run: dict[str, Any]) -> tuple[float, float, float
     """The predictor's (step time s, tokens/s, MFU) for a run of a catalog recipe; ``None``
     for proxies and anything the catalog cannot plan."""
     from llmb.plan.calibrate import stored_efficiency
-    from llmb.plan.search import forecast
+    from llmb.plan.forecast import forecast
     from llmb.plan.recipe import resolve
 
     try:
