@@ -8,7 +8,7 @@ from llmb.catalog import default_catalog
 from llmb.catalog.schema import ModelSpec
 from llmb.plan.calibrate import stored_efficiency
 from llmb.plan.layout import Layout, derive
-from llmb.plan.network import Net as _Net
+from llmb.plan.network import Net
 from llmb.plan.predict import Efficiency, predict_step
 from llmb.plan.forecast import forecast
 from llmb.plan.search import search_layouts
@@ -48,7 +48,7 @@ def test_roofline_compute_hand_checked():
 
 
 def test_ring_and_all_to_all_cost_models():
-    net = _Net(nvlink_bps=400e9, nic_bps=50e9, domain=8)
+    net = Net(nvlink_bps=400e9, nic_bps=50e9, domain=8)
     # 8 GPUs in one NVLink domain: (n-1)/n of the tensor over NVLink.
     assert net.ring(8e9, 8, 1) == pytest.approx(8e9 * 7 / 8 / 400e9)
     # 16 GPUs: 7/8 inside the domain, then 1/8 of the data across 2 domains over the NIC.
@@ -162,7 +162,7 @@ def test_fp8_tp_gathers_move_half_the_bytes():
     roof = Efficiency.roofline()
     b16 = predict_step(model, d, H100, "bf16", roof, "none")
     b8 = predict_step(model, d, H100, "fp8", roof, "none")
-    ring = _Net(450e9, 50e9, 8).ring(1024 * 1024 * 2, 8, 1)
+    ring = Net(450e9, 50e9, 8).ring(1024 * 1024 * 2, 8, 1)
     last = 2 * ring  # the output layer's gather and reduce-scatter (last stage)
     assert b16.tp_comm_total_s == pytest.approx(10 * ring + last)
     assert b8.tp_comm_total_s == pytest.approx(7 * ring + last)
@@ -220,8 +220,8 @@ def test_ring_latency_grows_with_the_group():
     # NCCL's latency model: size - 1 ring steps, (domains - 1) of them across the network at
     # step_s, the rest over NVLink at 3.4 / 14 of it. 16 GPUs in 2 domains: 1 network step,
     # 14 NVLink steps: 14e-6 + 14 x 3.4e-6 = 61.6 us on top of the bandwidth term.
-    lat = _Net(nvlink_bps=400e9, nic_bps=50e9, domain=8, step_s=14e-6)
-    bw = _Net(nvlink_bps=400e9, nic_bps=50e9, domain=8)
+    lat = Net(nvlink_bps=400e9, nic_bps=50e9, domain=8, step_s=14e-6)
+    bw = Net(nvlink_bps=400e9, nic_bps=50e9, domain=8)
     assert lat.ring(8e9, 16, 1) - bw.ring(8e9, 16, 1) == pytest.approx(61.6e-6)
     # At fixed bytes, a larger FSDP group costs more: bandwidth ((outer - 1) / outer) and steps.
     times = [lat.ring(1.7e9, n, 1) for n in (8, 64, 128, 256, 512)]
@@ -241,7 +241,7 @@ def test_fsdp_replica_all_reduce_runs_per_layer_inside_the_backward():
     at512 = forecast(resolve(CAT, "llama2-maxtext", "70b", "bf16", 512), eff).breakdown
     r = resolve(CAT, "llama2-maxtext", "70b", "bf16", 512)
     emb = 2 * r.model.vocab * r.model.hidden / 128  # input and output embeddings, FSDP shard
-    net = _Net(H100.nvlink_gbps * 1e9 * eff.link, H100.nic_gbps * 1e9 * eff.link, 8, eff.ring_step_us * 1e-6)
+    net = Net(H100.nvlink_gbps * 1e9 * eff.link, H100.nic_gbps * 1e9 * eff.link, 8, eff.ring_step_us * 1e-6)
     # Plus the final norm's shard (8192 / 128 weights): well under 0.1 % of the embeddings.
     assert at512.dp_comm_s == pytest.approx(2 * net.ring(4 * emb, 4, 128), rel=1e-3)
     assert at512.dp_comm_s < 0.01 * at512.step_time_s

@@ -25,12 +25,7 @@ from typing import Literal
 
 from llmb.catalog.schema import ModelSpec
 from llmb.errors import LlmbError
-from llmb.plan.shapes import (
-    # Only for llmb.plan.recipe, whose import line (outside this change) still names this
-    # module as ParamCount's home; drop it once recipe imports it from llmb.plan.shapes.
-    ParamCount,  # noqa: F401
-    param_count,
-)
+from llmb.plan.shapes import param_count
 
 Convention = Literal["recipe", "megatron", "6n"]
 CONVENTIONS: tuple[str, ...] = ("recipe", "megatron", "6n")

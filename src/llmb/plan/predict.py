@@ -448,7 +448,7 @@ def predict_step(
     attn_mult = 3.5 + (1.0 if redo_layer else 0.0)
     ew_fwd_mult = 2.0 if redo_layer else 1.0
 
-    peak_bf16 = gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype)
+    peak_bf16 = _hw_of(gpu, dtype).peak_bf16_flops
     out_eff = eff.gemm_bf16
     hbm = gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm
 
@@ -550,8 +550,8 @@ def predict_step(
         dpcp = derived.dp * cp
         rs = net.ring(a * dense_local, dpcp, tp) + net.ring(a * expert_local, derived.edp, derived.etp * lay.ep)
         # NeMo's FP8 precision (bf16_with_fp8_mixed) sets fp8_param_gather: the distributed
-        # optimizer all-gathers the updated parameters in FP8, 1 byte each.
-        w = 1 if dtype == "fp8" else 2
+        # optimizer all-gathers the updated parameters in FP8, 1 byte each; fp32 runs, 4.
+        w = 1 if dtype == "fp8" else a
         ag = net.ring(w * dense_local, dpcp, tp) + net.ring(w * expert_local, derived.edp, derived.etp * lay.ep)
         dp_total = rs + ag
         fwd_window = t_mb / 3

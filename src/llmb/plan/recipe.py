@@ -16,7 +16,8 @@ from typing import Any
 from llmb.catalog.loader import Catalog
 from llmb.catalog.schema import DTYPES, Baseline, GpuSpec, LayoutRow, ModelSpec, Workload
 from llmb.errors import CatalogError, LayoutError
-from llmb.plan.flops import CONVENTIONS, FlopsBreakdown, ParamCount, flops_breakdown, param_count
+from llmb.plan.flops import CONVENTIONS, FlopsBreakdown, flops_breakdown
+from llmb.plan.shapes import ParamCount, param_count
 from llmb.plan.layout import LAYOUT_KNOBS, DerivedLayout, Layout, derive
 from llmb.plan.metrics import RunMetrics, run_metrics
 
