@@ -115,8 +115,9 @@ def render(job: SlurmJob, now: datetime | None = None) -> str:
     if job.secrets_file is not None:
         secrets = shlex.quote(str(job.secrets_file))
         lines.append(f"if [ -r {secrets} ]; then set -a; . {secrets}; set +a; fi  # values never printed")
+    if job.env or job.secrets_file is not None:
+        lines.append("")
     lines += [
-        "",
         'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "head_addr=$(scontrol show node \"$head_node\" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')",
         'head_addr=${head_addr:-$head_node}',
