@@ -17,8 +17,11 @@ from llmb.errors import LlmbError
 
 
 def convert_to_fp8(modules) -> None:
+    # Planning refused fp8 where the host has no GPU (llmb.plan.run); this is the device torch
+    # actually sees (a CPU-only torch build on a GPU host, CUDA_VISIBLE_DEVICES="").
     if not torch.cuda.is_available():
-        raise LlmbError("fp8 needs a CUDA GPU; on CPU use --dtype bf16 or fp32")
+        raise LlmbError("fp8 needs a CUDA GPU and this process's torch sees none (a CPU build of torch, "
+                        "or CUDA_VISIBLE_DEVICES hides the GPUs)")
     major, minor = torch.cuda.get_device_capability()
     if (major, minor) < (8, 9):
         raise LlmbError(f"fp8 needs compute capability 8.9 or newer (this GPU has {major}.{minor})")
