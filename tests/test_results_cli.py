@@ -230,7 +230,7 @@ def test_llmb_experiment_folder_uses_the_recorded_recipe(tmp_path, capsys):
     (exp / "log.txt").write_text("\n".join(lines) + "\n")
     assert main(["parse", str(exp), "--json"]) == 0
     (out,) = _json.loads(capsys.readouterr().out)
-    assert out["run"]["size"] == "8b-cpu-tiny" and out["window"] == "3:6"
+    assert (out["run"]["size"], out["run"]["proxy"], out["window"]) == ("8b", "cpu-tiny", "3:6")
     from llmb.plan.flops import flops_per_sample
 
     expected_mfu = run.layout.gbs * flops_per_sample(small) / 0.5 / 1 / 1e11

@@ -49,10 +49,35 @@ def test_not_ok_runs_never_pass_and_missing_reference_is_na():
     assert compare(run("a", 9.0), None).verdict == "N/A"
 
 
-def test_other_configuration_compares_tokens_only():
+def test_another_configuration_is_not_comparable():
+    """Runs of different configurations never PASS: at most their tokens/s are set side by side."""
     ref = run_reference(run("b", 10.0, gpus=16))
     c = compare(run("a", 10.0), ref)
-    assert c.verdict == "N/A" and c.throughput_ratio is None
+    assert c.verdict == "NOT COMPARABLE" and c.throughput_ratio is None and "16xh100" in c.notes[0]
+    c = compare(run("a", 10.0, tokens=500.0), run_reference(run("b", 1.0, tokens=100.0, gpus=16)))
+    assert c.verdict == "NOT COMPARABLE" and c.throughput_ratio == pytest.approx(5.0)
+
+
+def test_a_layout_other_than_the_baselines_is_not_comparable():
+    other = {**run("a", 12.39), "layout": {"tp": 2, "cp": 2, "gbs": 128}}
+    c = compare(other, baseline_reference(other, default_catalog()))
+    assert c.verdict == "NOT COMPARABLE" and "TP 2 vs 1" in c.notes[0]
+
+
+def test_default_reference_falls_back_to_the_predictor_then_to_history():
+    from llmb.results.compare import default_reference
+
+    cat = default_catalog()
+    # 24 GPUs: weak-scaled, no published baseline; the predictor has one.
+    ref, why = default_reference(run("a", 12.0, gpus=24), cat, [])
+    assert ref is not None and ref.label.startswith("predicted") and why is None
+    # A CPU proxy: no baseline, no prediction; the median of the earlier OK runs.
+    proxy = lambda rid, step, when: {**run(rid, step, when=when), "proxy": "cpu-tiny", "device": "cpu", "gpus": 1}  # noqa: E731
+    stored = [proxy("p1", 1.0, "2026-01-01"), proxy("p2", 3.0, "2026-01-02"), proxy("p3", 2.0, "2026-01-03")]
+    ref, _ = default_reference(proxy("p4", 2.0, "2026-01-04"), cat, stored)
+    assert ref.step_time_s == 2.0 and "last 3 earlier" in ref.label
+    ref, why = default_reference(proxy("p0", 2.0, "2025-12-31"), cat, stored)
+    assert ref is None and "cpu-tiny proxy" in why
 
 
 def test_baseline_reference_from_catalog():

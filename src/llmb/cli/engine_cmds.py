@@ -116,7 +116,7 @@ def run_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train a workload: its CPU proxy by default, in-process on 1 rank or via torchrun."""
-    from llmb.launch import knobs, local
+    from llmb.launch import knobs, local, tracking
     from llmb.launch.experiment import create_experiment
 
     options = knobs.run_options(dict(
@@ -150,7 +150,17 @@ def run_cmd(
         return train(run, exp_dir, progress=console.is_terminal and not as_json,
                      stream=sys.stderr if as_json else None)
 
-    summary = local.run(run, exp_dir, accelerator=accelerator, in_process=in_process, quiet_stdout=as_json)
+    warn = lambda text: err_console.print(f"warning: {text}", highlight=False, soft_wrap=True)  # noqa: E731
+    record = tracking.LocalRun.start(run.config(), exp_dir, accelerator, warn)
+    try:
+        summary = local.run(run, exp_dir, accelerator=accelerator, in_process=in_process, quiet_stdout=as_json)
+    except KeyboardInterrupt:
+        record.end("interrupted", "interrupted before the summary was written")
+        raise
+    except BaseException as exc:
+        record.end(None, f"{type(exc).__name__}: {exc}" if not str(exc).startswith("error") else str(exc))
+        raise
+    record.end(summary.status, summary.invalid_reason or ("interrupted (Ctrl-C)" if summary.status == "interrupted" else None))
     if as_json:
         print_json(summary.as_dict())
     else:

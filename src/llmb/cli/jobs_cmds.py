@@ -37,9 +37,10 @@ def print_runs(runs: list[dict[str, Any]]) -> None:
     for col in ("run", "job", "state", "status", "step s", "tok/s", "MFU", "finished"):
         table.add_column(col, justify="right" if col in ("step s", "tok/s", "MFU") else "left")
     for r in runs:
-        run = " ".join(str(r[k]) for k in ("workload", "size", "dtype") if r.get(k)) or "-"
+        size = f"{r['size']}-{r['proxy']}" if r.get("size") and r.get("proxy") else r.get("size")
+        run = " ".join(str(v) for v in (r.get("workload"), size, r.get("dtype")) if v) or "-"
         if r.get("gpus"):
-            run += f" x{r['gpus']}"
+            run += f" x{r['gpus']}" + (" cpu" if r.get("device") == "cpu" else "")
         table.add_row(
             r["run_id"],
             run,

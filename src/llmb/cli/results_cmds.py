@@ -239,7 +239,7 @@ def _runs_from_args(
     return rows
 
 
-_VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "N/A": "yellow"}
+_VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "N/A": "yellow", "NOT COMPARABLE": "yellow"}
 _METRIC_FMT = {"step_time_s": ".3f", "tokens_per_s": ".0f", "mfu": ".4f", "days_per_1t_tokens": ".2f"}
 
 
@@ -279,7 +279,8 @@ def compare_cmd(
         reference_for = lambda run: cmp.set_reference(run, members, set_name)  # noqa: E731
     else:
         catalog = default_catalog()
-        reference_for = lambda run: cmp.baseline_reference(run, catalog)  # noqa: E731
+        stored = Store.open().runs()
+        reference_for = lambda run: cmp.default_reference(run, catalog, stored)  # noqa: E731
     comparisons = cmp.compare_all(rows, reference_for, tolerance)
     hist = []
     if show_history:
@@ -298,6 +299,7 @@ def compare_cmd(
             highlight=False,
         )
         if c.reference:
+            console.print(f"  [dim]{'metric':<20}{'measured':>12}{'reference':>12}{'ratio':>8}[/]", highlight=False)
             for r in c.rows:
                 if r.measured is None and r.reference is None:
                     continue

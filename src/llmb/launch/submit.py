@@ -44,6 +44,7 @@ class Prepared:
     world: int
     job: sbatch.SlurmJob
     script: str
+    device: str = "cuda"  # what the cluster's nodes compute on: "cpu" or "cuda"
 
     @property
     def experiment_dir(self) -> Path:
@@ -88,8 +89,7 @@ def prepare(
     )
     root = experiments_root or Path(cluster.experiments_path)
     # Every configuration mistake surfaces here, before sbatch: fp8 on a CPU cluster too.
-    run = resolve_run(request, accelerator="cuda" if cluster.accelerator == "gpu" else "cpu",
-                      experiments_root=root)
+    run = resolve_run(request, accelerator=_device(cluster), experiments_root=root)
     config = run.config()
     size_label, dtype, world = run.size_label, run.recipe.dtype, run.world
     exp_dir = experiment_base(config, root) / utc_stamp()
@@ -122,7 +122,11 @@ def prepare(
         secrets_file=secrets if secrets.exists() else None,
         max_restarts=max_restarts,
     )
-    return Prepared(planned, config, title, size_label, world, job, sbatch.render(job))
+    return Prepared(planned, config, title, size_label, world, job, sbatch.render(job), _device(cluster))
+
+
+def _device(cluster: ClusterConfig) -> str:
+    return "cuda" if cluster.accelerator == "gpu" else "cpu"
 
 
 def write(prepared: Prepared) -> Prepared:
@@ -156,8 +160,9 @@ def submit(prepared: Prepared, store, cluster_name: str | None = None) -> tuple[
     p = prepared.planned
     try:
         store.put({
-            "run_id": run_id, "workload": prepared.config.workload, "size": prepared.size_label,
-            "dtype": p.dtype, "gpus": prepared.world, "gpu_type": p.gpu_type, "cluster": cluster_name,
+            "run_id": run_id, "workload": prepared.config.workload, "size": prepared.config.size,
+            "proxy": prepared.config.proxy, "device": prepared.device, "dtype": p.dtype, "gpus": prepared.world,
+            "gpu_type": prepared.config.hardware.gpu_type, "cluster": cluster_name,
             "format": "llmb", "status": "NO_DATA", "log_path": str(prepared.log_path.resolve()),
             "job_id": job_id, "state": "PENDING", "experiment_dir": str(prepared.experiment_dir.resolve()),
             "submitted_at": utc_now(),

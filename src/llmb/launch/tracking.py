@@ -93,3 +93,53 @@ def refresh(store) -> list[Change]:
             store.set_state(run["run_id"], state.state, reason)
             changes.append(Change(run["run_id"], str(run["job_id"]), run.get("state"), state.state, reason))
     return changes
+
+
+#: A local run's end, as the scheduler would say it: the engine's status -> state.
+LOCAL_STATES = {"complete": "COMPLETED", "interrupted": "CANCELLED", "invalid": "FAILED"}
+
+
+class LocalRun:
+    """A run started on this host (``llmb run``), recorded in the job store like a submitted
+    one: RUNNING when it starts, its log parsed and its end state when it ends, whatever the
+    status. A store that cannot be written never stops the run: the caller gets one warning
+    line instead (``warn``)."""
+
+    def __init__(self, store, run_id: str, log_path: Path, warn):
+        self.store, self.run_id, self.log_path, self.warn = store, run_id, log_path, warn
+
+    @classmethod
+    def start(cls, config, exp_dir: Path, accelerator: str, warn) -> LocalRun:
+        from llmb.errors import LlmbError
+        from llmb.results.analysis import run_id_for_log
+        from llmb.results.store import Store, utc_now
+
+        log = exp_dir / "log.txt"
+        run_id = run_id_for_log(log)
+        try:
+            store = Store.open()
+            store.put({
+                "run_id": run_id, "workload": config.workload, "size": config.size, "proxy": config.proxy,
+                "dtype": config.dtype, "gpus": config.world_size, "gpu_type": config.hardware.gpu_type,
+                "device": accelerator, "cluster": "local", "format": "llmb", "status": "NO_DATA",
+                "layout": config.layout.model_dump(), "log_path": str(log.resolve()), "state": "RUNNING",
+                "experiment_dir": str(exp_dir.resolve()), "submitted_at": utc_now(),
+            })
+        except (LlmbError, OSError) as exc:
+            warn(f"the run is not recorded in the job store: {exc}")
+            store = None
+        return cls(store, run_id, log, warn)
+
+    def end(self, status: str | None, reason: str | None = None) -> None:
+        """Parse the log into the store and record the end state (``status`` None: the run
+        failed before writing its summary)."""
+        from llmb.errors import LlmbError
+
+        if self.store is None:
+            return
+        state = LOCAL_STATES.get(status or "", "FAILED")
+        try:
+            ingest(self.store, {"run_id": self.run_id, "log_path": str(self.log_path), "cluster": "local"})
+            self.store.set_state(self.run_id, state, reason)
+        except (LlmbError, OSError) as exc:
+            self.warn(f"the run's end is not recorded in the job store: {exc}")

@@ -12,7 +12,7 @@ from llmb.errors import LlmbError
 from llmb.plan.layout import LAYOUT_KNOBS
 from llmb.report.plots import plot_scaling, plot_steps
 from llmb.report.tables import Group, group_markdown, group_runs
-from llmb.results.compare import DEFAULT_TOLERANCE, baseline_reference, compare
+from llmb.results.compare import DEFAULT_TOLERANCE, baseline_for, compare, default_reference
 
 __all__ = ["Group", "group_markdown", "group_runs", "plot_scaling", "plot_steps", "write_report"]
 
@@ -23,12 +23,14 @@ def _window(text: str | None) -> tuple[int, int] | None:
 
 
 def _predict(catalog: Catalog, run: dict[str, Any]) -> tuple[float, float, float] | None:
-    """The predictor's (step time s, tokens/s, MFU) for a run of a catalog recipe; ``None``
-    for proxies and anything the catalog cannot plan."""
+    """The predictor's (step time s, tokens/s, MFU) for a run of a catalog recipe on GPUs;
+    ``None`` for proxies, CPU runs and anything the catalog cannot plan."""
     from llmb.plan.calibrate import stored_efficiency
     from llmb.plan.forecast import forecast
     from llmb.plan.recipe import resolve
 
+    if run.get("proxy") or run.get("device") == "cpu":
+        return None
     try:
         layout = {k: v for k, v in (run.get("layout") or {}).items() if k in LAYOUT_KNOBS}
         recipe = resolve(catalog, run["workload"], run["size"], run.get("dtype"), int(run["gpus"]),
@@ -58,31 +60,33 @@ def write_report(
     parts = ["# llmb performance report", ""]
     for g in groups:
         for n, run in g.runs.items():
-            ref = baseline_reference(run, catalog)
-            g.baselines[n] = ref
-            g.comparisons[n] = compare(run, ref, tolerance)
+            published, _ = baseline_for(run, catalog)
+            g.baselines[n] = published
+            ref, why = (published, None) if published is not None else default_reference(run, catalog, runs)
+            g.comparisons[n] = compare(run, ref, tolerance, why)
             prediction = _predict(catalog, run)
             if prediction is not None:
                 g.predicted[n] = prediction
-        parts += [f"## {g.title} on {g.gpu_type.upper()}", "", group_markdown(g, tolerance), ""]
+        parts += [f"## {g.title} on {g.where}", "", group_markdown(g, tolerance), ""]
         if plots:
             png = plot_scaling(g, out_dir / f"{g.slug}_scaling.png")
-            parts += [f"![{g.title}: throughput and MFU vs GPUs]({png.name})", ""]
+            parts += [f"![{g.title}: throughput and MFU vs {g.units}]({png.name})", ""]
             for n in g.gpu_counts:
                 run = g.runs[n]
                 png = plot_steps(
-                    f"{g.title}, {n}x {g.gpu_type.upper()}: step time ({run['run_id']})",
+                    f"{g.title}, {n}x {g.where}: step time ({run['run_id']})",
                     steps_for(run),
                     _window(run.get("window")),
                     out_dir / f"{g.slug}_{n}gpus_steps.png",
                 )
                 if png is not None:
-                    parts += [f"![step time per iteration, {n} GPUs]({png.name})", ""]
+                    parts += [f"![step time per iteration, {n}x {g.units}]({png.name})", ""]
     if unknown:
         parts += ["## Runs without a workload", "", "| run | format | status | step time (s) |", "|---|---|---|---:|"]
         for r in unknown:
             st = r.get("step_time_s")
-            parts.append(f"| `{r['run_id']}` | {r.get('format')} | {r.get('status')} | {'n/a' if st is None else f'{st:.3f}'} |")
+            parts.append(f"| `{r['run_id']}` | {r.get('format') or 'n/a'} | {r.get('status') or 'n/a'} | "
+                         f"{'n/a' if st is None else f'{st:.3f}'} |")
         parts.append("")
         if plots:
             for r in unknown:

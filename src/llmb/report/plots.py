@@ -57,14 +57,18 @@ def plot_scaling(group: Group, path: Path) -> Path:
             [p[2] if (p := group.predicted.get(n)) else None for n in counts],
         ),
     }
-    for name, color, marker in (("measured", MEASURED, "o"), ("baseline", BASELINE, "s"), ("predicted", PREDICTED, "^")):
+    # The measured series last and on top: it must stay visible where it meets the baseline.
+    for name, color, marker, z in (("baseline", BASELINE, "s", 2), ("predicted", PREDICTED, "^", 2),
+                                   ("measured", MEASURED, "o", 3)):
         tokens, mfu = series[name]
+        style = dict(marker=marker, color=color, label=name, zorder=z, markersize=7 if z == 3 else 9,
+                     markerfacecolor=color if z == 3 else "none")
         pts = [(n, t) for n, t in zip(counts, tokens) if t is not None]
         if pts:
-            ax_t.plot(*zip(*pts), marker=marker, color=color, label=name)
+            ax_t.plot(*zip(*pts), **style)
         pts = [(n, m * 100) for n, m in zip(counts, mfu) if m is not None]
         if pts:
-            ax_m.plot(*zip(*pts), marker=marker, color=color, label=name)
+            ax_m.plot(*zip(*pts), **style)
     measured = [(n, t) for n, t in zip(counts, series["measured"][0]) if t is not None]
     if len(measured) > 1:
         # Weak scaling keeps the per-GPU work constant: perfect scaling is a straight line.
@@ -89,7 +93,7 @@ def plot_scaling(group: Group, path: Path) -> Path:
         _gpu_axis(ax, counts)
         if ax.lines:
             ax.legend(loc="lower right")
-    fig.suptitle(f"{group.title} on {group.gpu_type.upper()}: measured vs published baseline"
+    fig.suptitle(f"{group.title} on {group.where}: measured vs published baseline"
                  + (" and prediction" if group.predicted else ""))
     fig.savefig(path)
     return path

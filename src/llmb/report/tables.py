@@ -17,12 +17,15 @@ from llmb.results.compare import DEFAULT_TOLERANCE, Comparison, Reference
 
 @dataclass
 class Group:
-    """Runs of one workload, size, dtype and GPU type, one chosen run per GPU count."""
+    """Runs of one workload, size (and proxy), dtype and GPU type (or CPU), one chosen run per
+    GPU count."""
 
     workload: str
     size: str
     dtype: str
     gpu_type: str
+    proxy: str | None = None
+    device: str | None = None
     #: GPU count -> chosen run (a job-store row)
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: GPU count -> the comparison of that run with its baseline
@@ -33,11 +36,23 @@ class Group:
 
     @property
     def title(self) -> str:
-        return f"{self.workload} {self.size} {self.dtype.upper()}"
+        size = f"{self.size}-{self.proxy}" if self.proxy else self.size
+        return f"{self.workload} {size} {self.dtype.upper()}"
+
+    @property
+    def where(self) -> str:
+        """What the runs ran on: ``H100``, or ``CPU`` for CPU ranks."""
+        return "CPU" if self.device == "cpu" else self.gpu_type.upper()
+
+    @property
+    def units(self) -> str:
+        return "CPU ranks" if self.device == "cpu" else f"{self.gpu_type.upper()} GPUs"
 
     @property
     def slug(self) -> str:
-        return f"{self.workload}_{self.size}_{self.dtype}_{self.gpu_type}".replace("/", "-")
+        size = f"{self.size}-{self.proxy}" if self.proxy else self.size
+        where = "cpu" if self.device == "cpu" else self.gpu_type
+        return f"{self.workload}_{size}_{self.dtype}_{where}".replace("/", "-")
 
     @property
     def gpu_counts(self) -> list[int]:
@@ -46,17 +61,19 @@ class Group:
 
 def group_runs(runs: list[dict[str, Any]]) -> tuple[list[Group], list[dict[str, Any]]]:
     """Groups of identified runs (oldest-first input), and the runs without an identity."""
-    groups: dict[tuple[str, str, str, str], Group] = {}
+    groups: dict[tuple[Any, ...], Group] = {}
     unknown = []
     by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         if not (r.get("workload") and r.get("size") and r.get("gpus")):
             unknown.append(r)
             continue
-        by_key[(r["workload"], r["size"], r.get("dtype") or "?", r.get("gpu_type") or "?", r["gpus"])].append(r)
-    for (w, s, d, t, g), rs in sorted(by_key.items(), key=lambda kv: tuple(map(str, kv[0][:4])) + (kv[0][4],)):
+        key = (r["workload"], r["size"], r.get("proxy"), r.get("dtype") or "?", r.get("gpu_type") or "?",
+               r.get("device"))
+        by_key[(*key, r["gpus"])].append(r)
+    for (w, s, p, d, t, dev, g), rs in sorted(by_key.items(), key=lambda kv: tuple(map(str, kv[0][:6])) + (kv[0][6],)):
         ok = [r for r in rs if r.get("status") == "OK"]
-        group = groups.setdefault((w, s, d, t), Group(w, s, d, t))
+        group = groups.setdefault((w, s, p, d, t, dev), Group(w, s, d, t, proxy=p, device=dev))
         group.runs[g] = (ok or rs)[-1]
     return list(groups.values()), unknown
 
@@ -75,8 +92,8 @@ def _row(label: str, cells: list[str]) -> str:
 
 def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
     counts = group.gpu_counts
-    gpu = group.gpu_type.upper()
-    head = _row(group.title, [f"{n}x {gpu} GPUs" for n in counts])
+    cols = [f"{n}x {group.units}" for n in counts]
+    head = _row(group.title, cols)
     rule = "|---|" + "|".join(":---:" for _ in counts) + "|"
     runs = [group.runs[n] for n in counts]
 
@@ -94,7 +111,9 @@ def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
     conventions = sorted({str(r.get("convention")) for r in runs if r.get("convention")})
     out = ["\n".join(lines), ""]
     if conventions:
-        out.append(f"MFU with the `{'`, `'.join(conventions)}` FLOPs convention, over the dense {group.dtype.upper()} peak.")
+        over = ("the CPU GEMM ceiling measured on the host" if group.device == "cpu"
+                else f"the dense {group.dtype.upper()} peak")
+        out.append(f"MFU with the `{'`, `'.join(conventions)}` FLOPs convention, over {over}.")
         out.append("")
     if any(group.baselines.get(n) for n in counts):
         bl = [group.baselines.get(n) for n in counts]
@@ -106,7 +125,7 @@ def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
             else:
                 ratio_cells.append(f"{c.throughput_ratio:.1%} {c.verdict}")
         vs = [
-            _row(f"{group.title} vs published", [f"{n}x {gpu} GPUs" for n in counts]),
+            _row(f"{group.title} vs published", cols),
             rule,
             _row("Baseline step time (seconds per step)", [_cell(b.step_time_s if b else None, ".2f") for b in bl]),
             _row("Baseline tokens per second", [_cell(b.tokens_per_s if b else None, ".0f") for b in bl]),
@@ -118,7 +137,7 @@ def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
         pred = [group.predicted.get(n) for n in counts]
         measured = [r.get("step_time_s") for r in runs]
         out += ["\n".join([
-            _row(f"{group.title} predicted", [f"{n}x {gpu} GPUs" for n in counts]),
+            _row(f"{group.title} predicted", cols),
             rule,
             _row("Predicted step time (seconds per step)", [_cell(p[0] if p else None, ".2f") for p in pred]),
             _row("Predicted tokens per second", [_cell(p[1] if p else None, ".0f") for p in pred]),
@@ -126,6 +145,14 @@ def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
             _row("Measured / predicted step time", [
                 _cell(m / p[0] if (p and m) else None, ".3f") for p, m in zip(pred, measured)]),
         ]), "", "Predicted by `llmb predict` (calibrated step-time model; see `llmb calibrate`).", ""]
-    used = ", ".join(f"{n} GPUs: `{group.runs[n]['run_id']}`" for n in counts)
+    others = [(n, c) for n, c in ((n, group.comparisons.get(n)) for n in counts)
+              if c is not None and not group.baselines.get(n)]
+    for n, c in others:
+        ratio = "" if c.throughput_ratio is None else f" {c.throughput_ratio:.1%} of its throughput:"
+        why = f" ({'; '.join(c.notes)})" if c.notes else ""
+        out.append(f"- {n}x: vs {c.reference or 'no reference'}:{ratio} {c.verdict}{why}")
+    if others:
+        out.append("")
+    used = ", ".join(f"{n}x: `{group.runs[n]['run_id']}`" for n in counts)
     out.append(f"Runs: {used}.")
     return "\n".join(out)

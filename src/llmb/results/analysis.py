@@ -68,7 +68,7 @@ class RunResult:
 
 
 ROW_FIELDS = (
-    "path", "format", "workload", "size", "dtype", "gpus", "gpu_type", "status", "window", "present",
+    "path", "format", "workload", "size", "proxy", "dtype", "gpus", "gpu_type", "device", "status", "window", "present",
     "expected", "interval", "steps_found", "step_time_s", "step_time_std_s", "step_time_min_s", "step_time_max_s",
     "step_time_median_s", "tflops_per_gpu", "tflops_per_gpu_source", "tokens_per_s",
     "tokens_per_s_per_gpu", "mfu", "convention", "days_per_1t_tokens", "reasons",
@@ -85,9 +85,11 @@ def result_row(result: RunResult) -> dict[str, Any]:
         "format": p.format,
         "workload": spec.workload,
         "size": spec.size,
+        "proxy": spec.proxy,
         "dtype": spec.dtype or (result.recipe.dtype if result.recipe else None),
         "gpus": spec.gpus,
         "gpu_type": result.recipe.gpu_type if result.recipe else spec.gpu_type,
+        "device": spec.device,
         "status": s.status.value,
         "window": str(s.window),
         "present": s.present,
@@ -131,6 +133,10 @@ def analyze(
     notes: list[str] = []
     if recipe is not None:
         pass
+    elif spec.proxy:
+        # A proxy's model and layout are recorded in its folder, not in the catalog.
+        notes.append(f"no metrics: the {spec.proxy} proxy's model is recorded in its experiment's config.json, "
+                     "and options given here replace it")
     elif spec.workload and spec.size and spec.gpus:
         try:
             recipe = resolve(
@@ -180,11 +186,13 @@ def engine_run(log_path: Path, catalog: Catalog) -> EngineRun | None:
         return None
     spec = RunSpec(
         workload=config.workload,
-        size=config.size_label,
+        size=config.size,
         dtype=config.dtype,
         gpus=config.world_size,
-        gpu_type=config.hardware.gpu_type if not config.proxy else None,
+        gpu_type=config.hardware.gpu_type,
         source="engine config",
+        proxy=config.proxy,
+        device=config.hardware.device or ("cpu" if config.proxy else None),
     )
     window = Window(config.stats_warmup_steps + 1, config.stats_warmup_steps + config.stats_window_steps)
     notes = []
@@ -314,9 +322,11 @@ def store_row(result: RunResult, run_id: str, cluster: str | None = None, job_id
         "run_id": run_id,
         "workload": row["workload"],
         "size": row["size"],
+        "proxy": row["proxy"],
         "dtype": row["dtype"],
         "gpus": row["gpus"],
         "gpu_type": row["gpu_type"],
+        "device": row["device"],
         "cluster": cluster,
         "layout": result.recipe.layout.as_dict() if result.recipe else None,
         "format": row["format"],

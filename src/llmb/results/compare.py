@@ -1,9 +1,20 @@
-"""Comparing measured runs: against the catalog's published baselines, another run, or a saved
-set of runs, and along a configuration's history.
+"""Comparing measured runs: against the catalog's published baselines, the predictor, earlier
+runs of the same configuration, another run, or a saved set of runs.
 
 The pass rule is the references': a run passes when its throughput is at least ``tolerance``
 (95 % by default) of the reference's. Throughput is tokens/s when both sides have it, else the
-inverse step-time ratio (the same configuration processes the same tokens per step).
+inverse step-time ratio (the same configuration processes the same tokens per step). A run and
+a reference of different configurations (layout, dtype, GPU type, scale, proxy, device) are
+NOT COMPARABLE, never PASS.
+
+Which reference a run gets by default (:func:`default_reference`), first that applies:
+
+1. the catalog's published baseline of its configuration;
+2. the step-time predictor's forecast (``llmb predict``), for a catalog recipe the references
+   did not publish (another scale or layout) on a GPU;
+3. the median of the last :data:`HISTORY_RUNS` earlier OK runs of the same configuration (a
+   regression check: CPU proxies, unknown workloads);
+4. none: "no baseline", said in one line; one such run never fails the command.
 
 Runs are job-store rows (dicts with ``workload``, ``size``, ``dtype``, ``gpus``, ``gpu_type``,
 ``step_time_s``, ``tokens_per_s``, ``mfu``, ``days_per_1t_tokens``, ``status``...); the
@@ -13,7 +24,7 @@ functions here are pure.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from llmb.catalog.loader import Catalog
@@ -21,7 +32,11 @@ from llmb.errors import LlmbError
 from llmb.plan.recipe import Recipe, resolve
 
 DEFAULT_TOLERANCE = 0.95
-CONFIG_KEYS = ("workload", "size", "dtype", "gpus", "gpu_type")
+CONFIG_KEYS = ("workload", "size", "proxy", "dtype", "gpus", "gpu_type", "device")
+#: earlier runs whose median step time a run without a baseline is checked against
+HISTORY_RUNS = 5
+#: layout knobs that make two runs of one workload, size, dtype and scale different configurations
+LAYOUT_COMPARED = ("tp", "pp", "cp", "ep", "etp", "vp", "mbs", "gbs", "fsdp")
 #: metric, whether higher is better
 ROWS = (("step_time_s", False), ("tokens_per_s", True), ("mfu", True), ("days_per_1t_tokens", False))
 
@@ -31,8 +46,10 @@ def config_of(run: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def config_label(run: dict[str, Any]) -> str:
-    w, s, d, g, t = config_of(run)
-    return f"{w or '?'} {s or '?'} {d or '?'} {g or '?'}x{t or '?'}"
+    w, s, p, d, g, t, device = config_of(run)
+    size = f"{s}-{p}" if s and p else (s or "?")
+    where = f"{g or '?'}x cpu" if device == "cpu" else f"{g or '?'}x{t or '?'}"
+    return f"{w or '?'} {size} {d or '?'} {where}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class Reference:
     days_per_1t_tokens: float | None = None
     #: the reference run's configuration (``None`` for a baseline of the run's own)
     config: tuple[Any, ...] | None = None
+    #: why the run is not comparable with this reference (another layout, ...); None when it is
+    mismatch: str | None = None
 
     def get(self, key: str) -> float | None:
         return getattr(self, key)
@@ -69,7 +88,8 @@ class Comparison:
     rows: tuple[MetricRow, ...]
     #: measured throughput / reference throughput
     throughput_ratio: float | None
-    #: "PASS", "FAIL" or "N/A" (no reference, or nothing to compare)
+    #: "PASS", "FAIL", "NOT COMPARABLE" (another configuration) or "N/A" (no reference, or
+    #: nothing to compare)
     verdict: str
     notes: tuple[str, ...] = field(default=())
 
@@ -92,8 +112,9 @@ def throughput_ratio(run: dict[str, Any], ref: Reference | dict[str, Any], same_
     return r
 
 
-def compare(run: dict[str, Any], ref: Reference | None, tolerance: float = DEFAULT_TOLERANCE) -> Comparison:
-    """One run against one reference (``None``: no reference found)."""
+def compare(run: dict[str, Any], ref: Reference | None, tolerance: float = DEFAULT_TOLERANCE,
+            why_none: str | None = None) -> Comparison:
+    """One run against one reference (``None``: no reference found, ``why_none`` says why)."""
     if not 0 < tolerance <= 10:
         raise LlmbError(f"tolerance must be a fraction such as 0.95, got {tolerance}")
     notes: list[str] = []
@@ -101,13 +122,16 @@ def compare(run: dict[str, Any], ref: Reference | None, tolerance: float = DEFAU
         MetricRow(key, run.get(key), ref.get(key) if ref else None, _ratio(run.get(key), ref.get(key)) if ref else None)
         for key, _ in ROWS
     )
-    same = ref is None or ref.config is None or ref.config == config_of(run)
-    if not same:
-        notes.append("the reference is another configuration: only tokens/s are comparable")
-    tr = throughput_ratio(run, ref, same) if ref else None
+    mismatch = ref.mismatch if ref else None
+    if ref is not None and mismatch is None and ref.config is not None and ref.config != config_of(run):
+        mismatch = "the reference is another configuration (" + config_label(dict(zip(CONFIG_KEYS, ref.config))) + ")"
+    tr = throughput_ratio(run, ref, mismatch is None) if ref else None
     if ref is None:
         verdict = "N/A"
-        notes.append("no reference for this configuration")
+        notes.append(why_none or "no reference for this configuration")
+    elif mismatch is not None:
+        verdict = "NOT COMPARABLE"
+        notes.append(mismatch)
     elif tr is None:
         verdict = "N/A"
         notes.append("nothing to compare: no step time or tokens/s on one side")
@@ -140,15 +164,112 @@ def run_reference(run: dict[str, Any], label: str | None = None) -> Reference:
     )
 
 
-def baseline_reference(run: dict[str, Any], catalog: Catalog) -> Reference | None:
-    """The catalog's published baseline for the run's configuration, if there is one.
-
-    Missing published numbers are filled from the published step time through ``llmb.plan``.
-    """
+def _catalog_recipe(run: dict[str, Any], catalog: Catalog) -> tuple[Recipe | None, str | None]:
+    """The catalog recipe a run is an instance of (at its scale, with its layout), or why none."""
     if not (run.get("workload") and run.get("size") and run.get("gpus")):
+        return None, "no baseline: the run names no workload, size and GPU count (--workload/--size/--gpus)"
+    if run.get("proxy"):
+        return None, f"no published baseline: a {run['proxy']} proxy of {run['workload']} {run['size']}"
+    try:
+        return resolve(catalog, run["workload"], run["size"], run.get("dtype"), int(run["gpus"]),
+                       run.get("gpu_type")), None
+    except (LlmbError, TypeError, ValueError) as exc:
+        return None, f"no baseline: {exc}"
+
+
+def _layout_mismatch(run: dict[str, Any], recipe: Recipe) -> str | None:
+    layout = run.get("layout") or {}
+    published = recipe.layout.as_dict()
+    differ = [f"{k.upper()} {layout[k]} vs {published.get(k)}" for k in LAYOUT_COMPARED
+              if layout.get(k) is not None and published.get(k) is not None and layout[k] != published[k]]
+    if differ:
+        return "the run's layout differs from the baseline's (" + ", ".join(differ) + ")"
+    if run.get("device") == "cpu":
+        return "the run ran on CPU; the baseline on " + recipe.gpu_type.upper()
+    return None
+
+
+def baseline_reference(run: dict[str, Any], catalog: Catalog) -> Reference | None:
+    """The catalog's published baseline for the run's configuration, if there is one
+    (marked with the mismatch when the run's layout or device differs from it)."""
+    return baseline_for(run, catalog)[0]
+
+
+def baseline_for(run: dict[str, Any], catalog: Catalog) -> tuple[Reference | None, str | None]:
+    """(the published baseline, why there is none). Missing published numbers are filled from
+    the published step time through ``llmb.plan``."""
+    recipe, why = _catalog_recipe(run, catalog)
+    if recipe is None:
+        return None, why
+    ref = recipe_baseline(recipe)
+    if ref is None:
+        return None, f"no published baseline for {recipe.title}"
+    mismatch = _layout_mismatch(run, recipe)
+    return (replace(ref, mismatch=mismatch) if mismatch else ref), None
+
+
+def predicted_reference(run: dict[str, Any], catalog: Catalog) -> Reference | None:
+    """The predictor's forecast for a catalog recipe run on GPUs (``llmb predict``), at the
+    run's own layout; ``None`` for proxies, CPU runs and anything the catalog cannot plan."""
+    from llmb.plan.calibrate import stored_calibration
+    from llmb.plan.forecast import forecast
+
+    if run.get("proxy") or run.get("device") == "cpu" or not (run.get("workload") and run.get("size") and run.get("gpus")):
         return None
-    recipe = resolve(catalog, run["workload"], run["size"], run.get("dtype"), run["gpus"], run.get("gpu_type"))
-    return recipe_baseline(recipe)
+    layout = {k: v for k, v in (run.get("layout") or {}).items() if k in LAYOUT_COMPARED and v is not None}
+    try:
+        recipe = resolve(catalog, run["workload"], run["size"], run.get("dtype"), int(run["gpus"]),
+                         run.get("gpu_type"), layout or None)
+        cal = stored_calibration()
+        f = forecast(recipe, cal.efficiency, band=cal.band(recipe.model.moe is not None))
+    except (LlmbError, TypeError, ValueError):
+        return None
+    m = f.metrics
+    lo, hi = f.band_s
+    return Reference(label=f"predicted (llmb predict: {f.step_time_s:.3f} s, band {lo:.3f}-{hi:.3f} s)",
+                     step_time_s=f.step_time_s, tokens_per_s=m.tokens_per_s, mfu=m.mfu,
+                     days_per_1t_tokens=m.days_per_1t_tokens)
+
+
+def history_reference(run: dict[str, Any], stored: list[dict[str, Any]], n: int = HISTORY_RUNS) -> Reference | None:
+    """The median of the last ``n`` earlier OK runs of the run's configuration (``stored``
+    oldest first), as a reference; ``None`` without any."""
+    key, when = config_of(run), run.get("finished_at") or run.get("imported_at") or ""
+    ids = [r.get("run_id") for r in stored]
+    if run.get("run_id") in ids:  # the store's order settles runs that finished in the same second
+        before = stored[: ids.index(run.get("run_id"))]
+    else:
+        before = [r for r in stored if (r.get("finished_at") or r.get("imported_at") or "") <= when]
+    earlier = [r for r in before if config_of(r) == key and r.get("run_id") != run.get("run_id")
+               and r.get("status") == "OK" and r.get("step_time_s")]
+    earlier = earlier[-n:]
+    if not earlier:
+        return None
+    med = lambda k: _median([r[k] for r in earlier if r.get(k) is not None])  # noqa: E731
+    return Reference(label=f"median of the last {len(earlier)} earlier OK run(s) of this configuration",
+                     step_time_s=med("step_time_s"), tokens_per_s=med("tokens_per_s"), mfu=med("mfu"),
+                     days_per_1t_tokens=med("days_per_1t_tokens"))
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def default_reference(run: dict[str, Any], catalog: Catalog, stored: list[dict[str, Any]]
+                      ) -> tuple[Reference | None, str | None]:
+    """The reference a run is judged against by default, and why there is none (see the
+    module docstring for the order)."""
+    ref, why = baseline_for(run, catalog)
+    if ref is not None:
+        return ref, None
+    for candidate in (predicted_reference(run, catalog), history_reference(run, stored)):
+        if candidate is not None:
+            return candidate, None
+    return None, (why or "no baseline") + "; no earlier OK run of this configuration to compare with"
 
 
 def recipe_baseline(recipe: Recipe) -> Reference | None:
@@ -176,10 +297,16 @@ def set_reference(run: dict[str, Any], members: list[dict[str, Any]], name: str)
 
 def compare_all(
     runs: list[dict[str, Any]],
-    reference_for: Callable[[dict[str, Any]], Reference | None],
+    reference_for: Callable[[dict[str, Any]], Reference | tuple[Reference | None, str | None] | None],
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> list[Comparison]:
-    return [compare(r, reference_for(r), tolerance) for r in runs]
+    """Each run against ``reference_for(run)``: a reference, or (reference, why none)."""
+    out = []
+    for r in runs:
+        found = reference_for(r)
+        ref, why = found if isinstance(found, tuple) else (found, None)
+        out.append(compare(r, ref, tolerance, why))
+    return out
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ class RunSpec:
     source: str = "options"
     #: layout knobs that differ from the catalog's row, e.g. (("gbs", 256),)
     layout: tuple[tuple[str, int], ...] = ()
+    #: the engine proxy the run shrank the model to (llmb runs), e.g. "cpu-small"
+    proxy: str | None = None
+    #: what the ranks computed on, when known: "cpu" or "cuda"
+    device: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -49,7 +53,8 @@ class RunSpec:
 
     def merged_over(self, inferred: RunSpec) -> RunSpec:
         """This spec's known fields, the others from ``inferred``."""
-        given = {k: v for k, v in asdict(self).items() if v not in (None, ()) and k not in ("source", "layout")}
+        given = {k: v for k, v in asdict(self).items()
+                 if v not in (None, ()) and k not in ("source", "layout", "proxy", "device")}
         if self.layout:
             inferred = replace(inferred, layout=self.layout)
         if not given:
@@ -60,9 +65,19 @@ class RunSpec:
             return inferred
         return replace(inferred, **given, source=f"options + {inferred.source}")
 
+    @property
+    def size_label(self) -> str | None:
+        """The size as experiment folders name it: ``8b``, or ``8b-cpu-small`` for a proxy."""
+        if self.size is None:
+            return None
+        return f"{self.size}-{self.proxy}" if self.proxy else self.size
+
     def label(self) -> str:
-        parts = [self.workload or "?", self.size or "?", self.dtype or "?", f"{self.gpus or '?'} GPUs"]
-        return " ".join(parts) + (f" {self.gpu_type}" if self.gpu_type else "")
+        if self.device == "cpu":
+            where = f"{self.gpus or '?'} CPU rank(s)" + (f" ({self.gpu_type} recipe)" if self.gpu_type else "")
+        else:
+            where = f"{self.gpus or '?'} GPUs" + (f" {self.gpu_type}" if self.gpu_type else "")
+        return " ".join([self.workload or "?", self.size_label or "?", self.dtype or "?", where])
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

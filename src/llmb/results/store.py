@@ -72,6 +72,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN experiment_dir TEXT",
         "ALTER TABLE runs ADD COLUMN submitted_at TEXT",
     ),
+    # v5: what ran: the engine proxy of a shrunk model (llmb runs) and the device (cpu/cuda),
+    # so a proxy run is never mistaken for the full-size recipe it follows
+    (
+        "ALTER TABLE runs ADD COLUMN proxy TEXT",
+        "ALTER TABLE runs ADD COLUMN device TEXT",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -80,10 +86,10 @@ RUN_COLUMNS = (
     "window", "step_time_s", "step_time_std_s", "tokens_per_s", "tflops_per_gpu", "mfu",
     "days_per_1t_tokens", "convention", "stats", "metrics", "notes", "log_path", "log_bytes",
     "started_at", "finished_at", "imported_at", "job_id", "state", "state_reason", "experiment_dir",
-    "submitted_at",
+    "submitted_at", "proxy", "device",
 )
 #: Facts a launcher records that a later parse of the log must not erase.
-_KEEP_COLUMNS = ("cluster", "job_id", "state", "state_reason", "experiment_dir", "submitted_at")
+_KEEP_COLUMNS = ("cluster", "job_id", "state", "state_reason", "experiment_dir", "submitted_at", "proxy", "device")
 _JSON_COLUMNS = ("layout", "stats", "metrics", "notes")
 STEP_COLUMNS = ("iteration", "step_time_s", "tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "loss", "grad_norm", "mem_bytes")
 
