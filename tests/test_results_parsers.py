@@ -19,7 +19,8 @@ from llmb.results.reader import ScanState, clean, scan
 import re
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
-REAL = Path("/work/shared/real-logs")
+# The shared real-log excerpts live beside the checkout (../shared/real-logs), where they exist.
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real-logs"
 
 
 def parse_bytes(data: bytes, fmt: str | None = None, rank: int | None = None):
@@ -64,15 +65,27 @@ def test_megatron_fixture():
 def test_mbridge_pairs_step_time_lines_by_position():
     p = parse_file(LOGS / "mbridge_llama3_8b.log")
     assert p.format == "mbridge"
-    assert [r.iteration for r in p.records] == list(range(1, 21))
+    # the last 'Step Time' line's iteration line was cut off: the step still counts, numbered
+    # on from the last iteration line (21, as the cut line itself says), and a note says so
+    assert [r.iteration for r in p.records] == list(range(1, 22))
     # step time from the 'Step Time' line (2 decimals), not Megatron's ms (which is 3.3 ms more)
     text = (LOGS / "mbridge_llama3_8b.log").read_text()
     times = [float(x) for x in re.findall(r"Step Time : ([\d.]+)s", text)]
-    assert [r.step_time_s for r in p.records] == times[:20]
+    assert [r.step_time_s for r in p.records] == times
     assert p.records[0].tflops_per_gpu == 59892.5  # old spelling, kept as logged
     assert p.records[5].tflops_per_gpu is not None and p.records[5].tflops_per_gpu < 1000
-    # the last 'Step Time' line's iteration line was cut off: reported, not invented
+    assert p.records[-1].loss is None  # nothing of the cut iteration line is invented
     assert any("had no iteration line" in n for n in p.notes)
+
+
+def test_mbridge_step_time_lines_without_iteration_lines_count_in_order():
+    data = (b"Step Time : 7.04s GPU utilization: 650.0MODEL_TFLOP/s/GPU\n"
+            b"Step Time : 7.01s\n"
+            b"Step Time : 7.02s GPU utilization: 651.0MODEL_TFLOP/s/GPU\n")
+    p = parse_bytes(data)
+    assert p.format == "mbridge"
+    assert [(r.iteration, r.step_time_s, r.tflops_per_gpu) for r in p.records] == [
+        (1, 7.04, 650.0), (2, 7.01, None), (3, 7.02, 651.0)]
 
 
 def test_megatron_line_alone_is_megatron_not_mbridge():

@@ -130,3 +130,41 @@ def test_log_interval_sets_which_iterations_the_window_expects():
     assert ws.status is Status.INCOMPLETE and "30" in ws.reasons[0]
     ws = window_stats(rs, Window(11, 15), True)
     assert ws.status is Status.INCOMPLETE and "no logged iteration" in ws.reasons[0]
+
+
+def test_logs_that_are_not_the_recipes_run_get_the_steps_after_warm_up():
+    """An excerpt, a long run logged from iteration 15107, a log every 10 steps, one step: the
+    window is the logged steps after warm-up, so statistics exist whenever a step was read."""
+    from llmb.results.stats import observed_window
+
+    def recs(pairs):
+        return [StepRecord(iteration=i, raw_line_no=n, step_time_s=t) for n, (i, t) in enumerate(pairs, 1)]
+
+    # MaxText resumed at 15107: the first 10 % (2 of 20) go, then nothing else is an outlier
+    long_run = recs([(15107 + k, 5.0 + 0.01 * k) for k in range(20)])
+    assert observed_window(long_run) == Window(15109, 15126)
+    # compilation and an asynchronous-dispatch artefact at the start go too (3x from the median)
+    maxtext = recs([(0, 44.9), (1, 0.319), (2, 5.66), (3, 5.40), (4, 5.67), (5, 5.67), (6, 5.67)])
+    assert observed_window(maxtext) == Window(2, 6)
+    # Megatron every 10 steps at iteration 122 of 250000: its 10, 20, ..., 120
+    sparse = recs([(k, 2.0) for k in range(10, 130, 10)])
+    w = observed_window(sparse)
+    assert w == Window(30, 120)
+    ws = window_stats(sparse, w, final_reached=False)
+    assert ws.present == ws.expected == 10 and ws.metrics["step_time_s"].count == 10
+    assert ws.status is Status.INCOMPLETE  # honest: the run did not reach its planned end
+    assert observed_window(recs([(10, 4.65)])) == Window(10, 10)
+    assert observed_window([]) is None
+
+
+def test_parse_gives_statistics_for_an_excerpt(tmp_path):
+    from llmb.results.analysis import analyze_logs
+    from llmb.results.identity import RunSpec
+
+    lines = [f" [2026-01-27 10:49:15] iteration {it:>8d}/  250000 | elapsed time per iteration (ms): 2000.0 | "
+             f"lm loss: 1.0E+00 | grad norm: 1.0 |" for it in range(10, 130, 10)]
+    log = tmp_path / "megatron.log"
+    log.write_text("\n".join(lines) + "\n")
+    (res,) = analyze_logs([str(log)], spec=RunSpec())
+    assert str(res.stats.window) == "30:120" and res.stats.metrics["step_time_s"].mean == 2.0
+    assert any("after warm-up" in n for n in res.notes)

@@ -24,7 +24,7 @@ from llmb.plan.run import ResolvedRun
 from llmb.records import CONFIG_FILE, SUMMARY_FILE, RunConfig, RunSummary
 from llmb.results.identity import RunSpec, infer_spec
 from llmb.results.parse import ParsedLog, check_format, log_files, parse_file
-from llmb.results.stats import Window, WindowStats, default_window, window_stats
+from llmb.results.stats import Window, WindowStats, covers, default_window, observed_window, window_stats
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,13 @@ def analyze(
         missing = [n for n in ("workload", "size", "gpus") if getattr(spec, n) is None]
         notes.append(f"no metrics: give --{' --'.join(missing)} (or name the folder like llama3.1_8b_bf16_gpus8)")
     planned = parsed.planned_steps or (recipe.workload.max_steps if recipe else None)
-    window = window or default_window(planned)
+    if window is None:
+        window = default_window(planned)
+        if parsed.records and not covers(window, parsed.records):
+            # Not the recipe's run (an excerpt, a long run, a sparse log): the steps it has.
+            window = observed_window(parsed.records)
+            notes.append(f"window {window}: the logged steps after warm-up (the reference window "
+                         f"{default_window(planned)} holds none of them)")
     stats = window_stats(parsed.records, window, _final_reached(parsed, planned))
     if stats.outliers:
         st = stats.metrics["step_time_s"]

@@ -196,7 +196,8 @@ def parse_stream(fh: BinaryIO, fmt: str | None = None, rank: int | None = None, 
     if stream.malformed:
         notes.append(f"{stream.malformed} step line(s) could not be read (first: {stream.first_error})")
     if isinstance(parser, MbridgeParser) and parser.unpaired:
-        notes.append(f"{parser.unpaired} 'Step Time' line(s) had no iteration line to pair with")
+        notes.append(f"{parser.unpaired} 'Step Time' line(s) had no iteration line to pair with: counted in order, "
+                     "numbered on from the last iteration line")
     if duplicates:
         notes.append(f"{duplicates} iteration(s) logged more than once; the last occurrence is kept")
     if rank is not None and not kept and ranks:

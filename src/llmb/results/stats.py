@@ -1,6 +1,13 @@
 """The step window, its statistics and a run's completeness status. Pure functions.
 
-**Default window**: iterations 11–44 of 50, scaled to the run's length (:mod:`llmb.plan.window`).
+**Default window**: iterations 11–44 of 50, scaled to the run's length (:mod:`llmb.plan.window`),
+when the log is the recipe's run: its planned steps are known (printed, or the recipe's) and the
+window holds at least one logged iteration. **Otherwise** (an excerpt, a long run logged from
+iteration 15107, a log every 10 steps, one step) :func:`observed_window`: the logged steps after
+warm-up, i.e. without the first 10 % of them (rounded up, none of fewer than three) and without
+the steps at the start whose time lies more than 3x away from the median of the rest
+(compilation, asynchronous dispatch). Statistics are given whenever one step is found, always
+with the window used.
 
 **Spread** is the *sample* standard deviation (ddof = 1); ``None`` with fewer than two values.
 
@@ -34,12 +41,15 @@ from llmb.results.record import StepRecord
 
 __all__ = [
     "REFERENCE_STEPS", "REFERENCE_WINDOW", "METRIC_FIELDS", "OUTLIER_FACTOR", "Status", "Summary", "Window",
-    "WindowStats", "default_window", "parse_window", "summarize", "window_stats",
+    "WindowStats", "covers", "default_window", "observed_window", "parse_window", "summarize", "window_stats",
 ]
 
 #: a window step time this many times above or below the window's median is reported as an
 #: outlier (MaxText's asynchronous dispatch logs 0.002 s steps, checkpoints add seconds)
 OUTLIER_FACTOR = 3.0
+
+#: the share of a log's first steps the observed window leaves out as warm-up
+WARMUP_FRACTION = 0.10
 
 #: record fields summarized over the window
 METRIC_FIELDS = ("step_time_s", "tflops_per_gpu", "tokens_per_s", "tokens_per_s_per_gpu", "mem_bytes")
@@ -177,6 +187,30 @@ def window_stats(
             and not (st.median / OUTLIER_FACTOR <= r.step_time_s <= st.median * OUTLIER_FACTOR)
         )
     return WindowStats(window, status, tuple(reasons), metrics, present, outliers, interval, len(expected))
+
+
+def observed_window(records: Sequence[StepRecord]) -> Window | None:
+    """The logged steps after warm-up (see the module docstring); ``None`` for no steps."""
+    its = sorted({r.iteration for r in records})
+    if not its:
+        return None
+    time_of = {r.iteration: r.step_time_s for r in records}
+    skip = math.ceil(WARMUP_FRACTION * len(its)) if len(its) >= 3 else 0
+    while skip < len(its) - 1:
+        t = time_of.get(its[skip])
+        rest = [v for i in its[skip + 1:] if (v := time_of.get(i)) is not None and math.isfinite(v) and v > 0]
+        if t is None or not rest:
+            break
+        median = statistics.median(rest)
+        if median / OUTLIER_FACTOR <= t <= median * OUTLIER_FACTOR:
+            break
+        skip += 1
+    return Window(its[skip], its[-1])
+
+
+def covers(window: Window, records: Sequence[StepRecord]) -> bool:
+    """Whether ``window`` holds at least one logged iteration."""
+    return any(r.iteration in window for r in records)
 
 
 def log_interval(records: Sequence[StepRecord]) -> int:
