@@ -124,7 +124,7 @@ def test_bad_input_is_one_line_exit_1(tmp_path, capsys, content, extra, fragment
         (["--tokenizer", "{tmp}/no.json"], "tokenizer file"),
         (["--tokenizer", "{tmp}/junk.json"], "is not a tokenizer.json"),
         (["--tokenizer", "{sample_tok}", "--append-eod", "--eod-token", "<no>"], "no token '<no>'"),
-        (["--train-tokenizer", "--vocab-size", "100"], "too small"),
+        (["--train-tokenizer", "--vocab-size", "100"], "--vocab-size must be a whole number from 257"),
     ],
 )
 def test_bad_options_are_one_line_exit_1(tmp_path, capsys, options, fragment):

@@ -76,7 +76,7 @@ def test_bad_cluster_config_is_one_line(tmp_path):
     path.write_text("install_path: /x\nexperiments_path: /y\nbogus: 1\n")
     with pytest.raises(LlmbError, match="bogus"):
         load_config(path)
-    with pytest.raises(LlmbError, match="run `llmb init` first"):
+    with pytest.raises(LlmbError, match=r"\(--config names it\): check the path, or run `llmb init`"):
         load_config(tmp_path / "none.yaml", required=True)
 
 

@@ -85,3 +85,21 @@ def test_trace_cli(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["trace", str(bad)]) == 1
     assert main(["trace", str(tmp_path)]) == 1
+
+
+def test_trace_takes_a_run_folder(tmp_path, capsys):
+    """`llmb trace RUN_DIR` reads every rank's profiler trace and NCCL log in the folder."""
+    run = tmp_path / "run"
+    (run / "profiles").mkdir(parents=True)
+    (run / "nccl").mkdir()
+    event = {"name": "gloo:all_reduce", "ph": "X", "ts": 1, "dur": 2000.0, "pid": 7,
+             "args": {"In msg nelems": 250, "Input type": ["float"], "Group size": 2}}
+    for rank in (0, 1):
+        (run / "profiles" / f"rank{rank}_steps2-3.json").write_text(json.dumps({"traceEvents": [event]}))
+    (run / "nccl" / "nccl.host.1.log").write_text(
+        LINE.format(prefix="host:1:1 ", dev=0, op="AllReduce", oc=1, count=8, dt=7, n=2) + "\n")
+    assert main(["trace", str(run), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["files"] == 3 and data["kind"] == "mixed" and data["ranks"] == 3
+    (ar,) = [c for c in data["collectives"] if c["op"] == "all_reduce" and c["nranks"] == 2]
+    assert ar["calls"] == 3 and ar["bytes"] == 2 * 1000 + 32

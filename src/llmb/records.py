@@ -30,7 +30,7 @@ from llmb.plan.request import RunRequest
 SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
-Status = Literal["complete", "interrupted", "invalid"]
+Status = Literal["complete", "interrupted", "invalid", "failed"]
 
 R = TypeVar("R", bound="Record")
 
@@ -218,6 +218,7 @@ class RunSummary(Record):
     wall_time_s: float
     experiment_dir: str | None
     invalid_reason: str | None = None
+    failure: str | None = None  # why a "failed" run stopped (a system failure, in words)
     resumed_from: Resumed | None = None
     checkpoints: tuple[CheckpointSave, ...] = ()
     profiled_steps: tuple[int, int] | None = None

@@ -40,6 +40,10 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:500]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``llmb`` console script; returns the process exit code."""
     command = typer.main.get_command(app)
@@ -72,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an llmb bug or an environment failure: one line, exit 2
         if debug:
             raise
-        return _fail(f"{type(exc).__name__}: {exc} (set LLMB_DEBUG=1 for a traceback)", 2)
+        return _fail(f"{type(exc).__name__}: {_one_line(exc)} (set LLMB_DEBUG=1 for a traceback)", 2)
+    except (SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # e.g. torch.distributed.checkpoint's CheckpointException
+        if debug:
+            raise
+        return _fail(f"{type(exc).__name__}: {_one_line(exc)} (set LLMB_DEBUG=1 for a traceback)", 2)
     # With standalone_mode=False click returns typer.Exit's code instead of raising it.
     return rc if isinstance(rc, int) else 0
 

@@ -18,9 +18,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+DEFAULT_WIDTH = 140  # columns when stdout is not a terminal: logs and pasted output read better wide
+MIN_WIDTH = 40
+
+
+def output_width(environ=os.environ, is_terminal: bool | None = None) -> int | None:
+    """The width for rich's console: the terminal's own (None) on a terminal; else COLUMNS when
+    it is a whole number of at least MIN_WIDTH, otherwise the default (an empty, non-numeric,
+    zero or negative COLUMNS must not stop every command, nor make it print nothing)."""
+    if sys.stdout.isatty() if is_terminal is None else is_terminal:
+        return None
+    raw = (environ.get("COLUMNS") or "").strip()
+    return max(MIN_WIDTH, int(raw)) if raw.isdigit() and int(raw) > 0 else DEFAULT_WIDTH
+
+
 # Rich wraps at 80 columns when stdout is not a terminal; logs and pasted output read better wider.
-_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
-console = Console(width=_WIDTH)
+console = Console(width=output_width())
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables.")

@@ -59,7 +59,7 @@ def prepare_cmd(
     if not train_tokenizer and (vocab_size is not None or tokenizer_out is not None):
         raise LlmbError("--vocab-size and --tokenizer-out go with --train-tokenizer")
     if train_tokenizer:
-        vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
+        vocab_size = vocab_size if vocab_size is not None else DEFAULT_VOCAB_SIZE
         tokenizer_out = tokenizer_out or Path(f"{output_prefix}.tokenizer.json")
 
     total_bytes = input_path.stat().st_size if input_path.is_file() else 0

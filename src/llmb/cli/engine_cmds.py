@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from llmb.cli.app import JSON_OPTION, app, console, err_console, print_json
+from llmb.errors import SystemFailure
 from llmb.records import RunSummary
 
 
@@ -70,6 +71,8 @@ def _checkpoint_rows(table: Table, summary: RunSummary) -> None:
         table.add_row("timing", "NOT COMPARABLE: " + (summary.timing_note or "profiled run"))
     if summary.invalid_reason:
         table.add_row("INVALID", summary.invalid_reason)
+    if summary.failure:
+        table.add_row("FAILED", summary.failure)
 
 
 @app.command("run")
@@ -160,7 +163,8 @@ def run_cmd(
     except BaseException as exc:
         record.end(None, f"{type(exc).__name__}: {exc}" if not str(exc).startswith("error") else str(exc))
         raise
-    record.end(summary.status, summary.invalid_reason or ("interrupted (Ctrl-C)" if summary.status == "interrupted" else None))
+    record.end(summary.status, summary.invalid_reason or summary.failure
+               or ("interrupted (Ctrl-C)" if summary.status == "interrupted" else None))
     if as_json:
         print_json(summary.as_dict())
     else:
@@ -176,6 +180,8 @@ def run_cmd(
         from llmb.engine.health import RunInvalid
 
         raise RunInvalid(summary.invalid_reason or "the run is INVALID")
+    if summary.status == "failed":
+        raise SystemFailure(f"{summary.failure} (summary: {summary.experiment_dir}/summary.json)")
 
 
 @app.command("doctor")

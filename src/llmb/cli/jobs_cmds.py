@@ -55,13 +55,21 @@ def print_runs(runs: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def _valid_status(value: Optional[str]) -> Optional[str]:
+    statuses = ("OK", "INCOMPLETE", "INVALID", "NO_DATA")
+    if value is not None and value.upper() not in statuses:
+        raise LlmbError(f"unknown status {value!r} (choose from {', '.join(statuses)})")
+    return value
+
+
 @jobs_app.command("list")
 def jobs_list(
     workload: Optional[str] = typer.Option(None, "--workload"),
     size: Optional[str] = typer.Option(None, "--size"),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     gpus: Optional[int] = typer.Option(None, "--gpus"),
-    status: Optional[str] = typer.Option(None, "--status", help="OK, INCOMPLETE, INVALID or NO_DATA."),
+    status: Optional[str] = typer.Option(None, "--status", callback=lambda v: _valid_status(v),
+                                         help="OK, INCOMPLETE, INVALID or NO_DATA."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the newest N runs."),
     refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="Ask Slurm about launched runs first."),
     as_json: bool = JSON_OPTION,
@@ -218,6 +226,10 @@ def jobs_log(
             offset = fh.tell()
         typer.echo("".join(lines), nl=False)
     if not follow:
+        return
+    if run.get("state") in TERMINAL or (not run.get("job_id") and run.get("state") != "RUNNING"):
+        # Finished, or imported from a log: nothing more will be written.
+        console.print(f"[dim]{run['run_id']}: {run.get('state') or 'imported'}, nothing more to follow[/]", highlight=False)
         return
     try:
         while True:

@@ -10,8 +10,10 @@ from typing import List, Optional
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from llmb.catalog import default_catalog
+from llmb.datafile import format_validation_error
 from llmb.cli.app import JSON_OPTION, app, console, print_json
 from llmb.errors import LlmbError
 from llmb.launch import slurm
@@ -87,26 +89,31 @@ def init(
     kind = ask("Accelerator (gpu/cpu)", accelerator, "gpu" if shutil.which("nvidia-smi") else "cpu")
     if kind not in ("gpu", "cpu"):
         raise LlmbError(f"accelerator must be gpu or cpu, got {kind!r}")
-    settings = SlurmSettings(
-        account=ask("Slurm account", account, None) if mode == "slurm" else account,
-        partition=ask("Slurm partition", partition, parts[0] if parts else None) if mode == "slurm" else partition,
-        qos=qos,
-        reservation=reservation,
-        time_limit=time_limit,
-        gpus_per_node_flag=gres,
-        extra_args=list(sbatch_arg),
-    )
-    cfg = ClusterConfig(
-        install_path=str(root),
-        experiments_path=str(experiments),
-        gpu_type=gpu,
-        gpus_per_node=per_node,
-        launcher=mode,
-        accelerator=kind,
-        slurm=settings,
-        container=ContainerSettings(image=container_image, mounts=list(container_mount)) if container_image else None,
-        env=_parse_env(env),
-    )
+    if container_mount and not container_image:
+        raise LlmbError("--container-mount goes with --container-image")
+    try:
+        settings = SlurmSettings(
+            account=ask("Slurm account", account, None) if mode == "slurm" else account,
+            partition=ask("Slurm partition", partition, parts[0] if parts else None) if mode == "slurm" else partition,
+            qos=qos,
+            reservation=reservation,
+            time_limit=time_limit,
+            gpus_per_node_flag=gres,
+            extra_args=list(sbatch_arg),
+        )
+        cfg = ClusterConfig(
+            install_path=str(root),
+            experiments_path=str(experiments),
+            gpu_type=gpu,
+            gpus_per_node=per_node,
+            launcher=mode,
+            accelerator=kind,
+            slurm=settings,
+            container=ContainerSettings(image=container_image, mounts=list(container_mount)) if container_image else None,
+            env=_parse_env(env),
+        )
+    except ValidationError as exc:
+        raise LlmbError(format_validation_error("cluster configuration", exc)) from None
     values = {}
     for name in secret:
         value = os.environ.get(name)

@@ -19,8 +19,24 @@ if TYPE_CHECKING:
     from llmb.results.analysis import RunResult
     from llmb.results.identity import RunSpec
 
+def _valid_window(value: str | None) -> str | None:
+    if value is not None:
+        from llmb.results.stats import parse_window
+
+        parse_window(value)  # one line naming the value when it is not A:B with A <= B
+    return value
+
+
+def _valid_convention(value: str) -> str:
+    from llmb.plan.flops import CONVENTIONS
+
+    if value not in CONVENTIONS:
+        raise LlmbError(f"unknown FLOPs convention {value!r} (choose from {', '.join(CONVENTIONS)})")
+    return value
+
+
 WINDOW_OPTION = typer.Option(
-    None, "--window", "-w", metavar="A:B",
+    None, "--window", "-w", metavar="A:B", callback=_valid_window,
     help="Iterations to average, inclusive, numbered as the log prints them "
     "(default 11:44 of 50 steps, scaled to the run's length).",
 )
@@ -34,7 +50,8 @@ GPU_TYPE_OPTION = typer.Option(None, "--gpu-type", help="GPU type (default: the 
 LAYOUT_OPTION = typer.Option(
     None, "--layout", metavar="K=V,...", help="Layout knobs that differ from the catalog's row, e.g. gbs=256,tp=2."
 )
-CONVENTION_OPTION = typer.Option("recipe", "--convention", help="FLOPs convention for MFU: recipe, megatron or 6n.")
+CONVENTION_OPTION = typer.Option("recipe", "--convention", callback=_valid_convention,
+                                 help="FLOPs convention for MFU: recipe, megatron or 6n.")
 CSV_OPTION = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 

@@ -157,6 +157,11 @@ def find_eod_id(tokenizer: Tokenizer, eod_token: str | None = None) -> int:
     )
 
 
+#: A byte-level BPE starts from 256 byte tokens; Megatron's index stores token ids as int32.
+MIN_VOCAB = 257
+MAX_VOCAB = 2**31 - 1
+
+
 def _check_writable(prefix: str) -> None:
     probe = bin_path(prefix).with_name(bin_path(prefix).name + ".probe")
     try:
@@ -192,7 +197,13 @@ def prepare(
     given = sum(x is not None for x in (tokenizer, tokenizer_path, train_vocab_size))
     if given != 1:
         raise LlmbError("give exactly one tokenizer: --tokenizer FILE or --train-tokenizer")
+    if train_vocab_size is not None and not MIN_VOCAB <= train_vocab_size <= MAX_VOCAB:
+        raise LlmbError(f"--vocab-size must be a whole number from {MIN_VOCAB} to {MAX_VOCAB:,}, got {train_vocab_size}")
     input_path, output_prefix = Path(input_path), os.fspath(output_prefix)
+    name = Path(output_prefix).name
+    if not name or name.startswith(".") or os.fspath(output_prefix).endswith(os.sep):
+        raise LlmbError(f"--output-prefix {os.fspath(output_prefix)!r} names no file: give a path such as data/prose "
+                        "(writes data/prose.bin and data/prose.idx)")
     if not input_path.is_file():
         raise LlmbError(f"input file {input_path} not found")
     _check_writable(output_prefix)

@@ -19,7 +19,9 @@ Every rank calls the same methods in the same order: they run collectives.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import time
 import warnings
 from concurrent.futures import Future
@@ -31,11 +33,14 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 from llmb.checkpoint_files import checkpoint_dirname, dir_bytes, prune, publish
 from llmb.engine import health
-from llmb.errors import LlmbError
+from llmb.errors import LlmbError, SystemFailure
 
+#: Free space below which a failed save is reported as a full disk.
+LOW_DISK_BYTES = 64 * 2**20
 # One process saves without a process group on purpose; DCP warns about it on every call.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
@@ -81,7 +86,34 @@ class Checkpointer:
         self.wait()  # one save in flight at a time
         start_wall = time.time()
         t0 = time.perf_counter()
-        tmp = self._tmp_dir(step)
+        tmp = None
+        try:
+            tmp = self._tmp_dir(step)
+            self._write(state, step, tmp, async_save, start_wall, t0)
+        except (CheckpointException, OSError) as exc:
+            self._abandon(tmp, step, exc)
+
+    def _abandon(self, tmp: Path | None, step: int, exc: BaseException) -> None:
+        """A save that failed (disk full, permissions, a rank's I/O error): remove its partial
+        folder, keep every earlier checkpoint, and stop the run with the cause in words."""
+        self._pending = None
+        cause = _first_failure(exc)
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = None
+        # torch's writers report a full disk in their own words ("unexpected pos ..."): say it.
+        if "No space left" in cause or getattr(exc, "errno", None) == errno.ENOSPC:
+            cause = f"disk full ({cause})"
+        elif free is not None and free < LOW_DISK_BYTES:
+            cause = f"disk full: {free / 2**20:.1f} MiB left on its file system ({cause})"
+        if self.rank == 0 and tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemFailure(f"checkpoint of step {step} could not be written into {self.root}: {cause}; "
+                            "the partial checkpoint was removed, earlier ones are intact") from None
+
+    def _write(self, state: dict[str, Any], step: int, tmp: Path, async_save: bool, start_wall: float,
+               t0: float) -> None:
         if async_save:
             if dist.is_initialized() and self._pg is None:
                 # Background uploads must not interleave their collectives with training's.
@@ -94,6 +126,7 @@ class Checkpointer:
                      f"{start_wall:.3f}s : Async save started, training blocked for: {blocked_s:.3f}s")
             return
         dcp.save(state, checkpoint_id=str(tmp), no_dist=self._no_dist)
+        health.maybe_fail_save(step)
         self._publish(tmp, step, start_wall, t0, asynchronous=False)
 
     def _tmp_dir(self, step: int) -> Path:
@@ -149,10 +182,14 @@ class Checkpointer:
             return
         future, tmp, step, start_wall, t0 = self._pending
         self._pending = None
-        future.result()
-        if dist.is_initialized():
-            dist.barrier()
-        self._publish(tmp, step, start_wall, t0, asynchronous=True)
+        try:
+            future.result()
+            health.maybe_fail_save(step)
+            if dist.is_initialized():
+                dist.barrier()
+            self._publish(tmp, step, start_wall, t0, asynchronous=True)
+        except (CheckpointException, OSError) as exc:
+            self._abandon(tmp, step, exc)
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, path: Path, state: dict[str, Any], optional: tuple[str, ...] = ()) -> Loaded:
@@ -161,7 +198,11 @@ class Checkpointer:
         ``state`` (e.g. the RNG of a rank that did not exist when it was saved)."""
         start_wall = time.time()
         t0 = time.perf_counter()
-        saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+        try:
+            saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+        except Exception as exc:  # a truncated, empty or foreign .metadata
+            raise LlmbError(f"checkpoint {path} is damaged: its index (.metadata) cannot be read "
+                            f"({_first_failure(exc)})") from None
         dropped = tuple(k for k in optional if k in state
                         and not any(key == k or key.startswith(k + ".") for key in saved))
         for key in dropped:
@@ -182,5 +223,21 @@ class Checkpointer:
                     f"checkpoint {path} does not fit this model: {key.split('.', 1)[1]} has shape {list(size)} "
                     f"there and {list(value.shape)} here (different workload, proxy or model size?)"
                 )
-        dcp.load(state, checkpoint_id=str(path), no_dist=self._no_dist)
+        try:
+            dcp.load(state, checkpoint_id=str(path), no_dist=self._no_dist)
+        except (CheckpointException, Exception) as exc:  # CheckpointException is a BaseException
+            raise LlmbError(f"checkpoint {path} is damaged: its shards cannot be read ({_first_failure(exc)}; "
+                            "truncated or overwritten files?)") from None
         return Loaded(path=path, start_wall_s=start_wall, duration_s=time.perf_counter() - t0, dropped=dropped)
+
+
+def _first_failure(exc: BaseException) -> str:
+    """The underlying error of a DCP failure, in words (DCP wraps each rank's in one exception)."""
+    failures = getattr(exc, "failures", None)
+    if failures:
+        first = next(iter(failures.values()))
+        if isinstance(first, tuple):  # DCP's wrapped (exception, stack summary)
+            first = first[0]
+        exc = first if isinstance(first, BaseException) else exc
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -18,7 +18,8 @@ Test hooks (environment variables, read only by the engine's workers):
 R SIGKILL itself at the start of step N in the first attempt (restart count 0) only;
 ``LLMB_KILL_DURING_SAVE_AT_STEP=N`` SIGKILLs rank 0 in the middle of saving step N's checkpoint
 (every shard and DCP's ``.metadata`` written, not yet published): the worst moment for a
-checkpoint that is not published atomically.
+checkpoint that is not published atomically. ``LLMB_INJECT_ENOSPC_AT_SAVE=N`` makes the disk
+"full" at that moment of step N's save (where a small tmpfs cannot be mounted for the test).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ EXIT_INVALID = 3  # the run finished its work but its numbers are invalid (NaN/i
 INJECT_NAN_ENV = "LLMB_INJECT_NAN_AT_STEP"
 KILL_RANK_ENV = "LLMB_KILL_RANK_AT_STEP"
 KILL_DURING_SAVE_ENV = "LLMB_KILL_DURING_SAVE_AT_STEP"
+ENOSPC_AT_SAVE_ENV = "LLMB_INJECT_ENOSPC_AT_SAVE"
 
 
 class RunInvalid(SystemFailure):
@@ -78,6 +80,16 @@ def maybe_kill_during_save(rank: int, step: int) -> None:
     raw = os.environ.get(KILL_DURING_SAVE_ENV, "").strip()
     if raw and rank == 0 and int(raw) == step and restart_count() == 0:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def maybe_fail_save(step: int) -> None:
+    """Test hook: the disk fills up while step ``step``'s checkpoint is being written (its
+    shards are on disk, the checkpoint is not yet published)."""
+    import errno
+
+    raw = os.environ.get(ENOSPC_AT_SAVE_ENV, "").strip()
+    if raw and int(raw) == step:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def failure_line(exc: BaseException, timeout_s: float) -> str | None:

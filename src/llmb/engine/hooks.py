@@ -130,7 +130,7 @@ class RunHooks:
             self.ckpt.save(self.trainer.state_dict(), self.trainer.completed_steps, async_save=self.opts.async_save)
 
     def status(self, status: str) -> str:
-        return "invalid" if self.invalid_reason is not None else status
+        return "invalid" if self.invalid_reason is not None and status != "failed" else status
 
     def finish(self, status: str) -> None:
         """Close the profiler, save at the end (ENABLE_CHECKPOINT), publish async saves."""
@@ -138,7 +138,7 @@ class RunHooks:
             self.profiler.close()
         if self.ckpt is None:
             return
-        if status != "interrupted":
+        if status not in ("interrupted", "failed"):
             self._save_if_due()
         last = self.trainer.completed_steps
         saved = {s.step for s in self.ckpt.saves}

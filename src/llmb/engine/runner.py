@@ -33,7 +33,7 @@ from llmb.engine.parallel import build_parallel
 from llmb.engine.profiling import nccl_trace_env
 from llmb.engine.recorder import StepRecorder
 from llmb.engine.train import Trainer
-from llmb.errors import LlmbError
+from llmb.errors import LlmbError, SystemFailure
 from llmb.plan.metrics import run_metrics
 from llmb.plan.run import ResolvedRun
 from llmb.records import CONFIG_FILE, SUMMARY_FILE, Denominator, Hardware, RunConfig, RunSummary, WindowSummary
@@ -118,7 +118,7 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
         recorder.start(run.steps - first_step + 1)
         step_times: list[float] = []
         losses: list[float] = []
-        status = "complete"
+        status, failure = "complete", None
         try:
             for step in range(first_step, run.steps + 1):
                 if hooks.should_stop():
@@ -147,14 +147,25 @@ def train(run: ResolvedRun, exp_dir: Path | None, progress: bool = False, stream
             # torchrun follows the user's Ctrl-C with SIGTERM: let the summary be written.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except SystemFailure as exc:  # e.g. a checkpoint that could not be written: disk full
+            status, failure = "failed", str(exc)
         finally:
             recorder.stop_progress()
         status = hooks.status(status)
-        hooks.finish(status)
+        try:
+            hooks.finish(status)
+        except SystemFailure as exc:
+            status, failure = "failed", str(exc)
+        if failure is not None:
+            recorder.note(f"error: {failure}")
         summary = _summary(run, status, step_times, losses, hardware, flops_per_sample, t_start, exp_dir,
-                           hooks.summary_fields())
+                           {**hooks.summary_fields(), "failure": failure})
         if lead:
-            summary.write(exp_dir / SUMMARY_FILE)
+            try:
+                summary.write(exp_dir / SUMMARY_FILE)
+            except OSError as exc:
+                raise SystemFailure(f"{exp_dir / SUMMARY_FILE} could not be written: {exc.strerror or exc}"
+                                    + (f" (the run had stopped: {failure})" if failure else "")) from None
         if dist.is_initialized() and status == "complete":
             dist.barrier()  # no rank tears down the process group while a peer still uses it
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -218,6 +229,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     except LlmbError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except SystemFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         line = health.failure_line(exc, run.options.pg_timeout_s)
         if line is None:
@@ -227,4 +241,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     if summary.status == "invalid":
         print(f"error: {summary.invalid_reason}", file=sys.stderr)
         return health.EXIT_INVALID
+    if summary.status == "failed":
+        print(f"error: {summary.failure}", file=sys.stderr)
+        return 2
     return 0

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmb.datafile import load_model
-from llmb.errors import LlmbError
+from llmb.errors import LlmbError, SystemFailure
 from llmb.paths import install_dir
 
 CONFIG_NAME = "cluster_config.yaml"
@@ -35,12 +35,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What sbatch accepts in these settings (sbatch(1)): names of letters, digits and _.:,=@%/+-;
+# --time as minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, or UNLIMITED.
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9_.:,=@%/+\-]+$")
+_TIME_LIMIT = re.compile(r"^(?:\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(?::\d{1,2}(?::\d{1,2})?)?|UNLIMITED|INFINITE)$",
+                         re.IGNORECASE)
+
+
 class SlurmSettings(_Strict):
     account: str | None = None
     partition: str | None = None
     qos: str | None = None
     reservation: str | None = None
     time_limit: str = Field(default="01:00:00", description="sbatch --time")
+
+    @field_validator("account", "partition", "qos", "reservation")
+    @classmethod
+    def _slurm_name(cls, value: str | None) -> str | None:
+        if value is not None and not _SLURM_NAME.match(value):
+            raise ValueError(f"{value!r} is not a Slurm name (letters, digits and _.:,=@%/+- only)")
+        return value
+
+    @field_validator("time_limit")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        if not _TIME_LIMIT.match(value.strip()):
+            raise ValueError(f"{value!r} is not a Slurm time limit (minutes, HH:MM:SS, D-HH:MM:SS or UNLIMITED)")
+        return value.strip()
     gpus_per_node_flag: bool = Field(
         default=False, description="pass --gpus-per-node (clusters configured with GRES)"
     )
@@ -50,6 +71,15 @@ class SlurmSettings(_Strict):
 class ContainerSettings(_Strict):
     image: str
     mounts: list[str] = Field(default_factory=list)
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, mounts: list[str]) -> list[str]:
+        for m in mounts:
+            src, sep, dst = m.partition(":")
+            if not sep or not src or not dst.split(":")[0] or not _SLURM_NAME.match(m):
+                raise ValueError(f"container mount {m!r} must be SRC:DST (optionally :FLAGS), paths without blanks")
+        return mounts
 
 
 class ClusterConfig(_Strict):
@@ -95,9 +125,15 @@ def config_path(explicit: Path | None = None) -> Path:
 
 
 def load_config(path: Path | None = None, required: bool = False) -> ClusterConfig | None:
-    """Load the configuration; ``None`` when there is none and it is not ``required``."""
+    """Load the configuration; ``None`` when there is none and it is not ``required``. A file
+    named by ``--config`` or ``LLMB_CLUSTER_CONFIG`` must exist: silently using the defaults
+    would send jobs to the wrong partition."""
+    named = path is not None or bool(os.environ.get("LLMB_CLUSTER_CONFIG"))
     path = config_path(path)
     if not path.exists():
+        if named:
+            how = "--config" if os.environ.get("LLMB_CLUSTER_CONFIG") is None else "LLMB_CLUSTER_CONFIG"
+            raise LlmbError(f"no cluster configuration at {path} ({how} names it): check the path, or run `llmb init`")
         if required:
             raise LlmbError(f"no cluster configuration at {path}: run `llmb init` first")
         return None
@@ -107,10 +143,16 @@ def load_config(path: Path | None = None, required: bool = False) -> ClusterConf
 def save_config(config: ClusterConfig, path: Path | None = None) -> Path:
     """Write atomically (a reader never sees half a file)."""
     path = config_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise LlmbError(f"{path} is a folder: give the configuration's file name, e.g. {path / CONFIG_NAME}")
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+        raise SystemFailure(f"cannot write the cluster configuration {path}: {exc.strerror or exc}") from None
     return path
 
 

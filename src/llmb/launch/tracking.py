@@ -96,7 +96,7 @@ def refresh(store) -> list[Change]:
 
 
 #: A local run's end, as the scheduler would say it: the engine's status -> state.
-LOCAL_STATES = {"complete": "COMPLETED", "interrupted": "CANCELLED", "invalid": "FAILED"}
+LOCAL_STATES = {"complete": "COMPLETED", "interrupted": "CANCELLED", "invalid": "FAILED", "failed": "FAILED"}
 
 
 class LocalRun:

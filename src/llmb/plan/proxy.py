@@ -11,10 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmb.catalog.schema import ModelSpec
+from llmb.datafile import load_model
 from llmb.errors import LlmbError
 from llmb.plan.layout import Layout
 
@@ -48,14 +48,7 @@ class ProxyFile(BaseModel):
 
 @lru_cache(maxsize=1)
 def load_proxies(path: Path = PROXIES_FILE) -> ProxyFile:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        pf = ProxyFile.model_validate(data)
-    except (OSError, yaml.YAMLError) as exc:
-        raise LlmbError(f"{path.name}: cannot read proxies: {exc}") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise LlmbError(f"{path.name}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    pf = load_model(path, ProxyFile, strict=False)
     if pf.default not in pf.proxies:
         raise LlmbError(f"{path.name}: default proxy {pf.default!r} is not defined")
     return pf

@@ -21,6 +21,9 @@ from llmb.plan.shapes import ParamCount, param_count
 from llmb.plan.layout import LAYOUT_KNOBS, DerivedLayout, Layout, derive
 from llmb.plan.metrics import RunMetrics, run_metrics
 
+#: Planning beyond this many GPUs is a typo, not a cluster (the largest published run has 2,048).
+MAX_GPUS = 1_000_000
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -195,6 +198,8 @@ def resolve(
         gpus = min(r.gpus for r in rows)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus <= 0:
         raise LayoutError(f"GPUs must be a positive whole number, got {gpus!r}")
+    if gpus > MAX_GPUS:
+        raise LayoutError(f"GPUs must be at most {MAX_GPUS:,} (the largest published run has 2,048), got {gpus:,}")
 
     label = f"{label_base} {dtype} on {gkey}"
     row = next((r for r in rows if r.gpus == gpus), None)

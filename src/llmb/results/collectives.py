@@ -62,6 +62,25 @@ class TraceSummary:
     stats: dict[tuple[str, int | None], CollectiveStats] = field(default_factory=dict)
     lines: int = 0
     ranks: set[str] = field(default_factory=set)
+    #: profiler events of a collective left out because a field was not a number
+    skipped: int = 0
+    files: int = 1
+
+    def merge(self, other: TraceSummary) -> None:
+        """Add another file's summary (another rank's trace or log of the same run)."""
+        for key, s in other.stats.items():
+            mine = self.stats.setdefault(key, CollectiveStats(s.op, s.nranks))
+            mine.calls += s.calls
+            mine.bytes += s.bytes
+            mine.dtypes |= s.dtypes
+            if s.time_s is not None:
+                mine.time_s = (mine.time_s or 0.0) + s.time_s
+        self.lines += other.lines
+        self.ranks |= {f"{other.source}:{r}" for r in other.ranks} if other.kind == "profiler" else other.ranks
+        self.skipped += other.skipped
+        self.files += other.files
+        if other.kind != self.kind:
+            self.kind = "mixed"
 
     def add(self, op: str, nranks: int | None, nbytes: int, dtype: str, time_s: float | None = None) -> None:
         key = (op, nranks)
@@ -77,6 +96,7 @@ class TraceSummary:
 
     def as_dict(self) -> dict[str, object]:
         return {"source": self.source, "kind": self.kind, "lines": self.lines, "ranks": len(self.ranks),
+                "files": self.files, "skipped_events": self.skipped,
                 "collectives": [s.as_dict() for s in self.rows()]}
 
 
@@ -133,6 +153,16 @@ def _numel(dims: object) -> int:
     return n
 
 
+def _number(value: object, kind: type = float) -> float | int | None:
+    """A trace field as a number; None when it is not one (a hand-edited or foreign trace)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def summarize_profiler_trace(events: Iterable[dict], source: str = "<trace>") -> TraceSummary:
     summary = TraceSummary(source, "profiler")
     for ev in events:
@@ -149,21 +179,49 @@ def summarize_profiler_trace(events: Iterable[dict], source: str = "<trace>") ->
             continue
         types = args.get("Input type")
         dtype = str(types[0]) if isinstance(types, list) and types else str(args.get("dtype", "?"))
-        elems = int(args.get("In msg nelems", 0) or 0) or _numel(args.get("Input Dims"))
-        nbytes = elems * TORCH_DTYPE_BYTES.get(str(dtype), 0)
+        try:
+            elems = _number(args.get("In msg nelems", 0) or 0, int)
+            elems = elems if elems else _numel(args.get("Input Dims"))
+        except (TypeError, ValueError):
+            elems = None
         group = args.get("Group size")
-        summary.add(_canonical(op), int(group) if group else None, nbytes, str(dtype), float(ev.get("dur", 0.0)) / 1e6)
+        nranks = _number(group, int) if group else None
+        dur = _number(ev.get("dur", 0.0))
+        if elems is None or dur is None or (group and nranks is None):
+            summary.skipped += 1
+            continue
+        nbytes = elems * TORCH_DTYPE_BYTES.get(str(dtype), 0)
+        summary.add(_canonical(op), nranks, nbytes, str(dtype), dur / 1e6)
         summary.lines += 1
         summary.ranks.add(str(ev.get("pid", "?")))
     return summary
 
 
 def summarize_path(path: Path) -> TraceSummary:
-    """Summarize a profiler trace (``*.json``, ``*.json.gz``) or an NCCL log (anything else)."""
+    """Summarize a profiler trace (``*.json``, ``*.json.gz``), an NCCL log (anything else), or a
+    run's experiment folder (its ``profiles/`` traces and ``nccl/`` logs, every rank's together).
+    Refused when nothing in it is a collective."""
     if not path.exists():
         raise LlmbError(f"no such file: {path}")
     if path.is_dir():
-        raise LlmbError(f"{path} is a folder: give a profiler trace or a log file")
+        files = sorted([*path.glob("profiles/*.json"), *path.glob("profiles/*.json.gz"), *path.glob("nccl/*.log")])
+        if not files:
+            raise LlmbError(f"{path}: no profiler traces (profiles/) or NCCL logs (nccl/) in this folder; "
+                            "run with --profile or --nccl-trace, or name a trace file")
+        total = _summarize_file(files[0])
+        total.source = str(path)
+        for f in files[1:]:
+            total.merge(_summarize_file(f))
+    else:
+        total = _summarize_file(path)
+    if not total.stats:
+        what = "profiler trace events of collectives" if total.kind == "profiler" else "NCCL INFO collective lines"
+        extra = f" ({total.skipped} with non-numeric fields were skipped)" if total.skipped else ""
+        raise LlmbError(f"{path.name}: no {what}{extra}")
+    return total
+
+
+def _summarize_file(path: Path) -> TraceSummary:
     name = path.name
     if name.endswith((".json", ".json.gz", ".pt.trace.json")):
         import gzip
