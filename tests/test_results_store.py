@@ -85,7 +85,7 @@ def test_newer_or_foreign_file_is_refused(tmp_path):
         Store.open(path)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(LlmbError, match="not a usable llmb job store"):
+    with pytest.raises(LlmbError, match="is not an llmb job store"):
         Store.open(junk)
 
 

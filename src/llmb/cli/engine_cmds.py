@@ -189,6 +189,7 @@ def doctor_cmd(as_json: bool = JSON_OPTION) -> None:
     """Print the environment and measure (and cache) the CPU GEMM ceiling used for MFU."""
     import torch
 
+    from llmb.engine import ceiling
     from llmb.engine.ceiling import cache_file, gemm_ceiling
     from llmb.engine.environment import environment_facts
 
@@ -200,6 +201,7 @@ def doctor_cmd(as_json: bool = JSON_OPTION) -> None:
         ceilings[dtype] = {"gflops": flops / 1e9, "measure_s": time.perf_counter() - t0}
     facts["gemm_ceiling_measured"] = ceilings
     facts["gemm_ceiling_cache"] = str(cache_file())
+    facts["gemm_ceiling_cache_error"] = ceiling.last_cache_error
     if as_json:
         print_json(facts)
         return
@@ -212,6 +214,9 @@ def doctor_cmd(as_json: bool = JSON_OPTION) -> None:
     table.add_row("backends", ", ".join(k for k, v in facts["backends"].items() if v) or "none")
     for dtype, c in ceilings.items():
         table.add_row(f"GEMM ceiling {dtype} (measured, {torch.get_num_threads()} threads)", f"{c['gflops']:.1f} GFLOP/s")
-    table.add_row("cached in", facts["gemm_ceiling_cache"])
+    if ceiling.last_cache_error:
+        table.add_row("NOT cached", ceiling.last_cache_error)
+    else:
+        table.add_row("cached in", facts["gemm_ceiling_cache"])
     console.print(table)
     console.print("MFU on CPU divides by the measured GEMM ceiling of the run's precision.", highlight=False)

@@ -217,11 +217,12 @@ def import_cmd(
     if run_id is not None and len(results) != 1:
         raise LlmbError(f"--run-id names one run but {len(results)} logs were found")
     store = Store.open()
-    done = []
+    done, rows = [], []
     for res in results:
         rid = run_id or run_id_for(res)
-        store.put(store_row(res, rid, cluster=cluster, job_id=job_id), res.parsed.records)
+        rows.append((store_row(res, rid, cluster=cluster, job_id=job_id), res.parsed.records))
         done.append({"run_id": rid, "status": res.stats.status.value, "path": res.parsed.path})
+    store.put_many(rows)  # all of them, or (disk full, ...) none: the error says which
     if as_json:
         print_json(done)
         return

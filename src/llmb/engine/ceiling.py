@@ -68,6 +68,10 @@ def cached_ceiling(dtype: str) -> float | None:
     return float(entry["flops"]) if entry else None
 
 
+#: why the last measurement could not be cached (None: it was)
+last_cache_error: str | None = None
+
+
 def store_ceiling(dtype: str, flops: float) -> float:
     """Cache a measurement; returns the ceiling now cached. The ceiling is the best the
     machine has been seen to do: a measurement taken while other work loads the cores comes
@@ -77,13 +81,20 @@ def store_ceiling(dtype: str, flops: float) -> float:
     if old and float(old["flops"]) >= flops:
         return float(old["flops"])
     data[cache_key(dtype)] = {"flops": flops, "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    global last_cache_error
+    tmp = cache_file().with_suffix(".tmp")
     try:
         cache_file().parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file().with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(cache_file())
-    except OSError:
-        pass  # a read-only home only costs a re-measurement next time
+        last_cache_error = None
+    except OSError as exc:
+        # A read-only or full home only costs a re-measurement next time; `llmb doctor` says so.
+        last_cache_error = f"{cache_file()}: {exc.strerror or exc}"
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return flops
 
 

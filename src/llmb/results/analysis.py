@@ -334,7 +334,9 @@ def store_row(result: RunResult, run_id: str, cluster: str | None = None, job_id
         "gpu_type": row["gpu_type"],
         "device": row["device"],
         "cluster": cluster,
-        "layout": result.recipe.layout.as_dict() if result.recipe else None,
+        # The layout that ran: the recipe's, else at least the knobs the user named (so a
+        # comparison can see that it is not the baseline's layout).
+        "layout": result.recipe.layout.as_dict() if result.recipe else (dict(result.spec.layout) or None),
         "format": row["format"],
         "status": row["status"],
         "window": row["window"],

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llmb.errors import LlmbError
+from llmb.errors import LlmbError, SystemFailure
 from llmb.paths import llmb_home
 from llmb.results.record import StepRecord
 
@@ -149,7 +149,18 @@ def connect(path: Path, migrate_to: int | None = SCHEMA_VERSION) -> sqlite3.Conn
             migrate(conn, migrate_to)
         return conn
     except sqlite3.DatabaseError as exc:
-        raise LlmbError(f"{path} is not a usable llmb job store ({exc})") from None
+        raise store_error(path, exc) from None
+
+
+def store_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """One line for a store that failed: the environment's fault (a full disk, an I/O error, a
+    read-only file) is a system failure; a file that is no llmb store is the user's to move."""
+    text = str(exc).lower()
+    if any(k in text for k in ("disk is full", "disk i/o", "readonly", "read-only", "unable to open", "locked")):
+        what = "disk full" if "full" in text else str(exc)
+        return SystemFailure(f"the job store {path} cannot be written: {what}")
+    return LlmbError(f"{path} is not an llmb job store ({exc}); move it away to start a new one, "
+                     "or point LLMB_HOME elsewhere")
 
 
 def _set_wal(conn: sqlite3.Connection) -> None:
@@ -184,6 +195,8 @@ class Store:
         conn = connect(self.path)
         try:
             yield conn
+        except sqlite3.DatabaseError as exc:  # e.g. the disk filled up during a write
+            raise store_error(self.path, exc) from None
         finally:
             conn.close()
 
@@ -195,13 +208,28 @@ class Store:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled back (a full disk ends the transaction itself)
                 raise
 
     # ------------------------------------------------------------------ writing
 
     def put(self, run: dict[str, Any], steps: Iterable[StepRecord] = ()) -> None:
         """Insert or replace one run (and its steps) atomically."""
+        self.put_many([(run, steps)])
+
+    def put_many(self, runs: Iterable[tuple[dict[str, Any], Iterable[StepRecord]]]) -> None:
+        """Insert or replace several runs (with their steps) in one transaction: all are stored,
+        or none is."""
+        prepared = [self._rows(run, steps) for run, steps in runs]
+        with self._write() as conn:
+            for row, step_rows in prepared:
+                self._insert(conn, row, step_rows)
+
+    @staticmethod
+    def _rows(run: dict[str, Any], steps: Iterable[StepRecord]) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
         row = {k: _json_safe(run.get(k)) for k in RUN_COLUMNS}
         if not row["run_id"]:
             raise LlmbError("a run needs a run id")
@@ -209,6 +237,11 @@ class Store:
         for k in _JSON_COLUMNS:
             if row[k] is not None and not isinstance(row[k], str):
                 row[k] = json.dumps(row[k], default=str)
+        step_rows = [(row["run_id"], *(_json_safe(getattr(s, c)) for c in STEP_COLUMNS)) for s in steps]
+        return row, step_rows
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, row: dict[str, Any], step_rows: list[tuple[Any, ...]]) -> None:
         cols = ", ".join(RUN_COLUMNS)
         marks = ", ".join(f":{c}" for c in RUN_COLUMNS)
         # Re-importing a log refreshes what the log says; facts only the user gave (cluster,
@@ -218,16 +251,12 @@ class Store:
             for c in RUN_COLUMNS
             if c != "run_id"
         )
-        step_rows = [
-            (row["run_id"], *(_json_safe(getattr(s, c)) for c in STEP_COLUMNS)) for s in steps
-        ]
-        with self._write() as conn:
-            conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_id) DO UPDATE SET {updates}", row)
-            conn.execute("DELETE FROM steps WHERE run_id = ?", (row["run_id"],))
-            conn.executemany(
-                f"INSERT INTO steps (run_id, {', '.join(STEP_COLUMNS)}) VALUES ({', '.join('?' * (len(STEP_COLUMNS) + 1))})",
-                step_rows,
-            )
+        conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_id) DO UPDATE SET {updates}", row)
+        conn.execute("DELETE FROM steps WHERE run_id = ?", (row["run_id"],))
+        conn.executemany(
+            f"INSERT INTO steps (run_id, {', '.join(STEP_COLUMNS)}) VALUES ({', '.join('?' * (len(STEP_COLUMNS) + 1))})",
+            step_rows,
+        )
 
     def set_state(self, run_id: str, state: str, reason: str | None = None) -> None:
         """Record the scheduler's state of a launched run (and why, when it says)."""
