@@ -42,7 +42,8 @@ def _gpu_axis(ax: Any, counts: list[int]) -> None:
 
 
 def plot_scaling(group: Group, path: Path) -> Path:
-    """Tokens/s and MFU against GPU count for one group; returns ``path``."""
+    """Tokens/s and MFU against GPU count for one group; returns ``path``. One GPU count is
+    drawn as bars (measured next to the baseline and the prediction), several as lines."""
     counts = group.gpu_counts
     fig = _new(10, 4)
     ax_t, ax_m = fig.subplots(1, 2)
@@ -57,12 +58,52 @@ def plot_scaling(group: Group, path: Path) -> Path:
             [p[2] if (p := group.predicted.get(n)) else None for n in counts],
         ),
     }
+    colors = {"measured": MEASURED, "baseline": BASELINE, "predicted": PREDICTED}
+    if len(counts) == 1:
+        _bars(ax_t, ax_m, series, colors, f"{counts[0]}x {group.units}")
+    else:
+        _lines(ax_t, ax_m, counts, series, colors)
+        for ax in (ax_t, ax_m):
+            _gpu_axis(ax, counts)
+            ax.set_xlabel(group.units)
+    ax_t.set_title("Throughput")
+    ax_t.set_ylabel("tokens/s (whole job)")
+    ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax_m.set_title("Model FLOPs utilization")
+    ax_m.set_ylabel("MFU (%)")
+    ax_m.set_ylim(0, max([100.0 * (m or 0) for m in series["measured"][1] + series["baseline"][1]
+                          + series["predicted"][1]] + [10.0]) * 1.25)
+    for ax in (ax_t, ax_m):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right")
+    fig.suptitle(f"{group.title} on {group.where}: measured vs published baseline"
+                 + (" and prediction" if group.predicted else ""))
+    fig.savefig(path)
+    return path
+
+
+def _bars(ax_t: Any, ax_m: Any, series: dict, colors: dict, label: str) -> None:
+    """One scale: a bar per series (a lone dot says nothing), values written on them."""
+    names = [n for n in ("measured", "baseline", "predicted") if series[n][0][0] is not None or series[n][1][0] is not None]
+    for ax, idx, scale, fmt in ((ax_t, 0, 1.0, "{:,.0f}"), (ax_m, 1, 100.0, "{:.1f}%")):
+        values = [(n, series[n][idx][0]) for n in names if series[n][idx][0] is not None]
+        for i, (name, v) in enumerate(values):
+            bar = ax.bar(i, v * scale, color=colors[name], width=0.6)  # named below it: no legend
+            ax.bar_label(bar, labels=[fmt.format(v * scale)], padding=2, fontsize=8)
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels([n for n, _ in values])
+        ax.set_xlabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+        if idx == 0:
+            ax.set_ylim(0, max([v for _, v in values] + [1.0]) * 1.25)
+
+
+def _lines(ax_t: Any, ax_m: Any, counts: list[int], series: dict, colors: dict) -> None:
     # The measured series last and on top: it must stay visible where it meets the baseline.
-    for name, color, marker, z in (("baseline", BASELINE, "s", 2), ("predicted", PREDICTED, "^", 2),
-                                   ("measured", MEASURED, "o", 3)):
+    for name, marker, z in (("baseline", "s", 2), ("predicted", "^", 2), ("measured", "o", 3)):
         tokens, mfu = series[name]
-        style = dict(marker=marker, color=color, label=name, zorder=z, markersize=7 if z == 3 else 9,
-                     markerfacecolor=color if z == 3 else "none")
+        style = dict(marker=marker, color=colors[name], label=name, zorder=z, markersize=7 if z == 3 else 9,
+                     markerfacecolor=colors[name] if z == 3 else "none", linewidth=2 if z == 3 else 1.2)
         pts = [(n, t) for n, t in zip(counts, tokens) if t is not None]
         if pts:
             ax_t.plot(*zip(*pts), **style)
@@ -73,31 +114,11 @@ def plot_scaling(group: Group, path: Path) -> Path:
     if len(measured) > 1:
         # Weak scaling keeps the per-GPU work constant: perfect scaling is a straight line.
         n0, t0 = measured[0]
-        ax_t.plot(counts, [t0 * n / n0 for n in counts], linestyle=":", color="gray", label="linear from smallest")
-    ax_t.set_title("Throughput")
-    ax_t.set_ylabel("tokens/s (whole job)")
-    if len(counts) > 1:
-        ax_t.set_yscale("log")
-        ax_t.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
-        ax_t.yaxis.set_minor_formatter(NullFormatter())
-    else:
-        # One scale: a linear axis from zero, so a 1 % gap does not look like a cliff.
-        tops = [t for t in series["measured"][0] + series["baseline"][0] + series["predicted"][0] if t is not None]
-        ax_t.set_ylim(0, max(tops + [1.0]) * 1.25)
-    ax_t.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax_m.set_title("Model FLOPs utilization")
-    ax_m.set_ylabel("MFU (%)")
-    ax_m.set_ylim(0, max([100.0 * (m or 0) for m in series["measured"][1] + series["baseline"][1]
-                          + series["predicted"][1]] + [10.0]) * 1.25)
-    for ax in (ax_t, ax_m):
-        _gpu_axis(ax, counts)
-        if ax.lines:
-            ax.legend(loc="lower right")
-    fig.suptitle(f"{group.title} on {group.where}: measured vs published baseline"
-                 + (" and prediction" if group.predicted else ""))
-    fig.savefig(path)
-    return path
-
+        ax_t.plot(counts, [t0 * n / n0 for n in counts], linestyle="--", linewidth=1.5, color="#444444",
+                  zorder=1, label="linear from smallest")
+    ax_t.set_yscale("log")
+    ax_t.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    ax_t.yaxis.set_minor_formatter(NullFormatter())
 
 def plot_steps(title: str, steps: list[dict[str, Any]], window: tuple[int, int] | None, path: Path) -> Path | None:
     """Step time per iteration with the window shaded; ``None`` if there are no step times.
