@@ -1,0 +1,42 @@
+"""The GPU validation kit (scripts/gpu-check.sh): it refuses in one line where there is no GPU,
+and its plumbing (every check, the table, the files) works, checked on the CPU with small shapes
+(``--cpu-smoke``; its numbers mean nothing, the GPU run's do)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU: the kit would run")
+def test_the_kit_refuses_without_a_gpu(tmp_path):
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu-check.sh"), str(tmp_path / "out")],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "needs a CUDA GPU" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing installed or written
+
+
+@pytest.mark.slow
+def test_the_kits_plumbing_on_a_cpu(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--out", str(out), "--cpu-smoke", "--steps", "8",
+         "--skip", "compile,hf,titan"],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((out / "gpu-check.json").read_text())
+    status = {r["check"]: r["status"] for r in data["checks"]}
+    assert status == {"env": "ok", "bf16": "ok", "compile": "SKIP", "fp8": "SKIP", "hf": "SKIP", "titan": "SKIP",
+                      "moe": "ok", "nemotron": "ok", "dcp": "ok", "profiler": "ok", "nccl": "SKIP", "results": "ok"}
+    table = (out / "gpu-check.md").read_text()
+    assert "| bf16 | ok |" in table and proc.stdout.rstrip().endswith(table.rstrip().splitlines()[-1])
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and {"gpu-check.json", "gpu-check.md", "gpu-check.log", "report.md"} <= set(files)
