@@ -248,7 +248,7 @@ def test_doctor_measures_and_caches_the_ceiling(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LLMB_HOME", str(tmp_path))
     assert main(["doctor", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert facts["torch"].startswith("2.13")
+    assert facts["torch"] == __import__("torch").__version__
     assert facts["gemm_ceiling_measured"]["fp32"]["gflops"] > 0
     assert facts["gemm_ceiling_measured"]["bf16"]["gflops"] > 0
     from llmb.engine.ceiling import cached_ceiling

@@ -10,6 +10,8 @@ compute; gradients are reduced in fp32.
 
 from __future__ import annotations
 
+import inspect
+
 import warnings
 
 import torch
@@ -56,7 +58,10 @@ def apply_ddp(model: nn.Module, group: dist.ProcessGroup) -> nn.Module:
     """Wrap ``model`` in DDP reducing with SUM (DDP itself would divide by the world size)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    # The buffers (rotary tables) are computed identically on every rank: no syncing.
-    ddp = DistributedDataParallel(model, process_group=group, forward_sync_buffers=False)
+    # The buffers (rotary tables) are computed identically on every rank: no syncing. torch 2.13
+    # names the flag forward_sync_buffers (broadcast_buffers deprecated); 2.11 has only the old one.
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    ddp = DistributedDataParallel(model, process_group=group, **no_sync)
     ddp.register_comm_hook(group, _sum_hook)
     return ddp
