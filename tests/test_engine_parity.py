@@ -96,6 +96,13 @@ CASES = [
     ("tp2-etp1-ep2", "llama4-maverick", 2, {"pp": 1, "tp": 2, "etp": 1, "ep": 2}, "fsdp"),
     ("tp2-etp2-ep2-dp2", "llama4-maverick", 4, {"pp": 1, "tp": 2, "etp": 2, "ep": 2}, "fsdp"),
     ("pp2-tp2-etp2", "llama4-maverick", 4, {"pp": 2, "vp": 1, "tp": 2, "etp": 2, "ep": 1}, "fsdp"),
+    # The architecture variants under the layouts that touch them: Nemotron-4's partial RoPE and
+    # zero-centred LayerNorm and Llama 4's NoPE layer (layer 3 of the proxy's 4) and input-side
+    # gating under CP (rotary tables indexed by the rank's positions) and TP (heads split).
+    # Llama 3.1's RoPE scaling runs in every llama3.1 case above.
+    ("cp2-nemotron", "nemotron4", 2, {"pp": 1, "cp": 2}, "fsdp"),
+    ("tp2-nemotron", "nemotron4", 2, {"pp": 1, "tp": 2}, "fsdp"),
+    ("cp2-ep2-llama4", "llama4-maverick", 2, {"pp": 1, "cp": 2, "ep": 2}, "fsdp"),
 ]
 
 
