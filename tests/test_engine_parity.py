@@ -120,3 +120,46 @@ def test_layout_matches_one_process(workload, nproc, overrides, dp_mode):
             )
     # The run must actually learn something for the comparison to mean anything.
     assert ref[0] != ref[STEPS - 1]
+
+
+def _bf16_tp_worker(rank, nproc, port, out_dir):
+    import warnings
+
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=nproc)
+    try:
+        from llmb.engine.parallel import build_parallel
+        from llmb.engine.train import Trainer
+        from llmb.plan.run import RunRequest, resolve_run
+
+        run = resolve_run(RunRequest(workload="llama3.1", proxy="cpu-tiny", dtype="bf16", nproc=nproc, steps=2,
+                                     overrides={"cp": 1, "tp": 2, "mbs": 2, "gbs": 4}))
+        trainer = Trainer(run, build_parallel(run.parallel_dims), torch.device("cpu"))
+        dtypes = {str((p.to_local() if isinstance(p, DTensor) else p).dtype)
+                  for m in trainer.parts.modules for p in m.parameters()}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.step()
+        mismatch = [str(w.message) for w in caught if "Mismatch dtype" in str(w.message)]
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(repr((sorted(dtypes), mismatch)))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_bf16_tensor_parallel_weights_are_bf16_shards():
+    """bf16 without FSDP casts the model's weights; a DTensor's local shard must be cast too
+    (``p.data = ...`` changed only the wrapper's dtype: the TP run computed in fp32 and the
+    fused RMSNorm warned about an fp32 input with a "bf16" weight)."""
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(_bf16_tp_worker, args=(2, _free_port(), out), nprocs=2)
+        for r in range(2):
+            dtypes, mismatch = eval(open(os.path.join(out, f"rank{r}.txt")).read())
+            assert dtypes == ["torch.bfloat16"] and mismatch == [], (r, dtypes, mismatch)
