@@ -26,6 +26,7 @@ from llmb.checkpoint_files import CHECKPOINTS_DIR, latest_checkpoint
 from llmb.engine import health
 from llmb.engine.checkpoint import Checkpointer
 from llmb.engine.profiling import StepProfiler, nccl_trace_note
+from llmb.engine.train import DESCRIPTION_KEY
 from llmb.errors import LlmbError
 from llmb.records import CheckpointSave, Resumed
 
@@ -81,7 +82,7 @@ class RunHooks:
         """Load ``path`` into the trainer; returns the completed steps it holds."""
         t = self.trainer
         state = t.state_dict()
-        loaded = self.ckpt.load(path, state, optional=(t.rng_key,))
+        loaded = self.ckpt.load(path, state, optional=(t.rng_key, DESCRIPTION_KEY))
         t.load_state_dict(state)
         step, train = t.completed_steps, state["train"]
         if step >= self.run.steps and health.restart_count() == 0:
