@@ -163,3 +163,88 @@ def test_bf16_tensor_parallel_weights_are_bf16_shards():
         for r in range(2):
             dtypes, mismatch = eval(open(os.path.join(out, f"rank{r}.txt")).read())
             assert dtypes == ["torch.bfloat16"] and mismatch == [], (r, dtypes, mismatch)
+
+
+# -- --init-from hf:DIR in every kind of layout ---------------------------------------------------
+
+INIT_CASES = [
+    ("dp2-fsdp", "llama3.1", {"cp": 1}),
+    ("tp2", "llama3.1", {"cp": 1, "tp": 2}),
+    ("cp2", "nemotron4", {"pp": 1, "cp": 2}),
+    ("pp2", "nemotron4", {"pp": 2}),
+    ("ep2-dp2", "llama4-maverick", {"pp": 1, "ep": 2}),
+    ("tp2-etp2", "llama4-maverick", {"pp": 1, "tp": 2, "etp": 2, "ep": 1}),
+]
+
+
+def _hf_dir(workload: str, root: str) -> str:
+    """A transformers checkpoint of the workload's cpu-tiny proxy, with other weights than any
+    run's own seeded initialization."""
+    import torch
+
+    from llmb.engine.hf import export_hf
+    from llmb.engine.models.transformer import build_model
+    from llmb.plan.run import RunRequest, resolve_run
+
+    spec = resolve_run(RunRequest(workload=workload, proxy="cpu-tiny", dtype="fp32", nproc=1)).model
+    model = build_model(spec, "cpu")
+    model.init_weights(seed=4321)
+    weights = {n: p.detach() for n, p in model.named_parameters()}
+    out = os.path.join(root, workload)
+    export_hf(spec, lambda names: {n: weights[n] for n in names}, list(weights), __import__("pathlib").Path(out),
+              torch.float32)
+    return out
+
+
+def _init_losses(workload, nproc, overrides, hf_dir):
+    """(first-step loss, weights this rank read, weights in the model)."""
+    import torch
+
+    from llmb.engine.hooks import RunHooks
+    from llmb.engine.parallel import build_parallel
+    from llmb.engine.train import Trainer
+    from llmb.plan.options import RunOptions
+    from llmb.plan.run import RunRequest, resolve_run
+
+    run = resolve_run(RunRequest(workload=workload, proxy="cpu-tiny", dtype="fp32", nproc=nproc, steps=2,
+                                 overrides={**BATCH, **overrides}, options=RunOptions(init_from=f"hf:{hf_dir}")))
+    trainer = Trainer(run, build_parallel(run.parallel_dims), torch.device("cpu"))
+    hooks = RunHooks(run, trainer, None, trainer.par.rank, torch.device("cpu"), log=lambda _: None)
+    hooks.start()
+    loss = trainer.step().loss
+    from llmb.plan.shapes import param_count
+
+    return [loss, hooks.initialized_from.elements_read, param_count(run.model).total]
+
+
+def _init_worker(rank, nproc, port, out_dir, workload, overrides, hf_dir):
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=nproc)
+    try:
+        values = _init_losses(workload, nproc, overrides, hf_dir)
+        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(repr(values))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload,overrides", [c[1:] for c in INIT_CASES], ids=[c[0] for c in INIT_CASES])
+def test_init_from_hf_loads_every_layout(workload, overrides, tmp_path):
+    """Each rank reads only the slices its shards hold, and the first step's loss (before any
+    update) equals one process's from the same checkpoint, not the seeded initialization's."""
+    hf_dir = _hf_dir(workload, str(tmp_path))
+    one_loss, one_read, total = _init_losses(workload, 1, {}, hf_dir)
+    assert one_read == total and abs(one_loss - _reference(workload)[0]) > 1e-3
+    mp.spawn(_init_worker, args=(2, _free_port(), str(tmp_path), workload, overrides, hf_dir), nprocs=2)
+    for r in range(2):
+        loss, read, _ = eval(open(os.path.join(tmp_path, f"rank{r}.txt")).read())
+        print(f"{workload} {overrides} rank {r}: read {read / total:.2f} of the weights, "
+              f"loss rel diff {abs(loss - one_loss) / one_loss:.1e}")
+        assert abs(loss - one_loss) <= REL_TOL * one_loss, (r, loss, one_loss)
+        assert read <= 0.55 * total, (r, read, total)

@@ -24,6 +24,7 @@ and goes a group of layers at a time, so memory holds one safetensors shard, not
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,7 +271,16 @@ def export_hf(spec: ModelSpec, read_tensors, names: list[str], out_dir: Path, dt
         files.append(out_dir / INDEX_FILE)
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     files.append(out_dir / CONFIG_FILE)
+    mode = 0o666 & ~_umask()  # safetensors writes its files 0600; a model folder is for sharing
+    for f in files:
+        os.chmod(f, mode)
     return files
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _groups(names: list[str]) -> list[list[str]]:
