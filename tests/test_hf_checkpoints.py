@@ -1,9 +1,10 @@
-"""Hugging Face checkpoints in and out, against transformers 5.23.0.
+"""Hugging Face checkpoints in and out, and ``llmb eval``, against transformers 5.23.0.
 
 - export: a trained llmb checkpoint -> ``llmb ckpt export --to hf`` ->
   ``AutoModelForCausalLM.from_pretrained`` gives the engine's logits (every family);
-- in: ``llmb run --init-from hf:DIR`` starts from exactly the weights of a transformers
-  checkpoint (its first loss is transformers' on that batch);
+- in: ``save_pretrained`` of a tiny random transformers model -> ``llmb eval --init-from
+  hf:DIR`` gives transformers' own loss on the same windows (1e-4), and ``llmb run --init-from
+  hf:DIR`` starts from exactly those weights (its first loss is transformers' on that batch);
 - every mistake planning can see is one line before anything loads.
 The multi-rank loads (each rank reading its shards only) are in ``test_engine_parity.py``.
 """
@@ -14,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +26,7 @@ from llmb.cli import main  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TOL = 1e-5
+EVAL_TOL = 1e-4
 
 
 def _cli(argv, capsys):
@@ -115,6 +118,52 @@ def _hf_tiny(kind: str):
     return model
 
 
+def _dataset(prefix: Path, vocab: int, tokens: int = 2000) -> np.ndarray:
+    from llmb.data.indexed import IndexedDatasetWriter
+
+    rng = np.random.default_rng(3)
+    stream = rng.integers(0, vocab, tokens)
+    with IndexedDatasetWriter(prefix, vocab_size=vocab) as w:
+        for doc in np.array_split(stream, 17):  # documents of unequal length: the stream ignores them
+            w.add_document(doc)
+    return stream
+
+
+@pytest.mark.parametrize("kind", ["llama3.1", "llama4-maverick", "nemotron4"])
+def test_eval_of_a_transformers_checkpoint_gives_transformers_loss(kind, tmp_path, capsys):
+    hf = _hf_tiny(kind)
+    hf.save_pretrained(tmp_path / "hf")
+    stream = _dataset(tmp_path / "data", 256)
+    n, s = 5, 24
+    code, out, err = _cli(["eval", "--init-from", f"hf:{tmp_path / 'hf'}", "--data", str(tmp_path / "data"),
+                           "--batches", str(n), "--seq-len", str(s), "--mbs", "2", "--json"], capsys)
+    assert code == 0, err
+    got = json.loads(out)
+    hf.eval()
+    with torch.no_grad():  # window k: tokens k*s .. k*s+s (s+1 tokens); transformers shifts the labels
+        windows = torch.tensor(np.stack([stream[k * s : k * s + s + 1] for k in range(n)]))
+        want = float(hf(input_ids=windows, labels=windows).loss)
+    print(f"{kind}: llmb eval {got['loss']:.8f}, transformers {want:.8f}")
+    assert got["tokens_scored"] == n * s and got["seq_len"] == s
+    assert abs(got["loss"] - want) <= EVAL_TOL * want
+
+
+def test_eval_of_a_llmb_checkpoint_equals_eval_of_its_export(tmp_path, capsys):
+    ckpt = _trained_checkpoint(tmp_path, "llama4-maverick", steps=2)
+    assert _cli(["ckpt", "export", str(ckpt), "--out", str(tmp_path / "hf")], capsys)[0] == 0
+    _dataset(tmp_path / "data", 512)
+    args = ["--data", str(tmp_path / "data"), "--batches", "3", "--json"]
+    results = {}
+    for name, source, extra in [("llmb", str(ckpt), []), ("hf", f"hf:{tmp_path / 'hf'}", ["--seq-len", "64"]),
+                                ("llmb-bf16", str(ckpt), ["--dtype", "bf16"])]:
+        code, out, err = _cli(["eval", "--init-from", source, *args, *extra], capsys)
+        assert code == 0, err
+        results[name] = json.loads(out)
+    assert results["llmb"]["seq_len"] == 64  # the checkpoint's own sequence length by default
+    assert abs(results["llmb"]["loss"] - results["hf"]["loss"]) <= 1e-6 * results["hf"]["loss"]
+    assert abs(results["llmb-bf16"]["loss"] - results["llmb"]["loss"]) <= 2e-2 * results["llmb"]["loss"]
+
+
 def test_run_init_from_hf_starts_from_those_weights(tmp_path, capsys, monkeypatch):
     """The first step's loss (before any update) is transformers' loss on that batch."""
     import torch.nn.functional as F
@@ -178,13 +227,14 @@ def test_run_init_from_a_llmb_checkpoint_takes_its_weights_only(tmp_path, capsys
 
 # -- one-line refusals ---------------------------------------------------------------------------
 
-def test_init_from_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
+def test_init_from_and_eval_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "exp"))
     hf = _hf_tiny("llama3.1")
     hf.save_pretrained(tmp_path / "hf")
     (tmp_path / "empty").mkdir()
     (tmp_path / "noweights").mkdir()
     (tmp_path / "noweights" / "config.json").write_text((tmp_path / "hf" / "config.json").read_text())
+    _dataset(tmp_path / "data", 256, tokens=100)
     hfdir = f"hf:{tmp_path / 'hf'}"
     capsys.readouterr()  # transformers' own progress output from saving
     cases = [
@@ -193,6 +243,9 @@ def test_init_from_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
         (["run", "--proxy", "cpu-tiny", "--init-from", "hf:" + str(tmp_path / "noweights"), "--dry-run"], "the weights"),
         (["run", "--proxy", "cpu-tiny", "--init-from", hfdir, "--dry-run"], "is another model than this run's: ffn_hidden"),
         (["run", "--proxy", "cpu-tiny", "--init-from", hfdir, "--resume", "--dry-run"], "give one"),
+        (["eval", "--init-from", hfdir, "--data", str(tmp_path / "data"), "--batches", "9"], "need 577"),
+        (["eval", "--init-from", hfdir, "--data", str(tmp_path / "data"), "--batches", "0"], "--batches must be"),
+        (["eval", "--init-from", hfdir, "--data", str(tmp_path / "nodata"), "--batches", "1"], "no indexed dataset"),
         (["ckpt", "export", str(tmp_path / "exp"), "--out", str(tmp_path / "x")], "does not exist"),
         (["ckpt", "export", str(tmp_path), "--to", "gguf", "--out", str(tmp_path / "x")], "the one export format is hf"),
     ]

@@ -1,13 +1,16 @@
-"""Trained models out: ``llmb ckpt export`` (a llmb checkpoint as a transformers checkpoint).
+"""Trained models in and out: ``llmb eval`` (the loss of a checkpoint on a dataset) and
+``llmb ckpt export`` (a llmb checkpoint as a transformers checkpoint).
 
-It takes a llmb checkpoint (a ``step_N`` folder, its ``checkpoints/`` folder or its
-experiment folder). What it is given is checked before anything is loaded; the work is the
+Both take a llmb checkpoint (a ``step_N`` folder, its ``checkpoints/`` folder or its
+experiment folder) or, for ``eval``, ``hf:DIR``, a transformers checkpoint folder. What they
+are given is checked by :mod:`llmb.plan.pretrained` before anything is loaded; the work is the
 engine's (:mod:`llmb.engine.pretrained`), in this process, on one rank.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -16,6 +19,38 @@ from llmb.errors import LlmbError
 
 ckpt_app = typer.Typer(help="Checkpoints: export to other formats.", no_args_is_help=True)
 app.add_typer(ckpt_app, name="ckpt")
+
+
+@app.command("eval")
+def eval_cmd(
+    init_from: str = typer.Option(..., "--init-from", help="the model: a llmb checkpoint, or hf:DIR (a transformers checkpoint)"),
+    data: str = typer.Option(..., "--data", help="indexed dataset PREFIX (.bin/.idx), or 'sample'"),
+    batches: int = typer.Option(..., "--batches", help="windows to score, from the start of the token stream"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per window (+1 label) [the checkpoint's sequence length]"),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16"),
+    mbs: int = typer.Option(1, "--mbs", help="windows per forward pass (the result does not depend on it)"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Mean next-token loss of a checkpoint on the first N windows of a dataset (no shuffling)."""
+    from llmb.plan.pretrained import resolve_eval
+
+    plan = resolve_eval(init_from, data, batches, seq_len, dtype.lower(), mbs)
+    from llmb.engine.pretrained import evaluate
+
+    result = evaluate(plan)
+    m = plan.model
+    if as_json:
+        print_json({"source": plan.source.text, "data": str(plan.data), "family": m.family,
+                    "layers": m.layers, "hidden": m.hidden, "vocab": m.vocab, **result.as_dict()})
+        return
+    console.print(
+        f"llmb eval {plan.source.text}\n"
+        f"  model   {m.family}: {m.layers} layers, hidden {m.hidden}, vocab {m.vocab}\n"
+        f"  data    {plan.data}: {result.windows} windows of {result.seq_len} + 1 tokens from the start "
+        f"({result.tokens_scored:,} predictions), {result.dtype}\n"
+        f"  loss    {result.loss:.6f} nats per token (perplexity {result.perplexity:,.2f}) in {result.seconds:.1f} s",
+        highlight=False, soft_wrap=True,
+    )
 
 
 @ckpt_app.command("export")

@@ -86,3 +86,48 @@ def check_source_fits(source: InitSource, model: ModelSpec) -> None:
             + "; ".join(diffs[:4]) + (f" (and {len(diffs) - 4} more)" if len(diffs) > 4 else "")
             + " (source vs run)"
         )
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """``llmb eval``: the mean next-token loss of ``source``'s model over the first ``batches``
+    windows of ``seq_len + 1`` tokens of ``data``'s token stream (window ``k`` starts at token
+    ``k * seq_len``: consecutive windows share one token, so every token after the first is
+    predicted exactly once, as in training), in order, in ``dtype``."""
+
+    source: InitSource
+    model: ModelSpec  # at seq_len
+    data: Path  # the dataset prefix
+    batches: int
+    seq_len: int
+    dtype: str
+    micro_batch: int
+
+    @property
+    def tokens_needed(self) -> int:
+        return self.batches * self.seq_len + 1
+
+
+def resolve_eval(init_from: str, data: str, batches: int, seq_len: int | None = None, dtype: str = "fp32",
+                 micro_batch: int = 1) -> EvalPlan:
+    """Check an evaluation before it loads anything; every mistake is one line."""
+    from llmb.data import SAMPLE, open_dataset, sample_prefix
+
+    for name, value in (("--batches", batches), ("--seq-len", seq_len), ("--mbs", micro_batch)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise LlmbError(f"{name} must be a positive whole number, got {value!r}")
+    if dtype not in ("fp32", "bf16"):
+        raise LlmbError(f"--dtype must be fp32 or bf16 for an evaluation, got {dtype!r}")
+    source = parse_init_source(init_from)
+    model = source.model(seq_len)
+    dataset = open_dataset(data, model.vocab)
+    prefix = sample_prefix() if data == SAMPLE else Path(data).expanduser().resolve()
+    plan = EvalPlan(source=source, model=model, data=prefix, batches=batches, seq_len=model.seq_len, dtype=dtype,
+                    micro_batch=micro_batch)
+    if dataset.num_tokens < plan.tokens_needed:
+        raise LlmbError(
+            f"{prefix}: {dataset.num_tokens:,} tokens, and {batches} windows of {plan.seq_len} + 1 need "
+            f"{plan.tokens_needed:,} (fewer --batches or a shorter --seq-len)"
+        )
+    return plan
+
