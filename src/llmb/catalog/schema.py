@@ -31,6 +31,13 @@ class MoESpec(Strict):
     layer_step: int = Field(default=1, gt=0, description="every layer_step-th layer is MoE")
     first_layer: int = Field(default=0, ge=0, description="index of the first MoE layer")
     capacity_factor: float | None = Field(default=None, gt=0)
+    apply_probs_on_input: bool = Field(
+        default=False,
+        description=(
+            "the router's score scales each chosen expert's input (Llama 4; Megatron-Core's "
+            "moe_apply_probs_on_input), not its output"
+        ),
+    )
     assumptions: str = ""
 
     @model_validator(mode="after")
@@ -39,6 +46,29 @@ class MoESpec(Strict):
             raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
         if self.shared_experts and not self.shared_expert_ffn_hidden:
             raise ValueError("shared_experts > 0 needs shared_expert_ffn_hidden")
+        return self
+
+
+class RopeScaling(Strict):
+    """Llama 3.1's frequency-dependent RoPE scaling (``rope_type: llama3``).
+
+    Wavelengths longer than ``original_context / low_freq_factor`` are stretched by ``factor``,
+    those shorter than ``original_context / high_freq_factor`` are kept, and the band between
+    is interpolated smoothly (Meta's Llama 3.1 reference, transformers' ``rope_type`` llama3,
+    NeMo 2's ``Llama31Config``)."""
+
+    rope_type: Literal["llama3"] = "llama3"
+    factor: float = Field(gt=0)
+    low_freq_factor: float = Field(gt=0)
+    high_freq_factor: float = Field(gt=0)
+    original_context: int = Field(gt=0, description="context length the base model was trained at (tokens)")
+
+    @model_validator(mode="after")
+    def _check(self) -> RopeScaling:
+        if self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError(
+                f"high_freq_factor ({self.high_freq_factor}) must exceed low_freq_factor ({self.low_freq_factor})"
+            )
         return self
 
 
@@ -58,6 +88,26 @@ class ModelSpec(Strict):
     norm: Literal["rmsnorm", "layernorm"]
     tied_embeddings: bool = False
     rope_theta: float = 500000.0
+    norm_eps: float = Field(default=1e-5, gt=0)
+    layernorm_zero_centered_gamma: bool = Field(
+        default=False,
+        description=(
+            "the norm's gamma is stored as weight - 1 and applied as 1 + weight (Nemotron-4: "
+            "Megatron's apply_layernorm_1p, transformers' NemotronLayerNorm1P)"
+        ),
+    )
+    rotary_percent: float = Field(
+        default=1.0, gt=0, le=1, description="share of each head's channels that RoPE rotates (the first ones)"
+    )
+    rope_scaling: RopeScaling | None = None
+    nope_layer_interval: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "every n-th layer has no RoPE (NoPE): layer i (0-based) when (i + 1) % n == 0, as "
+            "transformers' Llama 4 no_rope_layers"
+        ),
+    )
     moe: MoESpec | None = None
     assumptions: str = ""
 
@@ -72,6 +122,12 @@ class ModelSpec(Strict):
                 f"hidden ({self.hidden}) must be divisible by heads ({self.heads}) "
                 "unless head_dim is given"
             )
+        rotary = self.kv_channels * self.rotary_percent
+        if rotary != int(rotary) or int(rotary) % 2:
+            raise ValueError(
+                f"rotary_percent ({self.rotary_percent}) of head_dim {self.kv_channels} must give an even "
+                f"number of rotated channels, got {rotary:g}"
+            )
         return self
 
     @property
@@ -82,6 +138,16 @@ class ModelSpec(Strict):
     @property
     def gated(self) -> bool:
         return self.activation == "swiglu"
+
+    @property
+    def rotary_dim(self) -> int:
+        """Channels of each head that RoPE rotates (the first ``rotary_dim``)."""
+        return int(self.kv_channels * self.rotary_percent)
+
+    def uses_rope(self, index: int) -> bool:
+        """Whether layer ``index`` (0-based) applies RoPE (False on NoPE layers)."""
+        n = self.nope_layer_interval
+        return n is None or (index + 1) % n != 0
 
     def is_moe_layer(self, index: int) -> bool:
         m = self.moe

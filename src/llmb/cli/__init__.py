@@ -27,6 +27,7 @@ from llmb.cli import (  # noqa: E402,F401
     data_cmds,
     engine_cmds,
     launch_cmds,
+    model_cmds,
     predict_cmds,
     results_cmds,
     trace_cmds,

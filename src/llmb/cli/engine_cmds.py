@@ -106,6 +106,7 @@ def run_cmd(
     save_every: Optional[int] = typer.Option(None, "--save-every", help="save a checkpoint every N steps"),
     load: Optional[str] = typer.Option(None, "--load", help="start from this checkpoint, checkpoints or experiment folder (env LOAD_CHECKPOINT_PATH)"),
     resume: bool = typer.Option(False, "--resume", help="start from the latest complete checkpoint of this experiment's earlier runs"),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="starting weights of a fresh run: hf:DIR (a transformers checkpoint) or a llmb checkpoint"),
     async_save: bool = typer.Option(False, "--async-save", help="write checkpoints in the background (dcp.async_save)"),
     keep_last: Optional[int] = typer.Option(None, "--keep-last", help="keep only the newest K checkpoints"),
     max_restarts: int = typer.Option(0, "--max-restarts", help="torchrun elastic restarts; workers resume from the latest checkpoint"),
@@ -123,7 +124,7 @@ def run_cmd(
     from llmb.launch.experiment import create_experiment
 
     options = knobs.run_options(dict(
-        save_at_end=save, save_every=save_every, load=load, resume=resume, async_save=async_save,
+        save_at_end=save, save_every=save_every, load=load, resume=resume, init_from=init_from, async_save=async_save,
         keep_last=keep_last, max_restarts=max_restarts, pg_timeout_s=pg_timeout_s, profile=profile,
         profile_start_step=profile_start, profile_stop_step=profile_stop, profile_ranks=profile_ranks,
         memory_snapshot=memory_snapshot, nccl_trace=nccl_trace,

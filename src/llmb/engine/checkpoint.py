@@ -241,3 +241,51 @@ def _first_failure(exc: BaseException) -> str:
         exc = first if isinstance(first, BaseException) else exc
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_description(path: Path) -> dict[str, Any]:
+    """What the checkpoint at ``path`` holds (:func:`llmb.engine.train.describe`), read from
+    the checkpoint itself; for a checkpoint written before llmb recorded it there, from its
+    experiment's ``config.json`` (``EXPERIMENT/checkpoints/step_N``). One process."""
+    import json
+
+    from llmb.engine.train import DESCRIPTION_KEY
+
+    path = Path(path)
+    try:
+        saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    except Exception as exc:  # DCP's reader raises several types for a folder that is not one
+        raise LlmbError(f"{path}: not a DCP checkpoint ({type(exc).__name__}: {exc})") from None
+    if DESCRIPTION_KEY in saved:
+        state: dict[str, Any] = {DESCRIPTION_KEY: ""}
+        dcp.load(state, checkpoint_id=str(path), no_dist=True)
+        return json.loads(state[DESCRIPTION_KEY])
+    from llmb.records import CONFIG_FILE, RunConfig
+
+    config = path.parent.parent / CONFIG_FILE
+    if not config.is_file():
+        raise LlmbError(f"{path}: the checkpoint does not say which model it holds, and no {CONFIG_FILE} is beside it")
+    cfg = RunConfig.read(config)
+    return {"llmb_version": None, "model": cfg.model.model_dump(mode="json"), "layout": cfg.layout.model_dump(),
+            "workload": cfg.workload, "size": cfg.size, "proxy": cfg.proxy, "size_label": cfg.size_label,
+            "dtype": cfg.dtype, "world_size": cfg.world_size}
+
+
+def model_tensor_names(path: Path) -> list[str]:
+    """The model parameters (llmb fqns) a DCP checkpoint of a trainer holds."""
+    saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    prefix = "tensors.model."
+    return [k.removeprefix(prefix) for k in saved if k.startswith(prefix)]
+
+
+def read_model_tensors(path: Path, names: list[str]) -> dict[str, torch.Tensor]:
+    """Whole copies (in their saved dtype) of the model parameters ``names`` from a DCP checkpoint (one process,
+    whatever layout saved it: DCP assembles the shards)."""
+    saved = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    tensors = {}
+    for n in names:
+        meta = saved[f"tensors.model.{n}"]
+        tensors[f"model.{n}"] = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
+    dcp.load({"tensors": tensors}, checkpoint_id=str(path), no_dist=True)
+    return {k.removeprefix("model."): v for k, v in tensors.items()}
+

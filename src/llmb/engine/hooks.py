@@ -12,11 +12,16 @@ Which checkpoint a run starts from, first match wins:
    this experiment (the run's own earlier attempt);
 2. the one the run was resolved with (``--load PATH`` / LOAD_CHECKPOINT_PATH, or ``--resume``:
    :attr:`llmb.plan.options.RunOptions.start_checkpoint`).
+
+A fresh run (neither) may take its starting weights from ``--init-from`` (``hf:DIR`` or a llmb
+checkpoint; :attr:`~llmb.plan.options.RunOptions.init_source`): they replace the seeded
+initialization through the trainer's state (:meth:`~llmb.engine.train.Trainer.state_dict`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,9 +30,18 @@ import torch
 from llmb.checkpoint_files import CHECKPOINTS_DIR, latest_checkpoint
 from llmb.engine import health
 from llmb.engine.checkpoint import Checkpointer
+from llmb.engine.models.init import local_box
 from llmb.engine.profiling import StepProfiler, nccl_trace_note
+from llmb.engine.train import DESCRIPTION_KEY
 from llmb.errors import LlmbError
 from llmb.records import CheckpointSave, Resumed
+
+
+@dataclass(frozen=True)
+class InitializedFrom:
+    source: str
+    elements_read: int  # by this rank
+    load_time_s: float
 
 
 class RunHooks:
@@ -38,6 +52,7 @@ class RunHooks:
         self.log = log
         self.invalid_reason: str | None = None
         self.resumed: Resumed | None = None
+        self.initialized_from: InitializedFrom | None = None
         self.notes: list[str] = []
         self.ckpt: Checkpointer | None = None
         self.profiler: StepProfiler | None = None
@@ -50,12 +65,14 @@ class RunHooks:
         path = self._start_checkpoint()
         if opts.checkpointing or path is not None:
             marker = {"layout": {**run.layout.as_dict(), "dp": run.derived.dp}, "workload": run.recipe.workload.name,
-                      "size": run.size_label, "dtype": run.recipe.dtype}
+                      "size": run.size_label, "dtype": run.recipe.dtype, "model": run.model.model_dump(mode="json")}
             root = exp_dir / CHECKPOINTS_DIR if exp_dir is not None else None
             self.ckpt = Checkpointer(root, self.rank, marker, opts.keep_last, log=self.log)
         first = 1
         if path is not None:
             first = self._load(path) + 1
+        elif opts.init_source:
+            self._init_weights(opts.init_source)
         if opts.profile and exp_dir is not None:
             self.profiler = StepProfiler(
                 opts.profile_start_step, opts.profile_stop_step, self.rank, opts.profile_ranks, exp_dir, self.device,
@@ -81,7 +98,7 @@ class RunHooks:
         """Load ``path`` into the trainer; returns the completed steps it holds."""
         t = self.trainer
         state = t.state_dict()
-        loaded = self.ckpt.load(path, state, optional=(t.rng_key,))
+        loaded = self.ckpt.load(path, state, optional=(t.rng_key, DESCRIPTION_KEY))
         t.load_state_dict(state)
         step, train = t.completed_steps, state["train"]
         if step >= self.run.steps and health.restart_count() == 0:
@@ -98,6 +115,31 @@ class RunHooks:
             rng_restored=t.rng_key not in loaded.dropped, restart_count=health.restart_count(),
         )
         return step
+
+    def _init_weights(self, text: str) -> None:
+        """Replace the freshly initialized weights by those of ``text`` (``hf:DIR`` or a llmb
+        checkpoint): every rank reads only the slices its shards hold. Optimizer, schedule and
+        data start anew."""
+        from llmb.engine.checkpoint import read_description
+        from llmb.engine.hf import load_hf_weights
+        from llmb.engine.train import check_fits
+        from llmb.plan.pretrained import parse_init_source
+
+        t, src = self.trainer, parse_init_source(text)
+        t0 = time.perf_counter()
+        state = t.state_dict()
+        model = {k: v for k, v in state["tensors"].items() if k.startswith("model.")}
+        if src.kind == "hf":
+            read = load_hf_weights(model, self.run.model, src.path)
+        else:
+            check_fits(read_description(src.path), self.run.model)
+            Checkpointer(None, self.rank, {}, log=self.log).load(src.path, {"tensors": model})
+            read = sum(local_box(v)[0].numel() for v in model.values())
+        t.load_state_dict(state)
+        self.initialized_from = InitializedFrom(source=src.text, elements_read=read,
+                                                load_time_s=time.perf_counter() - t0)
+        self.log(f"Initialized from {src.text} : Rank : {self.rank} : {read:,} weights read in "
+                 f"{self.initialized_from.load_time_s:.3f}s")
 
     # -- around each step ------------------------------------------------------------------
     def should_stop(self) -> bool:

@@ -10,6 +10,7 @@ and any parallel layout agree step by step.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch.distributed.tensor import DTensor, Shard
 from torch.distributed.tensor.parallel import loss_parallel
 
+from llmb.catalog.schema import ModelSpec
 from llmb.engine.data.synthetic import MicroBatch, SyntheticTokens
 from llmb.engine.optim import MasterWeights, align_grad_placements, build_optimizer, clip_grad_norm, lr_lambda
 from llmb.engine.parallel import Parallel, build_model_parts, builtin_cp
@@ -28,6 +30,9 @@ from llmb.errors import LlmbError
 from llmb.plan.run import ResolvedRun
 
 _ADAMW_STATE = ("step", "exp_avg", "exp_avg_sq")
+#: The state key holding the checkpoint's description (a JSON string), and its format version.
+DESCRIPTION_KEY = "llmb"
+DESCRIPTION_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,11 @@ class Trainer:
       slices ``[experts/EP, ...]`` with the FFN width split by ETP, are presented as DTensors
       sharded over the (EP, ETP) mesh;
     - ``train``: completed steps, LR scheduler state, data position, the layout that saved it;
-    - ``rng.rank<r>``: this rank's torch RNG state.
+    - ``rng.rank<r>``: this rank's torch RNG state;
+    - ``llmb``: what the checkpoint is, as one JSON string (:func:`describe`): the llmb version,
+      the model spec, the layout, workload, size and dtype. A checkpoint is self-describing:
+      any DCP reader (``dcp_to_torch_save`` too) keeps it, and ``llmb ckpt export`` /
+      ``llmb eval`` rebuild the model from it alone.
     """
 
     def __init__(self, run: ResolvedRun, par: Parallel, device: torch.device, data=None):
@@ -187,12 +196,16 @@ class Trainer:
         """The state after :attr:`completed_steps` steps (see the class docstring); tensors are
         the live ones, so loading into them restores the trainer in place."""
         self._ensure_optimizer_state()
-        return {"tensors": self._tensors(), "train": self._train_state(), self.rng_key: self._rng()}
+        return {"tensors": self._tensors(), "train": self._train_state(), self.rng_key: self._rng(),
+                DESCRIPTION_KEY: json.dumps(describe(self.run))}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Finish restoring from ``state``, a :meth:`state_dict` whose tensors a checkpoint was
         loaded into and whose other values it replaced (without ``rng.rank<r>`` when the
         checkpoint had no RNG state for this rank)."""
+        saved = state.get(DESCRIPTION_KEY)
+        if saved is not None:  # checkpoints written before llmb recorded it have none
+            check_fits(json.loads(saved), self.run.model)
         if self.master:
             self.master.masters_to_params()
         train = state["train"]
@@ -284,6 +297,34 @@ class Trainer:
         else:
             data.step = int(saved["next_step"])
         self._batches = iter(data)  # drop anything the old iterator had prepared
+
+
+def describe(run: ResolvedRun) -> dict[str, Any]:
+    """What a checkpoint of ``run`` holds, for the checkpoint itself (key ``llmb``)."""
+    from llmb import __version__
+
+    return {
+        "llmb_version": __version__, "format": DESCRIPTION_FORMAT,
+        "model": run.model.model_dump(mode="json"),
+        "layout": {**run.layout.as_dict(), "dp": run.derived.dp},
+        "workload": run.recipe.workload.name, "size": run.recipe.size, "proxy": run.proxy,
+        "size_label": run.size_label, "dtype": run.recipe.dtype, "world_size": run.world,
+    }
+
+
+def check_fits(description: dict[str, Any], model: ModelSpec) -> None:
+    """Refuse a checkpoint whose recorded model is another architecture than ``model`` (shapes
+    can agree while the variants differ, e.g. RoPE scaling)."""
+    from llmb.catalog.hf_config import architecture_differences
+
+    saved = ModelSpec.model_validate(description["model"])
+    diffs = architecture_differences(saved, model)
+    if diffs:
+        raise LlmbError(
+            f"the checkpoint holds another model ({description.get('workload')} {description.get('size_label')}): "
+            + "; ".join(diffs[:3]) + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
+            + " (checkpoint vs this run)"
+        )
 
 
 def _value(loss: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,12 @@ class RunOptions(BaseModel):
     #: the complete checkpoint the run starts from, found from ``load`` or ``resume`` when the
     #: run is resolved (an elastic restart starts from the run's own latest one instead)
     start_checkpoint: str | None = None
+    #: --init-from: the starting weights of a fresh run (``hf:DIR``, a transformers checkpoint
+    #: folder, or a llmb checkpoint); optimizer, schedule and data start anew
+    init_from: str | None = None
+    #: the source ``init_from`` names, resolved and checked against the model when the run is
+    #: resolved (``hf:/abs/dir`` or ``/abs/.../step_N``; :mod:`llmb.plan.pretrained`)
+    init_source: str | None = None
     # Health
     max_restarts: int = 0  # torchrun elastic restarts; workers resume from the latest checkpoint
     pg_timeout_s: float = DEFAULT_PG_TIMEOUT_S
@@ -78,6 +84,11 @@ def resolve_options(opts: RunOptions, steps: int, world: int, profile_steps: tup
         raise LlmbError(f"--pg-timeout-s must be a finite number of seconds > 0, got {opts.pg_timeout_s}")
     if opts.load and opts.resume:
         raise LlmbError("--load and --resume both choose the checkpoint to start from; give one")
+    if opts.init_from and (opts.load or opts.resume):
+        raise LlmbError(
+            "--init-from gives a fresh run its starting weights; --load/--resume continue a whole run "
+            "(weights, optimizer, data): give one"
+        )
     if opts.keep_last is not None and not opts.checkpointing:
         raise LlmbError("--keep-last needs checkpoints: add --save-every N or --save")
     if opts.async_save and not opts.checkpointing:

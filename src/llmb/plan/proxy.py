@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmb.catalog.schema import ModelSpec
 from llmb.datafile import load_model
@@ -66,7 +66,8 @@ def _scaled(width: int, ref_hidden: int, hidden: int, multiple: int) -> int:
 
 
 def shrink_model(model: ModelSpec, proxy: ProxySpec) -> ModelSpec:
-    """The proxy's model: same family and ratios, CPU-sized."""
+    """The proxy's model: same family, ratios and architecture variants (RoPE scaling, partial
+    RoPE, NoPE layers, norm gamma, MoE gating side), CPU-sized."""
     update: dict[str, object] = {
         "layers": proxy.layers,
         "hidden": proxy.hidden,
@@ -91,7 +92,12 @@ def shrink_model(model: ModelSpec, proxy: ProxySpec) -> ModelSpec:
                 ),
             }
         )
-    return model.model_copy(update=update)
+    shrunk = model.model_copy(update=update)
+    try:  # model_copy does not validate: a shrink must still be a valid model
+        return ModelSpec.model_validate(shrunk.model_dump())
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise LlmbError(f"the proxy cannot shrink this model: {reason}") from None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ A catalog recipe, optionally shrunk to a CPU proxy (:mod:`llmb.plan.proxy`), wit
 (after overrides), precision, step counts, statistics window, optimizer and checkpoint /
 profiling options. Every check that needs no torch and no process happens here, once, before
 any experiment folder exists: numeric ranges, layout constraints, fp8 on a host without CUDA,
-the checkpoint ``--load`` / ``--resume`` start from, the dataset ``--data`` names.
+the checkpoint ``--load`` / ``--resume`` start from, the weights ``--init-from`` names (their
+architecture against the run's model), the dataset ``--data`` names.
 
 A resolved run is recorded as the experiment's ``config.json`` (:meth:`ResolvedRun.config`, a
 :class:`~llmb.records.RunConfig`); workers rebuild the very same run from it
@@ -271,7 +272,7 @@ def resolve_run(
 
 
 def _check_files(run: ResolvedRun, experiments_root: Path | None) -> ResolvedRun:
-    """The checkpoint the run starts from, and its dataset: both must be usable now."""
+    """The checkpoint or weights the run starts from, and its dataset: all must be usable now."""
     from llmb.checkpoint_files import latest_of_experiment, resolve_load_path
     from llmb.paths import experiment_name, experiments_root as default_root
 
@@ -288,6 +289,12 @@ def _check_files(run: ResolvedRun, experiments_root: Path | None) -> ResolvedRun
             raise LlmbError(f"--resume: no complete checkpoint in earlier runs of {folder}")
     if start is not None:
         run = replace(run, options=opts.model_copy(update={"start_checkpoint": str(start.resolve())}))
+    if opts.init_from:
+        from llmb.plan.pretrained import check_source_fits, parse_init_source
+
+        source = parse_init_source(opts.init_from)
+        check_source_fits(source, run.model)
+        run = replace(run, options=run.options.model_copy(update={"init_source": source.text}))
     if run.request.data:
         from llmb.data import open_dataset
 

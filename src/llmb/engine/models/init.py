@@ -29,7 +29,7 @@ def _block_seed(seed: int, name: str, block: int) -> int:
     return zlib.crc32(f"{seed}/{name}/{block}".encode()) & 0x7FFF_FFFF_FFFF
 
 
-def _local_box(param: torch.Tensor, place=None) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
+def local_box(param: torch.Tensor, place=None) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
     """(local tensor, global shape, global offset of the local box)."""
     if isinstance(param, DTensor):
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
@@ -49,7 +49,7 @@ def seeded_normal_(param: torch.Tensor, name: str, seed: int, std: float, place=
     """Fill ``param`` (a plain tensor, a DTensor shard, or a slice at ``place`` = (global
     shape, global offset)) with N(0, std^2) values that depend only on ``seed``, ``name`` and
     each element's global index."""
-    local, shape, offset = _local_box(param, place)
+    local, shape, offset = local_box(param, place)
     if local.numel() == 0:
         return
     if len(shape) == 1:
@@ -79,5 +79,5 @@ def seeded_normal_(param: torch.Tensor, name: str, seed: int, std: float, place=
 
 @torch.no_grad()
 def fill_(param: torch.Tensor, value: float) -> None:
-    local, _, _ = _local_box(param)
+    local, _, _ = local_box(param)
     local.fill_(value)

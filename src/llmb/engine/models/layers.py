@@ -2,7 +2,7 @@
 
 ==============  =========================================================================
 ``RMSNorm``     Llama, Llama 4 (``F.rms_norm``)
-``LayerNorm``   Nemotron-4 (``F.layer_norm``, with a bias)
+``LayerNorm``   Nemotron-4 (``F.layer_norm``, with a bias; zero-centred gamma, "layernorm1p")
 activations     ``swiglu`` (gated: ``silu(w1 x) * w3 x``), ``squared_relu``, ``gelu``
 ``FeedForward`` the dense MLP, also the shared expert of an MoE layer
 ==============  =========================================================================
@@ -15,29 +15,47 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
+class Norm(nn.Module):
+    """A norm's gamma, stored as is or zero-centred (``zero_centered``: the parameter holds
+    gamma - 1 and starts at 0, Megatron's ``apply_layernorm_1p``; the math is the same, the
+    stored number is not, which is what a checkpoint of Nemotron-4 holds)."""
+
+    def __init__(self, dim: int, eps: float, zero_centered: bool):
         super().__init__()
         self.eps = eps
+        self.zero_centered = zero_centered
         self.weight = nn.Parameter(torch.empty(dim))
+
+    @property
+    def weight_init(self) -> float:
+        """The stored weight's initial value (gamma starts at 1)."""
+        return 0.0 if self.zero_centered else 1.0
+
+    def gamma(self) -> torch.Tensor:
+        return self.weight + 1.0 if self.zero_centered else self.weight
+
+
+class RMSNorm(Norm):
+    def __init__(self, dim: int, eps: float = 1e-5, zero_centered: bool = False):
+        super().__init__(dim, eps, zero_centered)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return F.rms_norm(x, (x.shape[-1],), self.gamma(), self.eps)
 
 
-class LayerNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.empty(dim))
+class LayerNorm(Norm):
+    def __init__(self, dim: int, eps: float = 1e-5, zero_centered: bool = False):
+        super().__init__(dim, eps, zero_centered)
         self.bias = nn.Parameter(torch.empty(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        return F.layer_norm(x, (x.shape[-1],), self.gamma(), self.bias, self.eps)
 
 
-def make_norm(kind: str, dim: int) -> nn.Module:
-    return RMSNorm(dim) if kind == "rmsnorm" else LayerNorm(dim)
+def make_norm(spec, dim: int) -> nn.Module:
+    """The norm of ``spec`` (a :class:`~llmb.catalog.schema.ModelSpec`) over ``dim`` channels."""
+    cls = RMSNorm if spec.norm == "rmsnorm" else LayerNorm
+    return cls(dim, spec.norm_eps, spec.layernorm_zero_centered_gamma)
 
 
 def activation_fn(name: str):

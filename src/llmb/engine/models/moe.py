@@ -4,8 +4,11 @@ held as stacked weights, and optional always-on shared experts.
 Routing is **dropless**: every token reaches all of its top-k experts whatever the load, so
 results never depend on a capacity factor or on how tokens are split across ranks. (The
 catalog's ``capacity_factor`` is not used by this engine; a capacity-based variant would drop
-tokens and is not implemented.) As in Llama 4, the gate weight of a chosen expert is the
-sigmoid of its router logit and scales that expert's output. There is no auxiliary
+tokens and is not implemented.) The gate weight of a chosen expert is the sigmoid of its
+router logit. It scales that expert's output by default, or its input with
+``apply_probs_on_input`` (``MoESpec.apply_probs_on_input``), as Llama 4 does (transformers'
+``Llama4TextMoe``, Megatron-Core's ``moe_apply_probs_on_input``): the expert MLP is not linear,
+so the two differ. There is no auxiliary
 load-balancing loss: the benchmark measures speed, and the loss curve of a few hundred steps
 is not the point.
 
@@ -78,10 +81,12 @@ class MoE(nn.Module):
         activation: str,
         shared_experts: int = 0,
         shared_hidden: int = 0,
+        apply_probs_on_input: bool = False,
     ):
         super().__init__()
         self.num_experts = num_experts
         self.top_k = top_k
+        self.apply_probs_on_input = apply_probs_on_input
         self.router = nn.Linear(dim, num_experts, bias=False)
         self.experts = GroupedExperts(num_experts, dim, expert_hidden, activation)
         # Several shared experts of one width act like one MLP of the summed width.
@@ -98,8 +103,11 @@ class MoE(nn.Module):
         order = torch.argsort(flat_experts, stable=True)
         token_of = order // self.top_k
         counts = torch.bincount(flat_experts, minlength=self.num_experts).tolist()
-        routed = self.experts(tokens[token_of], counts)
-        routed = routed * gates.reshape(-1)[order].unsqueeze(-1).to(routed.dtype)
+        gate = gates.reshape(-1)[order].unsqueeze(-1)
+        if self.apply_probs_on_input:
+            routed = self.experts(tokens[token_of] * gate.to(tokens.dtype), counts)
+        else:
+            routed = self.experts(tokens[token_of], counts) * gate.to(tokens.dtype)
         out = torch.zeros_like(tokens).index_add_(0, token_of, routed.to(tokens.dtype))
         if self.shared is not None:
             out = out + self.shared(tokens)

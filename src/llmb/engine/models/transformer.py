@@ -9,7 +9,11 @@ llama4    RMSNorm     SwiGLU                       on the layers ``ModelSpec.is_
 ========  ==========  ===========================  ==========
 
 Attention is grouped-query attention with rotary position embeddings (rotate-half layout),
-computed by :class:`CausalAttention` through ``F.scaled_dot_product_attention``. Layers live
+computed by :class:`CausalAttention` through ``F.scaled_dot_product_attention``. The variants
+the spec names: Llama 3.1's RoPE scaling (``rope_scaling``), partial RoPE (Nemotron-4's
+``rotary_percent`` 0.5), NoPE layers (Llama 4's ``nope_layer_interval``), zero-centred norm
+gammas (Nemotron-4's layernorm1p) and, in :mod:`~llmb.engine.models.moe`, Llama 4's router
+score on the expert's input. Layers live
 in an ``nn.ModuleDict`` keyed by their global index, so a pipeline stage is this model with
 some layers deleted and parameter names stay the same on every layout. ``tok_embeddings``,
 ``norm`` and ``output`` may be ``None`` on middle pipeline stages.
@@ -23,32 +27,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmb.catalog.schema import ModelSpec
+from llmb.catalog.schema import ModelSpec, RopeScaling
 from llmb.engine.models.init import SLICES_ATTR, fill_, seeded_normal_
-from llmb.engine.models.layers import FeedForward, make_norm
+from llmb.engine.models.layers import FeedForward, Norm, make_norm
 from llmb.engine.models.moe import MoE
 
 INIT_STD = 0.02
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables ``[max_seq, head_dim]``; ``forward()`` returns the rows of the
+    """cos/sin tables ``[max_seq, rotary_dim]``; ``forward()`` returns the rows of the
     positions this rank holds: all of them here. Attention slices the first ``seq`` rows.
+
+    ``rotary_dim`` < ``head_dim`` is partial RoPE (Nemotron-4 rotates the first half of each
+    head's channels; the frequencies are those of a ``rotary_dim``-wide head, as in Megatron
+    and transformers). ``scaling`` is Llama 3.1's frequency-dependent stretch
+    (:func:`llama3_inv_freq`).
 
     Context parallelism replaces this module with one that returns the rows of the positions
     a rank holds (not contiguous with load balancing).
     """
 
-    def __init__(self, head_dim: int, max_seq: int, theta: float):
+    def __init__(self, rotary_dim: int, max_seq: int, theta: float, scaling: RopeScaling | None = None):
         super().__init__()
-        self.head_dim, self.max_seq, self.theta = head_dim, max_seq, theta
-        self.register_buffer("cos", torch.empty(max_seq, head_dim), persistent=False)
-        self.register_buffer("sin", torch.empty(max_seq, head_dim), persistent=False)
+        self.rotary_dim, self.max_seq, self.theta, self.scaling = rotary_dim, max_seq, theta, scaling
+        self.register_buffer("cos", torch.empty(max_seq, rotary_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(max_seq, rotary_dim), persistent=False)
+
+    def inv_freq(self) -> torch.Tensor:
+        """Angular frequency (radians per position) of each rotated channel pair, float64."""
+        d = self.rotary_dim
+        inv = 1.0 / (self.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+        return inv if self.scaling is None else llama3_inv_freq(inv, self.scaling)
 
     @torch.no_grad()
     def init_buffers(self) -> None:
-        inv = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim))
-        angles = torch.outer(torch.arange(self.max_seq, dtype=torch.float64), inv)
+        angles = torch.outer(torch.arange(self.max_seq, dtype=torch.float64), self.inv_freq())
         angles = torch.cat([angles, angles], dim=-1)
         self.cos.copy_(angles.cos().to(self.cos.device, self.cos.dtype))
         self.sin.copy_(angles.sin().to(self.sin.device, self.sin.dtype))
@@ -57,9 +71,25 @@ class RotaryEmbedding(nn.Module):
         return self.cos, self.sin
 
 
+def llama3_inv_freq(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
+    """Llama 3.1's RoPE scaling of ``inv_freq`` (radians per position).
+
+    With ``r = original_context / wavelength``: frequencies with ``r >= high_freq_factor``
+    (short wavelengths) are kept, those with ``r <= low_freq_factor`` divided by ``factor``,
+    and in between the kept share ``(r - low) / (high - low)`` blends the two linearly.
+    """
+    ratio = s.original_context * inv_freq / (2 * math.pi)
+    kept = ((ratio - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)).clamp(0.0, 1.0)
+    return inv_freq * (kept + (1.0 - kept) / s.factor)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: ``[batch, heads, seq, head_dim]``; cos/sin: ``[seq, head_dim]``."""
-    half = x.shape[-1] // 2
+    """x: ``[batch, heads, seq, head_dim]``; cos/sin: ``[seq, rotary_dim]``. Rotates the first
+    ``rotary_dim`` channels of each head (rotate-half layout) and passes the rest through."""
+    rot = cos.shape[-1]
+    if rot < x.shape[-1]:
+        return torch.cat([apply_rotary(x[..., :rot], cos, sin), x[..., rot:]], dim=-1)
+    half = rot // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
@@ -102,9 +132,13 @@ def upcast_attention_on_cpu(model: nn.Module) -> None:
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int):
+    """Grouped-query attention; ``use_rope=False`` is a NoPE layer (Llama 4's every 4th):
+    no position information but the causal mask."""
+
+    def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int, use_rope: bool = True):
         super().__init__()
         self.head_dim = head_dim
+        self.use_rope = use_rope
         self.wq = nn.Linear(dim, heads * head_dim, bias=False)
         self.wk = nn.Linear(dim, kv_heads * head_dim, bias=False)
         self.wv = nn.Linear(dim, kv_heads * head_dim, bias=False)
@@ -117,10 +151,11 @@ class Attention(nn.Module):
         q = self.wq(x).view(b, s, -1, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(b, s, -1, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(b, s, -1, self.head_dim).transpose(1, 2)
-        # Sliced here, not in the caller: under sequence parallelism only the attention sees
-        # the whole sequence.
-        cos, sin = cos[:s], sin[:s]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.use_rope:
+            # Sliced here, not in the caller: under sequence parallelism only the attention
+            # sees the whole sequence.
+            cos, sin = cos[:s], sin[:s]
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         out = self.core(q, k, v)
         return self.wo(out.transpose(1, 2).reshape(b, s, -1))
 
@@ -129,14 +164,14 @@ class TransformerBlock(nn.Module):
     def __init__(self, spec: ModelSpec, index: int):
         super().__init__()
         h = spec.hidden
-        self.attention_norm = make_norm(spec.norm, h)
-        self.attention = Attention(h, spec.heads, spec.query_groups, spec.kv_channels)
-        self.ffn_norm = make_norm(spec.norm, h)
+        self.attention_norm = make_norm(spec, h)
+        self.attention = Attention(h, spec.heads, spec.query_groups, spec.kv_channels, spec.uses_rope(index))
+        self.ffn_norm = make_norm(spec, h)
         if spec.moe is not None and spec.is_moe_layer(index):
             m = spec.moe
             self.feed_forward: nn.Module = MoE(
                 h, m.num_experts, m.top_k, m.expert_ffn_hidden, spec.activation,
-                m.shared_experts, m.shared_expert_ffn_hidden,
+                m.shared_experts, m.shared_expert_ffn_hidden, m.apply_probs_on_input,
             )
         else:
             self.feed_forward = FeedForward(h, spec.ffn_hidden, spec.activation)
@@ -154,9 +189,9 @@ class Transformer(nn.Module):
         super().__init__()
         self.spec = spec
         self.tok_embeddings: nn.Embedding | None = nn.Embedding(spec.vocab, spec.hidden)
-        self.rope = RotaryEmbedding(spec.kv_channels, spec.seq_len, spec.rope_theta)
+        self.rope = RotaryEmbedding(spec.rotary_dim, spec.seq_len, spec.rope_theta, spec.rope_scaling)
         self.layers = nn.ModuleDict({str(i): TransformerBlock(spec, i) for i in range(spec.layers)})
-        self.norm: nn.Module | None = make_norm(spec.norm, spec.hidden)
+        self.norm: nn.Module | None = make_norm(spec, spec.hidden)
         self.output: nn.Linear | None = (
             None if spec.tied_embeddings else nn.Linear(spec.hidden, spec.vocab, bias=False)
         )
@@ -183,7 +218,7 @@ class Transformer(nn.Module):
 
         Linear and embedding weights ~ N(0, 0.02^2); the output projections of each residual
         branch (``wo``, ``w2``) use 0.02 / sqrt(2 * layers) (GPT-2 style); norms start at 1
-        (bias 0).
+        (bias 0; a zero-centred gamma's stored weight starts at 0).
         """
         self.rope.init_buffers()
         residual_std = INIT_STD / math.sqrt(2 * self.spec.layers)
@@ -194,8 +229,8 @@ class Transformer(nn.Module):
                 name = f"{module_name}.{leaf}".replace("._orig_mod", "")
                 owner = name.rsplit(".", 2)[-2] if name.count(".") >= 1 else ""
                 place = slices.get(leaf)
-                if "norm" in owner:
-                    fill_(p, 1.0 if leaf == "weight" else 0.0)
+                if isinstance(module, Norm):
+                    fill_(p, module.weight_init if leaf == "weight" else 0.0)
                 elif owner in ("wo", "w2") or leaf == "w2":
                     seeded_normal_(p, name, seed, residual_std, place)
                 else:

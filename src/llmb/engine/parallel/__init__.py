@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from llmb.catalog.schema import ModelSpec
 from llmb.engine.models.transformer import Transformer, build_model, upcast_attention_on_cpu
@@ -45,6 +46,24 @@ class ModelParts:
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules for p in m.parameters()]
+
+
+@torch.no_grad()
+def cast_parameters(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast every parameter of ``module`` to ``dtype`` in place (same Parameter objects).
+
+    ``p.data = p.data.to(dtype)`` is not enough for a DTensor (tensor-parallel weights): it
+    changes the wrapper's dtype and leaves the local shard in the old one, so a bf16 TP run
+    computed in fp32 under bf16 labels (and the fused RMSNorm refused the "bf16" weight with
+    an fp32 input). DTensors are swapped whole, as ``nn.Module.to`` does with tensor
+    subclasses; buffers (the rotary tables) are left alone."""
+    for p in module.parameters():
+        if p.dtype == dtype:
+            continue
+        if isinstance(p, DTensor):
+            torch.utils.swap_tensors(p, nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad))
+        else:
+            p.data = p.data.to(dtype)
 
 
 def builtin_cp(device: torch.device, dims: ParallelDims) -> bool:
@@ -107,8 +126,7 @@ def build_model_parts(
     low_precision = not use_fsdp and compute_dtype != torch.float32
     if low_precision:
         for m in modules:
-            for p in m.parameters():
-                p.data = p.data.to(compute_dtype)
+            cast_parameters(m, compute_dtype)
     runnable: list[nn.Module] = list(modules)
     ddp = dp_mode == "ddp" and dims.dp > 1
     if ddp:
