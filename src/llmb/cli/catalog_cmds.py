@@ -22,6 +22,9 @@ ETP = typer.Option(None, "--etp", help="Expert tensor-parallel size.")
 VP = typer.Option(None, "--vp", help="Virtual pipeline chunks per rank.")
 MBS = typer.Option(None, "--mbs", help="Micro-batch size.")
 GBS = typer.Option(None, "--gbs", help="Global batch size.")
+LAYERS = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column, e.g. reduced-layer proxies).")
+PP_SPLIT = typer.Option("auto", "--pp-split", help="Pipeline split: account (embedding and loss count as layers), "
+                        "plain, or auto (the recipe's, unless only the other divides).")
 
 
 def _size_option() -> typer.models.OptionInfo:
@@ -87,11 +90,13 @@ def show(
     gpu_type: Optional[str] = typer.Option(None, "--gpu-type", "-g", help="GPU type (e.g. h100, gb200)."),
     tp: Optional[int] = TP, pp: Optional[int] = PP, cp: Optional[int] = CP, ep: Optional[int] = EP,
     etp: Optional[int] = ETP, vp: Optional[int] = VP, mbs: Optional[int] = MBS, gbs: Optional[int] = GBS,
+    layers: Optional[int] = LAYERS, pp_split: str = PP_SPLIT,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a workload's layout, derived sizes, FLOPs, parameters and published baseline."""
-    overrides = dict(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp, mbs=mbs, gbs=gbs)
-    recipe = resolve(default_catalog(), workload, _default_size(workload, size), dtype, gpus, gpu_type, overrides)
+    overrides = dict(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp, mbs=mbs, gbs=gbs, layers=layers)
+    recipe = resolve(default_catalog(), workload, _default_size(workload, size), dtype, gpus, gpu_type, overrides,
+                     pp_split)
     data = recipe.as_dict()
     if recipe.baseline and recipe.baseline.step_time_s:
         data["baseline_metrics"] = {c: recipe.metrics(recipe.baseline.step_time_s, c).as_dict() for c in CONVENTIONS}

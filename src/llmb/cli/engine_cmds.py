@@ -92,6 +92,8 @@ def run_cmd(
     etp: Optional[int] = typer.Option(None, "--etp", help="layout override (env ETP)"),
     mbs: Optional[int] = typer.Option(None, "--mbs", help="layout override (env MBS)"),
     gbs: Optional[int] = typer.Option(None, "--gbs", help="layout override (env GBS)"),
+    layers: Optional[int] = typer.Option(None, "--layers", help="transformer layers (the tables' Layers column)"),
+    pp_split: str = typer.Option("auto", "--pp-split", help="pipeline split: account (embedding and loss as layers), plain or auto"),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="steps left out of the statistics"),
     window: Optional[int] = typer.Option(None, "--window", help="steps in the statistics window"),
     seed: int = typer.Option(1234, "--seed"),
@@ -132,9 +134,9 @@ def run_cmd(
     request = knobs.run_request(
         workload,
         dict(size=size, dtype=dtype, gpu_type=gpu_type, max_steps=steps,
-             tp=tp, pp=pp, cp=cp, vp=vp, ep=ep, etp=etp, mbs=mbs, gbs=gbs),
+             tp=tp, pp=pp, cp=cp, vp=vp, ep=ep, etp=etp, mbs=mbs, gbs=gbs, layers=layers),
         os.environ, proxy=None if proxy.lower() == "none" else proxy, nproc=nproc, options=options,
-        settings=dict(seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data,
+        settings=dict(seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data, pp_split=pp_split,
                       dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention),
     )
     run, accelerator = local.resolve_here(request)

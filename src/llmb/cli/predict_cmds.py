@@ -24,11 +24,12 @@ GPUS = typer.Option(None, "--gpus", "-n", help="Number of GPUs (default: the sma
 GPU_TYPE = typer.Option(None, "--gpu-type", "-g", help="h100, h200, b200, gb200, a100.")
 
 
-def _recipe(workload: str, size: str, dtype: str | None, gpus: int | None, gpu_type: str | None, **knobs: int | None) -> Recipe:
+def _recipe(workload: str, size: str, dtype: str | None, gpus: int | None, gpu_type: str | None,
+            pp_split: str = "auto", **knobs: int | None) -> Recipe:
     from llmb.catalog import default_catalog
     from llmb.plan.forecast import resolve_on_gpu
 
-    return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs)
+    return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs, pp_split)
 
 
 def _band(recipe: Recipe) -> tuple[float, float]:
@@ -149,6 +150,8 @@ def predict_cmd(
     mbs: Optional[int] = typer.Option(None, "--mbs", help="Micro-batch size."),
     gbs: Optional[int] = typer.Option(None, "--gbs", help="Global batch size."),
     fsdp: Optional[int] = typer.Option(None, "--fsdp", help="FSDP sharding group size."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column)."),
+    pp_split: str = typer.Option("auto", "--pp-split", help="Pipeline split: account, plain or auto."),
     recompute: str = typer.Option(
         "auto", "--recompute", help=f"{' / '.join(RECOMPUTE_CHOICES)} (auto: the lightest that fits)."
     ),
@@ -158,7 +161,8 @@ def predict_cmd(
     from llmb.plan.calibrate import stored_calibration
     from llmb.plan.forecast import forecast
 
-    recipe = _recipe(workload, size, dtype, gpus, gpu_type, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp, mbs=mbs, gbs=gbs, fsdp=fsdp)
+    recipe = _recipe(workload, size, dtype, gpus, gpu_type, pp_split, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp,
+                     mbs=mbs, gbs=gbs, fsdp=fsdp, layers=layers)
     cal = stored_calibration()
     f = forecast(recipe, cal.efficiency, recompute, _band(recipe))
     if as_json:
@@ -175,6 +179,7 @@ def search_cmd(
     gpus: Optional[int] = GPUS,
     gpu_type: Optional[str] = GPU_TYPE,
     gbs: Optional[int] = typer.Option(None, "--gbs", help="Global batch size (default: the recipe's)."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column)."),
     top: int = typer.Option(5, "--top", "-k", help="How many layouts to show."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -187,7 +192,7 @@ def search_cmd(
     from llmb.plan.calibrate import stored_calibration
     from llmb.plan.search import explain, search_layouts
 
-    recipe = _recipe(workload, size, dtype, gpus, gpu_type, gbs=gbs)
+    recipe = _recipe(workload, size, dtype, gpus, gpu_type, gbs=gbs, layers=layers)
     cal = stored_calibration()
     res = search_layouts(recipe, cal.efficiency, top, _band(recipe))
     ref = res.recipe_forecast

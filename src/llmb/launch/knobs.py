@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from llmb.errors import LlmbError
 from llmb.plan.layout import LAYOUT_KNOBS
 from llmb.plan.options import RunOptions, parse_ranks
@@ -154,16 +156,21 @@ def run_request(
         raise LlmbError(
             f"JOB_TOTAL_GPUS={total} spans several nodes of {per_node}; start multi-node runs through a launcher"
         )
-    return RunRequest(
-        workload=workload or DEFAULT_WORKLOAD,
-        size=knobs.get("size"),
-        dtype=knobs.get("dtype"),
-        gpu_type=knobs.get("gpu_type"),
-        proxy=proxy,
-        nproc=nproc if nproc is not None else (total if proxy is None else (total or 1)),
-        gpus=total if proxy is None else None,
-        overrides={k: knobs[k] for k in LAYOUT_ENV_KNOBS if k in knobs},
-        steps=knobs.get("max_steps"),
-        options=options or RunOptions(),
-        **(settings or {}),
-    )
+    try:
+        return RunRequest(
+            workload=workload or DEFAULT_WORKLOAD,
+            size=knobs.get("size"),
+            dtype=knobs.get("dtype"),
+            gpu_type=knobs.get("gpu_type"),
+            proxy=proxy,
+            nproc=nproc if nproc is not None else (total if proxy is None else (total or 1)),
+            gpus=total if proxy is None else None,
+            overrides={k: knobs[k] for k in LAYOUT_KNOBS if k in knobs},
+            steps=knobs.get("max_steps"),
+            options=options or RunOptions(),
+            **(settings or {}),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(map(str, first["loc"])).replace("_", "-")
+        raise LlmbError(f"--{field}: {first['msg']} (got {first.get('input')!r})") from None

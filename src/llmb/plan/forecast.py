@@ -150,6 +150,7 @@ def resolve_on_gpu(
     gpus: int | None = None,
     gpu_type: str | None = None,
     overrides: dict[str, int | None] | None = None,
+    pp_split: str = "auto",
 ) -> Recipe:
     """:func:`~llmb.plan.recipe.resolve`, extended to GPU types a workload publishes no layout
     for: the workload's default-GPU recipe is planned on the requested GPU instead, with a
@@ -160,9 +161,9 @@ def resolve_on_gpu(
         gkey = catalog.gpu_key(gpu_type)
         want = (dtype or wl.default_dtype).lower()
         if not any(r.gpu_type == gkey and want in r.dtypes for r in spec.layouts):
-            base = resolve(catalog, workload, size, dtype, gpus, None, overrides)
+            base = resolve(catalog, workload, size, dtype, gpus, None, overrides, pp_split)
             gpu = catalog.gpus[gkey]
             gpu.peak_flops(base.dtype)  # a clear error when the GPU lacks the precision
             note = f"no published {gkey} layout: the {base.gpu_type} recipe's layout, planned on {gkey}"
             return replace(base, gpu_type=gkey, gpu=gpu, row=None, baseline=None, notes=(*base.notes, note))
-    return resolve(catalog, workload, size, dtype, gpus, gpu_type, overrides)
+    return resolve(catalog, workload, size, dtype, gpus, gpu_type, overrides, pp_split)

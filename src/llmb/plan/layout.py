@@ -14,14 +14,19 @@ Conventions (Megatron-Core):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from llmb.catalog.schema import ModelSpec
 from llmb.errors import LayoutError
 
 #: The layout knobs a request may override (``--tp`` ... on the command line, ``TP`` ... in the
 #: environment where the recipes define a variable for them).
-LAYOUT_KNOBS: tuple[str, ...] = ("tp", "pp", "cp", "ep", "etp", "vp", "mbs", "gbs", "fsdp")
+LAYOUT_KNOBS: tuple[str, ...] = ("tp", "pp", "cp", "ep", "etp", "vp", "mbs", "gbs", "fsdp", "layers")
+#: How the layers are split into pipeline chunks: ``account`` counts the input embedding and
+#: the loss as one layer each (Megatron's account_for_embedding/loss_in_pipeline_split, the
+#: NeMo 2 405B rows: 126 + 2 = 128 slots), ``plain`` splits the transformer layers only (NeMo 1's
+#: 405B rows: 126 = 9 x 7 x 2); ``auto`` keeps the recipe's choice unless only the other divides.
+PP_SPLITS: tuple[str, ...] = ("auto", "account", "plain")
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,27 @@ def _positive(name: str, value: object) -> int:
     if value <= 0:
         raise LayoutError(f"{name} must be positive, got {value}")
     return value
+
+
+def choose_pipeline_split(layout: Layout, layers: int, choice: str = "auto") -> tuple[Layout, str | None]:
+    """``layout`` with the pipeline split ``choice`` asks for (see :data:`PP_SPLITS`), and a note
+    when ``auto`` had to switch from the recipe's split because only the other one divides."""
+    if choice not in PP_SPLITS:
+        raise LayoutError(f"unknown pipeline split {choice!r} (choose from {', '.join(PP_SPLITS)})")
+    chunks = layout.pp * (layout.vp or 1)
+    current = layout.embedding_in_pipeline_split or layout.loss_in_pipeline_split
+    if layout.pp == 1 or (choice == "auto" and not current and layers % chunks == 0):
+        want, note = current, None
+    elif choice != "auto":
+        want, note = choice == "account", None
+    else:
+        plain_ok, account_ok = layers % chunks == 0, (layers + 2) % chunks == 0
+        want, note = current, None
+        if current and not account_ok and plain_ok:
+            want, note = False, f"pipeline split: {layers} layers over PP*VP = {chunks} chunks, embedding and loss not counted"
+        elif not current and not plain_ok and account_ok:
+            want, note = True, f"pipeline split: {layers}+2 slots over PP*VP = {chunks} chunks (embedding and loss counted)"
+    return replace(layout, embedding_in_pipeline_split=want, loss_in_pipeline_split=want), note
 
 
 def derive(layout: Layout, model: ModelSpec) -> DerivedLayout:

@@ -18,7 +18,7 @@ from llmb.catalog.schema import DTYPES, Baseline, GpuSpec, LayoutRow, ModelSpec,
 from llmb.errors import CatalogError, LayoutError
 from llmb.plan.flops import CONVENTIONS, FlopsBreakdown, flops_breakdown
 from llmb.plan.shapes import ParamCount, param_count
-from llmb.plan.layout import LAYOUT_KNOBS, DerivedLayout, Layout, derive
+from llmb.plan.layout import LAYOUT_KNOBS, DerivedLayout, Layout, choose_pipeline_split, derive
 from llmb.plan.metrics import RunMetrics, run_metrics
 
 #: Planning beyond this many GPUs is a typo, not a cluster (the largest published run has 2,048).
@@ -122,25 +122,33 @@ def layout_from_row(row: LayoutRow) -> Layout:
     )
 
 
-def _weak_scale(rows: list[LayoutRow], gpus: int, label: str, allow_below: bool) -> tuple[LayoutRow, str]:
-    """Extend a table of layout rows to ``gpus``; returns the row template and a note."""
+def _weak_scale(rows: list[LayoutRow], gpus: int, label: str, allow_below: bool,
+                layers_given: bool = False, gbs: int | None = None) -> tuple[LayoutRow, str]:
+    """Extend a table of layout rows to ``gpus``; returns the row template and a note. A table
+    whose rows change the layer count extends only with the layers given (``--layers``); one
+    that changes GBS/GPUs only with the GBS given (``--gbs``)."""
     rows = sorted(rows, key=lambda r: r.gpus)
-    if len({r.layers for r in rows}) > 1:
+    if len({r.layers for r in rows}) > 1 and not layers_given:
         raise LayoutError(
             f"{label}: the published rows change the layer count with scale "
             f"({', '.join(f'{r.gpus} GPUs: {r.layers} layers' for r in rows)}); "
-            f"no rule extends them to {gpus} GPUs"
+            f"no rule extends them to {gpus} GPUs (give --layers N to plan one anyway)"
         )
     if gpus < rows[0].gpus and not allow_below:
         raise LayoutError(
             f"{label}: published from {rows[0].gpus} GPUs up and not expected to fit on "
             f"{gpus}; give layout overrides (e.g. --tp/--pp) to plan it anyway"
         )
+    below = [r for r in rows if r.gpus <= gpus]
+    template = below[-1] if below else rows[0]
+    if gbs is not None:
+        scaled = template.model_copy(update={"gpus": gpus, "gbs": gbs, "published": type(template.published)()})
+        return scaled, f"extended from the {template.gpus}-GPU row (GBS {gbs} given)"
     ratios = {Fraction(r.gbs, r.gpus) for r in rows}
     if len(ratios) > 1:
         raise LayoutError(
             f"{label}: the published rows do not keep GBS/GPUs constant, so there is no "
-            f"weak-scaling rule for {gpus} GPUs"
+            f"weak-scaling rule for {gpus} GPUs (give --gbs N to plan one anyway)"
         )
     ratio = ratios.pop()
     gbs = ratio * gpus
@@ -149,8 +157,6 @@ def _weak_scale(rows: list[LayoutRow], gpus: int, label: str, allow_below: bool)
             f"{label}: weak scaling keeps GBS = {ratio} x GPUs, which is not a whole number "
             f"at {gpus} GPUs"
         )
-    below = [r for r in rows if r.gpus <= gpus]
-    template = below[-1] if below else rows[0]
     scaled = template.model_copy(update={"gpus": gpus, "gbs": int(gbs), "published": type(template.published)()})
     note = f"weak-scaled from the {template.gpus}-GPU row (GBS = {ratio} x GPUs)"
     return scaled, note
@@ -164,8 +170,13 @@ def resolve(
     gpus: int | None = None,
     gpu_type: str | None = None,
     overrides: dict[str, int | None] | None = None,
+    pp_split: str = "auto",
 ) -> Recipe:
-    """Build a :class:`Recipe`; every user mistake raises a one-line :class:`LlmbError`."""
+    """Build a :class:`Recipe`; every user mistake raises a one-line :class:`LlmbError`.
+
+    ``overrides`` are layout knobs (``tp`` ... ``gbs``, ``fsdp``) and ``layers``, the model's
+    layer count as the published tables' Layers column gives it (proxies of 405B, Grok-1);
+    ``pp_split`` how the layers split into pipeline chunks (:data:`~llmb.plan.layout.PP_SPLITS`)."""
     wl = catalog.workload(workload)
     size_key, spec = catalog.size(wl, size)
     label_base = f"{wl.name} {size_key}"
@@ -187,6 +198,9 @@ def resolve(
     unknown = set(overrides) - set(LAYOUT_KNOBS)
     if unknown:
         raise LayoutError(f"unknown layout knob(s): {', '.join(sorted(unknown))}")
+    layers = overrides.get("layers")
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers <= 0):
+        raise LayoutError(f"layers must be a positive whole number, got {layers!r}")
 
     notes: list[str] = []
     if not rows:
@@ -205,22 +219,31 @@ def resolve(
     row = next((r for r in rows if r.gpus == gpus), None)
     template = row
     if row is None:
-        template, note = _weak_scale(rows, gpus, label, allow_below=bool(overrides))
+        template, note = _weak_scale(rows, gpus, label, allow_below=bool(overrides), layers_given=layers is not None,
+                                     gbs=overrides.get("gbs"))
         notes.append(note)
 
     layout = layout_from_row(template)
+    knobs = {k: v for k, v in overrides.items() if k != "layers"}
+    if knobs:
+        layout = replace(layout, **knobs)
     if overrides:
-        layout = replace(layout, **overrides)
         notes.append("layout overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
 
     model = spec.model.with_layers(template.layers) if template.layers else spec.model
+    if layers is not None:
+        model = model.with_layers(layers)
+    layout, split_note = choose_pipeline_split(layout, model.layers, pp_split)
+    if split_note:
+        notes.append(split_note)
     derived = derive(layout, model)
     notes.extend(derived.warnings)
 
+    published_layers = template.layers or spec.model.layers
     baseline = next(
         (b for b in spec.baselines if b.gpu_type == gkey and b.dtype == dtype and b.gpus == gpus),
         None,
-    )
+    ) if model.layers == published_layers else None
     return Recipe(
         workload=wl,
         size=size_key,

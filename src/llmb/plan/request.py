@@ -34,6 +34,7 @@ class RunRequest(BaseModel):
     gpus: int | None = None  # JOB_TOTAL_GPUS, for full-size runs
     gpu_type: str | None = None
     overrides: dict[str, int | None] = Field(default_factory=dict)  # layout knobs (plan.layout.LAYOUT_KNOBS)
+    pp_split: Literal["auto", "account", "plain"] = "auto"  # plan.layout.PP_SPLITS
     steps: int | None = None
     seed: int = 1234
     lr: float = 3e-4

@@ -203,7 +203,7 @@ def resolve_run(
 
     if req.proxy is None:
         gpus = req.gpus or req.nproc
-        recipe = resolve(catalog, wl.name, size_key, req.dtype, gpus, req.gpu_type, overrides)
+        recipe = resolve(catalog, wl.name, size_key, req.dtype, gpus, req.gpu_type, overrides, req.pp_split)
         if req.nproc is not None and recipe.gpus != req.nproc:
             raise LlmbError(
                 f"the full-size layout needs {recipe.gpus} processes but --nproc is {req.nproc} "
@@ -221,11 +221,15 @@ def resolve_run(
         published = {d for r in spec.layouts for d in r.dtypes}
         base = resolve(catalog, wl.name, size_key, dtype if dtype in published else None, None, req.gpu_type)
         model = shrink_model(base.model, pspec)
+        layers = overrides.pop("layers", None)
+        if layers is not None:  # the proxy's own layer count (the layout below splits them)
+            model = model.with_layers(layers)
         nproc = req.nproc or 1
-        pl = proxy_layout(base.layout, base.derived.dp, model, pspec, nproc)
+        pl = proxy_layout(base.layout, base.derived.dp, model, pspec.model_copy(update={"layers": model.layers}), nproc)
         layout = replace(pl.layout, **overrides) if overrides else pl.layout
-        if overrides:
-            notes.append("proxy layout overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+        if overrides or layers is not None:
+            given = {**overrides, **({"layers": layers} if layers is not None else {})}
+            notes.append("proxy layout overridden: " + ", ".join(f"{k}={v}" for k, v in given.items()))
         if layout.gpus != nproc:
             raise LlmbError(f"a proxy runs on --nproc ranks ({nproc}); GPUs cannot be overridden")
         derived = derive(layout, model)
