@@ -5,7 +5,8 @@ Not a test. Generates a NeMo 2 log of about ``--size-mb`` MB in a temporary fold
 multi-node logs, 5 by default, 0 for a log of step lines only), warms the page cache, then times
 
 * llmb: :func:`llmb.results.parse_file` — autodetection, streaming, rank selection, every
-  field of every step kept in memory (what ``llmb parse`` does before its statistics);
+  field of every step kept in memory (what ``llmb parse`` does before its statistics); a big
+  log is read by one process per core (``LLMB_PARSE_WORKERS=1`` for one);
 * grep | awk: ``grep -a 'train_step_timing in s:' | awk`` pulling iteration and step time out
   of the same lines and averaging them;
 

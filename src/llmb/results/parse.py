@@ -1,130 +1,32 @@
 """Reading a log end to end: format autodetection, streaming, rank selection.
 
-:class:`LogStream` yields every record of every rank as the file is read; :func:`parse_file`
-keeps one rank's records (rank 0, else the lowest rank that logged steps, else unprefixed
-lines) with each iteration once (the last occurrence wins: a restarted job logs the same
-iterations again, and the newer ones are the ones that ran to the end).
+:class:`~llmb.results.stream.LogStream` yields every record of every rank as the file is read;
+:func:`parse_file` keeps one rank's records (rank 0, else the lowest rank that logged steps,
+else unprefixed lines) with each iteration once (the last occurrence wins: a restarted job
+logs the same iterations again, and the newer ones are the ones that ran to the end).
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import os
-import re
-from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from llmb.errors import LlmbError
-from llmb.results.parsers import FORMATS, PARSERS, Parser
 from llmb.results.parsers.mbridge import MbridgeParser
-from llmb.results.reader import ScanState, clean, scan
 from llmb.results.record import StepRecord
+from llmb.results.stream import LogStream, check_format, detect_line
 
-_ANY_MARKER = re.compile("|".join(p.marker.pattern for p in PARSERS.values()))
-#: Lines buffered while the format is still ambiguous (a Megatron iteration line could be
-#: Megatron-Bridge until a ``Step Time`` line shows up or a second iteration line does not).
-_DETECT_BUFFER = 64
+if TYPE_CHECKING:
+    from llmb.results.split import SplitStream
 
-
-def check_format(fmt: str | None) -> str | None:
-    if fmt is None or fmt == "auto":
-        return None
-    key = fmt.lower()
-    if key not in PARSERS:
-        raise LlmbError(f"unknown log format {fmt!r} (choose from auto, {', '.join(FORMATS)})")
-    return key
-
-
-def detect_line(text: str) -> str | None:
-    """The format a single line proves, or ``None``."""
-    for name, cls in PARSERS.items():
-        if cls.detect.search(text):
-            return name
-    return None
-
-
-def _decide(names: list[str], eof: bool) -> str | None:
-    if "mbridge" in names:
-        return "mbridge"
-    first = names[0]
-    if first != "megatron":
-        return first
-    if names.count("megatron") >= 2 or eof or len(names) >= _DETECT_BUFFER:
-        return "megatron"
-    return None
-
-
-class LogStream:
-    """Iterate the records of one open binary log, all ranks, in file order.
-
-    After iteration: :attr:`parser` (``None`` if no known format was found), :attr:`state`
-    (lines and bytes read), :attr:`malformed` (lines with a step head that could not be read)
-    and :attr:`first_error`.
-    """
-
-    def __init__(self, fh: BinaryIO, fmt: str | None = None):
-        self.fh = fh
-        fmt = check_format(fmt)
-        self.parser: Parser | None = PARSERS[fmt]() if fmt else None
-        self.state = ScanState(pattern=self.parser.marker if self.parser else _ANY_MARKER)
-        self.malformed = 0
-        self.first_error: str | None = None
-
-    def _choose(self, name: str) -> None:
-        self.parser = PARSERS[name]()
-        self.state.pattern = self.parser.marker
-
-    def _feed(self, text: str, line_no: int, rank: int | None) -> StepRecord | None:
-        assert self.parser is not None
-        try:
-            return self.parser.feed(text, line_no, rank)
-        except (ValueError, OverflowError) as exc:
-            self.malformed += 1
-            if self.first_error is None:
-                self.first_error = f"line {line_no}: {exc}"
-            return None
-
-    def __iter__(self) -> Iterator[StepRecord]:
-        pending: list[tuple[str, int, str, int | None]] = []
-        feed = self.parser.feed if self.parser is not None else None
-        for line_no, segment in scan(self.fh, self.state):
-            text, rank = clean(segment)
-            if self.parser is None:
-                name = detect_line(text)
-                if name is None:
-                    continue
-                pending.append((name, line_no, text, rank))
-                chosen = _decide([p[0] for p in pending], eof=False)
-                if chosen is None:
-                    continue
-                self._choose(chosen)
-                feed = self.parser.feed  # type: ignore[union-attr]
-                for _, n, t, r in pending:
-                    rec = self._feed(t, n, r)
-                    if rec is not None:
-                        yield rec
-                pending = []
-                continue
-            # _feed inlined: this loop runs once per step line of multi-GB logs
-            try:
-                rec = feed(text, line_no, rank)
-            except (ValueError, OverflowError) as exc:
-                self.malformed += 1
-                if self.first_error is None:
-                    self.first_error = f"line {line_no}: {exc}"
-                continue
-            if rec is not None:
-                yield rec
-        if self.parser is None and pending:
-            self._choose(_decide([p[0] for p in pending], eof=True) or pending[0][0])
-            for _, n, t, r in pending:
-                rec = self._feed(t, n, r)
-                if rec is not None:
-                    yield rec
-        if self.parser is not None:
-            yield from self.parser.finish()
+__all__ = ["LogStream", "ParsedLog", "check_format", "detect_line", "log_files", "open_log", "parse_file",
+           "parse_stream"]
 
 
 @dataclass(frozen=True)
@@ -158,36 +60,77 @@ class ParsedLog:
         return self.progress[1] if self.progress else None
 
 
+_RANK = attrgetter("rank")
+_ITERATION = attrgetter("iteration")
+
+
 def _rank_key(rank: int | None) -> float:
     # Unprefixed lines rank last: with torchrun --tee, launcher noise is unprefixed.
     return math.inf if rank is None else rank
 
 
-def parse_stream(fh: BinaryIO, fmt: str | None = None, rank: int | None = None, path: str | None = None) -> ParsedLog:
-    """Parse an open binary log; keep ``rank`` (default: the lowest rank that logged steps)."""
-    stream = LogStream(fh, fmt)
+def parse_stream(fh: BinaryIO, fmt: str | None = None, rank: int | None = None, path: str | None = None,
+                 fast: bool = True) -> ParsedLog:
+    """Parse an open binary log; keep ``rank`` (default: the lowest rank that logged steps).
+    ``fast=False`` reads every chunk line by line (slower; the same result)."""
+    stream = LogStream(fh, fmt, fast=fast)
+    with _gc_paused():
+        return _parse(stream, rank, path)
+
+
+@contextmanager
+def _gc_paused():
+    """Millions of records and no reference cycles: the cyclic collector would only rescan
+    them, again and again, as they accumulate (a third of the time of a big log)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse(stream: LogStream | SplitStream, rank: int | None, path: str | None) -> ParsedLog:
     kept: dict[int, StepRecord] = {}
     best: float | None = None
     duplicates = 0
     ranks: set[int] = set()
-    for rec in stream:
-        if rec.rank is not None:
-            ranks.add(rec.rank)
-        if rank is not None:
-            if rec.rank != rank:
-                continue
-        else:
-            key = _rank_key(rec.rank)
-            if best is None or key < best:
-                # A lower rank appeared: its records are the ones to keep. (The lowest rank
-                # overall is kept from its first line, so nothing of it is ever dropped.)
-                best, duplicates = key, 0
-                kept.clear()
-            elif key > best:
-                continue
-        if rec.iteration in kept:
-            duplicates += 1
-        kept[rec.iteration] = rec
+    for batch in stream.batches():
+        in_batch = set(map(_RANK, batch))
+        ranks |= in_batch - {None}
+        if len(in_batch) == 1:  # the usual case: one rank logs the steps; kept in bulk
+            (only,) = in_batch
+            if rank is not None:
+                if only != rank:
+                    continue
+            else:
+                key = _rank_key(only)
+                if best is None or key < best:
+                    best, duplicates = key, 0
+                    kept.clear()
+                elif key > best:
+                    continue
+            before = len(kept)
+            kept.update(zip(map(_ITERATION, batch), batch))
+            duplicates += before + len(batch) - len(kept)
+            continue
+        for rec in batch:
+            if rank is not None:
+                if rec.rank != rank:
+                    continue
+            else:
+                key = _rank_key(rec.rank)
+                if best is None or key < best:
+                    # A lower rank appeared: its records are the ones to keep. (The lowest rank
+                    # overall is kept from its first line, so nothing of it is ever dropped.)
+                    best, duplicates = key, 0
+                    kept.clear()
+                elif key > best:
+                    continue
+            if rec.iteration in kept:
+                duplicates += 1
+            kept[rec.iteration] = rec
     parser = stream.parser
     chosen = rank if rank is not None else (None if best in (None, math.inf) else int(best))
     notes: list[str] = []
@@ -206,7 +149,7 @@ def parse_stream(fh: BinaryIO, fmt: str | None = None, rank: int | None = None, 
     return ParsedLog(
         path=path,
         format=parser.name if parser else None,
-        records=tuple(sorted(kept.values(), key=lambda r: r.iteration)),
+        records=tuple(sorted(kept.values(), key=_ITERATION)),
         rank=chosen,
         ranks=tuple(sorted(ranks)),
         iteration_base=parser.iteration_base if parser else None,
@@ -233,8 +176,20 @@ def open_log(path: str | os.PathLike[str]) -> BinaryIO:
 
 
 def parse_file(path: str | os.PathLike[str], fmt: str | None = None, rank: int | None = None) -> ParsedLog:
-    """Parse one log file (streamed; any size)."""
+    """Parse one log file (streamed; any size). A big one is read by one process per core
+    (:mod:`llmb.results.split`), with the same result."""
+    from llmb.results.split import Fallback, SplitStream, workers_for
+
+    fmt = check_format(fmt)
     with open_log(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        workers = workers_for(size)
+        if workers > 1:
+            try:
+                with _gc_paused():
+                    return _parse(SplitStream(str(path), fh, size, workers, fmt), rank, str(path))
+            except Fallback:
+                fh.seek(0)
         return parse_stream(fh, fmt=fmt, rank=rank, path=str(path))
 
 

@@ -8,8 +8,7 @@ norm, MaxText prints throughput per device only).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 GIB = 2**30
 MIB = 2**20
@@ -19,9 +18,9 @@ NUM = r"[-+]?(?:nan|inf(?:inity)?|(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 _NUM_RE = re.compile(NUM, re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    """One training step as logged.
+class StepRecord(NamedTuple):
+    """One training step as logged (a named tuple: a multi-GB log holds millions, and the
+    parsers' fast paths build them from columns at C speed with :meth:`_make`).
 
     ``iteration`` is the step number exactly as the framework printed it (NeMo and MaxText
     count from 0, Megatron, torchtitan and llmb from 1). ``raw_line_no`` is the 1-based line of
@@ -47,7 +46,7 @@ class StepRecord:
     rank: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 def to_float(text: str | None) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import ClassVar
 
 from llmb.results.record import StepRecord
@@ -40,6 +41,15 @@ class Parser:
         """Records held back until the end of the stream (none for most formats)."""
         return []
 
+    def layout(self, text: str) -> FastLayout | None:
+        """The compiled layout of a step line this parser just read (see :class:`FastLayout`),
+        or ``None``: no fast path for this format or this line."""
+        return None
+
+    def progress_of(self, iteration: int, planned: int) -> tuple[int, int]:
+        """(steps done, steps planned) from a step head's two numbers."""
+        return iteration, planned
+
 
 def has_throughput(*values: float | None) -> bool:
     """A record is worth keeping only if it says something about speed."""
@@ -51,3 +61,44 @@ def require_throughput(*values: float | None) -> None:
     line): raise, so the driver counts it instead of inventing a step."""
     if not has_throughput(*values):
         raise ValueError("step line without step time or throughput")
+
+
+# ---------------------------------------------------------------- the fast path for big logs
+#
+# A log's step lines all share one layout (the same keys in the same order), so once the
+# first step line has been read the usual way, a parser can compile that layout into one bytes
+# regex from the step head to the end of the line. :func:`llmb.results.fast.read_chunk` then
+# finds every step line of a multi-MB chunk and converts the columns at C speed. The compiled
+# layout is stricter than the parser: a step line it does not match sends the whole chunk back
+# to the line-by-line path, so both paths always give the same records.
+
+@dataclass(frozen=True)
+class FastLayout:
+    """One log's step-line layout, compiled. ``regex`` matches from the step head to the end
+    of the line; group 1 is the iteration, group 2 the planned last one, then one group per
+    entry of ``fields`` (a :class:`StepRecord` field), whose value is divided by its divisor
+    (Megatron prints milliseconds)."""
+
+    regex: re.Pattern[bytes]
+    #: the parser's marker as bytes: every occurrence must be inside a match
+    marker: bytes
+    #: the step head's first word: it must not occur between a line's start and its match
+    #: (the line-by-line parser reads the first head of a line)
+    head_word: bytes
+    fields: tuple[str, ...]
+    divisors: tuple[float | None, ...]
+
+
+def compile_layout(head: bytes, head_word: bytes, pieces: list[bytes], fields: list[str], marker: str,
+                   divisors: dict[str, float] | None = None) -> FastLayout:
+    """A :class:`FastLayout` from the step head's regex (its two groups: iteration, planned;
+    nothing in it may match a line break), the regex pieces of the sample line's fields in
+    order (each capturing piece holds one group) and the record field each capturing piece
+    fills."""
+    return FastLayout(
+        regex=re.compile(head + b"".join(pieces) + rb"(?=\n|\Z)"),
+        marker=marker.encode(),
+        head_word=head_word,
+        fields=tuple(fields),
+        divisors=tuple((divisors or {}).get(f) for f in fields),
+    )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import replace
 
 from llmb.results.parsers.base import Parser, has_throughput
 from llmb.results.parsers.megatron import parse_iteration_line, record_from_fields
@@ -80,8 +79,7 @@ class MbridgeParser(Parser):
             return None
         step_s, tflops, tokens, mem, _ = times.popleft()
         rec = iters.popleft()
-        return replace(
-            rec,
+        return rec._replace(
             step_time_s=step_s if step_s is not None else rec.step_time_s,
             tflops_per_gpu=tflops if tflops is not None else rec.tflops_per_gpu,
             tokens_per_s_per_gpu=tokens,

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import re
 
-from llmb.results.parsers.base import Parser, require_throughput
+from llmb.results.parsers.base import FastLayout, Parser, compile_layout, require_throughput
 from llmb.results.record import StepRecord, to_float
 
 _HEAD = re.compile(r"\biteration\s+(\d{1,12})/\s*(\d{1,12})\s*\|")
+# The same head in bytes, ASCII only and never across a line break (stricter than _HEAD: a
+# line it does not match is read line by line).
+_FAST_HEAD = rb"(?<![\w\x80-\xff])iteration[ \t]+(\d{1,12})/[ \t]*(\d{1,12})[ \t]*\|"
+_ELAPSED = "elapsed time per iteration (ms)"
+_WANTED = {_ELAPSED: "step_time_s", "throughput per GPU (TFLOP/s/GPU)": "tflops_per_gpu", "lm loss": "loss",
+           "grad norm": "grad_norm"}
 
 
 def parse_iteration_line(text: str) -> tuple[int, int, dict[str, str]] | None:
@@ -49,6 +55,32 @@ class MegatronParser(Parser):
     marker = re.compile("elapsed time per iteration")
     detect = re.compile(r"\biteration\s+\d{1,12}/\s*\d{1,12}\s*\|.*elapsed time per iteration")
     iteration_base = 1
+
+    def layout(self, text: str) -> FastLayout | None:
+        m = _HEAD.search(text)
+        if m is None or not text.isascii():
+            return None
+        parts = text[m.end():].split("|")
+        keys = [p.rpartition(":")[0].strip() if ":" in p else None for p in parts]
+        if _ELAPSED not in keys and "throughput per GPU (TFLOP/s/GPU)" not in keys:
+            return None
+        last = {key: i for i, key in enumerate(keys) if key is not None}
+        pieces, fields = [], []
+        for i, key in enumerate(keys):
+            # Blank-padded values without blanks inside, matched possessively (fast, and
+            # stricter than the line-by-line reading); a part without a colon must be blank.
+            if key is None:
+                piece = rb"[ \t]*+"
+            else:
+                piece = rb"[ \t]*+" + re.escape(key.encode()) + rb"[ \t]*+:[ \t]*+"
+                if key in _WANTED and last[key] == i:
+                    piece += rb"([^ \t|:\n\r]*+)[ \t]*+"
+                    fields.append(_WANTED[key])
+                else:
+                    piece += rb"[^ \t|:\n\r]*+[ \t]*+"
+            pieces.append(piece if i == 0 else rb"\|" + piece)
+        return compile_layout(_FAST_HEAD, b"iteration", pieces, fields, self.marker.pattern,
+                              divisors={"step_time_s": 1000.0})
 
     def feed(self, text: str, line_no: int, rank: int | None) -> StepRecord | None:
         parsed = parse_iteration_line(text)

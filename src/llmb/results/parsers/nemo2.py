@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import re
 
-from llmb.results.parsers.base import Parser, require_throughput
+from llmb.results.parsers.base import FastLayout, Parser, compile_layout, require_throughput
 from llmb.results.record import StepRecord, to_float
 
 _HEAD = re.compile(r"Training epoch \d{1,9}, iteration (\d{1,12})/(\d{1,12})")
 _TIMING = "train_step_timing in s"
+_FAST_HEAD = rb"Training epoch \d{1,9}, iteration (\d{1,12})/(\d{1,12})"
+#: key -> record field; memory is the first of these keys the line has
+_WANTED = {_TIMING: "step_time_s", "TFLOPS_per_GPU": "tflops_per_gpu", "reduced_train_loss": "loss",
+           "grad_norm": "grad_norm"}
+_MEMORY_KEYS = ("peak_memory_usage", "max_memory_reserved")
 
 
 def _fields(rest: str) -> dict[str, str]:
@@ -40,6 +45,37 @@ class Nemo2Parser(Parser):
     marker = re.compile("Training epoch ")
     detect = _HEAD
     iteration_base = 0
+
+    def progress_of(self, iteration: int, planned: int) -> tuple[int, int]:
+        return iteration + 1, planned + 1
+
+    def layout(self, text: str) -> FastLayout | None:
+        m = _HEAD.search(text)
+        if m is None:
+            return None
+        first, *parts = text[m.end():].split(" | ")
+        if first or not text.isascii():
+            return None  # not NeMo's exact separators: the tolerant reading only
+        keys = [p.partition(": ")[0] for p in parts]
+        if _TIMING not in keys:
+            return None
+        wanted = dict(_WANTED)
+        memory = next((k for k in _MEMORY_KEYS if k in keys), None)
+        if memory is not None:
+            wanted[memory] = "mem_bytes"
+        last = {key: i for i, key in enumerate(keys)}  # a repeated key: the last one counts
+        pieces, fields = [], []
+        for i, part in enumerate(parts):
+            key, sep, _ = part.partition(": ")
+            piece = rb" \| " + re.escape(key.encode())
+            if sep:
+                capture = key in wanted and last[key] == i
+                # values without blanks, possessively: far faster to match, and stricter
+                piece += rb": ([^ |\n\r]*+)" if capture else rb": [^ |\n\r]*+"
+                if capture:
+                    fields.append(wanted[key])
+            pieces.append(piece)
+        return compile_layout(_FAST_HEAD, b"Training epoch", pieces, fields, self.marker.pattern)
 
     def feed(self, text: str, line_no: int, rank: int | None) -> StepRecord | None:
         m = _HEAD.search(text)

@@ -1,0 +1,199 @@
+"""One big log, several processes: the file is cut at line breaks into one range per core;
+forked workers read all but the first range while this process reads the first, and the
+ranges' records are joined in file order with their line numbers shifted.
+
+Only for formats read through a compiled layout (:mod:`llmb.results.fast`): their parsers
+keep no state across lines but the progress counter, so a range read on its own yields what
+the whole file read in order would. And only once a probe of the file's start has settled the
+format (not by reaching the probe's end), so every range is read with the parser a
+sequential read would have chosen. Anything unexpected (no ``fork``, a worker that dies or
+reports an error) falls back to reading the file in one process: same result, slower.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import repeat
+from operator import add
+from typing import Any, BinaryIO
+
+from llmb.results.parsers.base import FastLayout, Parser
+from llmb.results.reader import ScanState
+from llmb.results.record import StepRecord
+from llmb.results.stream import LogStream
+
+#: below this many bytes per worker, forking costs more than it saves
+MIN_BYTES_PER_WORKER = 48 << 20
+PROBE_BYTES = 4 << 20
+MAX_WORKERS = 8
+_new = tuple.__new__
+
+
+class Fallback(Exception):
+    """The split read could not be completed: read the file in one process instead."""
+
+
+class _Slice:
+    """The bytes ``[start, end)`` of an open binary file, as a readable stream."""
+
+    def __init__(self, fh: BinaryIO, start: int, end: int):
+        fh.seek(start)
+        self.fh = fh
+        self.left = end - start
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.fh.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return data
+
+
+def workers_for(size: int) -> int:
+    """How many processes a log of ``size`` bytes is read with (``LLMB_PARSE_WORKERS`` caps
+    it; 1 turns splitting off)."""
+    if not hasattr(os, "fork") or sys.platform == "win32":
+        return 1
+    cap = os.environ.get("LLMB_PARSE_WORKERS", "")
+    limit = int(cap) if cap.isdigit() and int(cap) > 0 else min(os.cpu_count() or 1, MAX_WORKERS)
+    return max(1, min(limit, size // MIN_BYTES_PER_WORKER))
+
+
+def boundaries(fh: BinaryIO, size: int, parts: int) -> list[int] | None:
+    """``parts + 1`` offsets from 0 to ``size``, each inner one just after a line break."""
+    cuts = [0]
+    for i in range(1, parts):
+        fh.seek(max(i * size // parts, cuts[-1] + PROBE_BYTES))
+        window = fh.read(1 << 20)
+        k = window.find(b"\n")
+        if k < 0:
+            return None
+        cut = fh.tell() - len(window) + k + 1
+        if cut >= size:
+            break
+        cuts.append(cut)
+    cuts.append(size)
+    return cuts
+
+
+@dataclass
+class _Part:
+    """What one range gave: its records' columns (line numbers relative to the range's
+    start), its parser's progress and its counters."""
+
+    columns: list[tuple[Any, ...]]
+    progress: dict[int | None, tuple[int, int]]
+    malformed: int
+    first_error_at: tuple[int, str] | None
+    lines: int
+    bytes: int
+    ended_with_newline: bool
+
+
+def _read_range(path: str, start: int, end: int, fmt: str, layout: FastLayout) -> _Part:
+    with open(path, "rb") as fh:
+        stream = LogStream(_Slice(fh, start, end), fmt, layout=layout)  # type: ignore[arg-type]
+        records = [rec for batch in stream.batches() for rec in batch]
+    assert stream.parser is not None
+    return _Part(list(zip(*records)), stream.parser.progress, stream.malformed, stream.first_error_at,
+                 stream.state.lines, stream.state.bytes, stream.state.ended_with_newline)
+
+
+def _fork(path: str, start: int, end: int, fmt: str, layout: FastLayout) -> tuple[int, int]:
+    """Start a worker reading one range; returns (pid, read end of its result pipe)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: read, send, exit without running the parent's cleanup
+        code = 0
+        try:
+            os.close(r)
+            payload = pickle.dumps(_read_range(path, start, end, fmt, layout), protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which falls back
+            payload = pickle.dumps(exc.__class__.__name__)
+            code = 1
+        try:
+            with os.fdopen(w, "wb") as out:
+                out.write(payload)
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _collect(pid: int, fd: int) -> _Part:
+    with os.fdopen(fd, "rb") as fh:
+        payload = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not payload:
+        raise Fallback(f"a parse worker failed (status {status})")
+    part = pickle.loads(payload)
+    if not isinstance(part, _Part):
+        raise Fallback(f"a parse worker failed: {part}")
+    return part
+
+
+class SplitStream:
+    """The interface of :class:`llmb.results.parse.LogStream` that ``_parse`` reads, over a
+    file read in ranges by several processes."""
+
+    def __init__(self, path: str, fh: BinaryIO, size: int, workers: int, fmt: str | None):
+        probe = LogStream(_Slice(fh, 0, min(size, PROBE_BYTES)), fmt)  # type: ignore[arg-type]
+        for _ in probe.batches():
+            pass
+        if probe.parser is None or probe.decided_at_eof or probe.layout is None:
+            raise Fallback("the format or its layout was not settled by the probe")
+        cuts = boundaries(fh, size, workers)
+        if cuts is None or len(cuts) < 3:
+            raise Fallback("no line breaks to cut the file at")
+        self.path, self.cuts, self.fmt, self.layout = path, cuts, probe.parser.name, probe.layout
+        self.first = LogStream(_Slice(fh, 0, cuts[1]), fmt)  # type: ignore[arg-type]
+        self.state = ScanState(pattern=self.first.state.pattern)
+        self.malformed = 0
+        self.first_error_at: tuple[int, str] | None = None
+
+    @property
+    def parser(self) -> Parser | None:
+        return self.first.parser
+
+    @property
+    def first_error(self) -> str | None:
+        return f"line {self.first_error_at[0]}: {self.first_error_at[1]}" if self.first_error_at else None
+
+    def batches(self) -> Iterator[list[StepRecord]]:
+        started = [_fork(self.path, a, b, self.fmt, self.layout) for a, b in zip(self.cuts[1:-1], self.cuts[2:])]
+        try:
+            yield from self.first.batches()
+            if self.first.parser is None or self.first.parser.name != self.fmt:
+                raise Fallback("the first range settled on another format")
+            first = self.first
+            self.malformed, self.first_error_at = first.malformed, first.first_error_at
+            offset, nbytes = first.state.lines, first.state.bytes  # the range ends at a line break
+            ended = first.state.ended_with_newline
+            progress = self.first.parser.progress
+            while started:
+                pid, fd = started.pop(0)
+                part = _collect(pid, fd)
+                if part.columns:
+                    cols = part.columns
+                    cols[1] = tuple(map(add, cols[1], repeat(offset)))
+                    yield list(map(_new, repeat(StepRecord), zip(*cols)))
+                progress.update(part.progress)
+                self.malformed += part.malformed
+                if self.first_error_at is None and part.first_error_at is not None:
+                    self.first_error_at = (part.first_error_at[0] + offset, part.first_error_at[1])
+                lines = part.lines
+                offset += lines
+                nbytes += part.bytes
+                ended = part.ended_with_newline
+            self.state.lines, self.state.bytes, self.state.ended_with_newline = offset, nbytes, ended
+        finally:
+            for pid, fd in started:  # interrupted or failed: take the rest back
+                try:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                finally:
+                    os.close(fd)
