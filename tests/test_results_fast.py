@@ -200,8 +200,8 @@ def test_split_reading_gives_what_one_process_gives(tmp_path, monkeypatch, kind,
     want = parse_stream(io.BytesIO(data), fast=False, path=str(log))
     _split(monkeypatch, workers)
     forked = []
-    real_fork = split._fork
-    monkeypatch.setattr(split, "_fork", lambda *a: forked.append(a) or real_fork(*a))
+    real_fork = split.fork
+    monkeypatch.setattr(split, "fork", lambda *a: forked.append(a) or real_fork(*a))
     got = parse_file(log)
     assert same(got, want)
     assert len(forked) == workers - 1  # it did split

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from llmb.cli import main
-from llmb.results.collectives import iter_lines, summarize_nccl_log, summarize_path, summarize_profiler_trace
+import llmb.results.reader as reader
+from llmb.results.collectives import summarize_nccl_log, summarize_path, summarize_profiler_trace
 
 LINE = ("{prefix}[{dev}] NCCL INFO {op}: opCount {oc:x} sendbuff 0x7ffb4713c200 recvbuff 0x7ffb4713c200 "
         "count {count} datatype {dt} op 0 root 0 comm 0x55556b100660 [nranks={n}] stream 0x5555630c58b0")
@@ -31,10 +32,30 @@ def test_nccl_log_counts_and_bytes():
     assert s.lines == 3
 
 
-def test_streaming_splits_lines_across_chunk_boundaries():
-    text = b"".join(f"line {i}\r\n".encode() for i in range(1000))
-    lines = list(iter_lines(io.BytesIO(text), chunk_bytes=7))
-    assert [line for line in lines if line] == [f"line {i}".encode() for i in range(1000)]
+def test_chunk_boundaries_change_nothing(monkeypatch):
+    lines = [LINE.format(prefix=f"node{i % 3}:{10 + i % 5}:99 ", dev=i % 4, op=("AllReduce", "AllGather")[i % 2], oc=i,
+                         count=100 + i % 7, dt=(7, 9)[i % 2], n=8) for i in range(300)]
+    data = ("\n".join(lines) + "\n").encode()
+    whole = summarize_nccl_log(io.BytesIO(data))
+    for chunk in (7, 100, 1000):
+        monkeypatch.setattr(reader, "CHUNK_BYTES", chunk)
+        assert summarize_nccl_log(io.BytesIO(data)).as_dict() == whole.as_dict()
+    assert whole.lines == 300 and sum(r.calls for r in whole.rows()) == 300
+    assert sum(r.bytes for r in whole.rows()) == sum((100 + i % 7) * (4, 2)[i % 2] for i in range(300))
+
+
+def test_ranks_are_ranks_not_hosts_or_processes():
+    """Two hosts x four processes (PyTorch: one GPU each) are 8 ranks; one JAX process driving
+    8 GPUs is 8 ranks too; launcher prefixes ([rank3]:, 3: ) are looked past."""
+    torch_style = [LINE.format(prefix=f"node{h}:{100 + p}:{200 + p} ", dev=p, op="AllReduce", oc=1, count=4, dt=7, n=8)
+                   for h in range(2) for p in range(4) for _ in range(3)]
+    s = summarize_nccl_log(io.BytesIO(("\n".join(torch_style) + "\n").encode()))
+    assert len(s.ranks) == 8 and s.lines == 24
+    jax_style = [f"[rank0]:{LINE.format(prefix='host:7:7 ', dev=d, op='AllGather', oc=1, count=4, dt=9, n=8)}"
+                 for d in range(8)] + [f"0: {LINE.format(prefix='host:7:8 ', dev=d, op='AllGather', oc=2, count=4, dt=9, n=8)}"
+                                       for d in range(8)]
+    s = summarize_nccl_log(io.BytesIO("\r\n".join(jax_style).encode()))
+    assert len(s.ranks) == 8 and s.lines == 16 and s.rows()[0].bytes == 16 * 8
 
 
 def test_profiler_trace_summary():
@@ -103,3 +124,21 @@ def test_trace_takes_a_run_folder(tmp_path, capsys):
     assert data["files"] == 3 and data["kind"] == "mixed" and data["ranks"] == 3
     (ar,) = [c for c in data["collectives"] if c["op"] == "all_reduce" and c["nranks"] == 2]
     assert ar["calls"] == 3 and ar["bytes"] == 2 * 1000 + 32
+
+
+def test_a_big_log_read_by_several_processes_sums_the_same(tmp_path, monkeypatch):
+    import llmb.results.split as split
+
+    lines = [LINE.format(prefix=f"node{i % 2}:{10 + i % 4}:99 ", dev=i % 4, op=("AllReduce", "ReduceScatter")[i % 2], oc=i,
+                         count=64 + i % 5, dt=(7, 9)[i % 2], n=(8, 16)[i % 3 == 0]) for i in range(3000)]
+    log = tmp_path / "nccl.log"
+    log.write_text("\n".join(lines) + "\n")
+    one = summarize_path(log).as_dict()
+    monkeypatch.setattr(split, "MIN_BYTES_PER_WORKER", 1)
+    monkeypatch.setattr(split, "PROBE_BYTES", 1000)
+    monkeypatch.setattr(split.os, "cpu_count", lambda: 3)
+    forked = []
+    real_fork = split.fork
+    monkeypatch.setattr(split, "fork", lambda *a: forked.append(a) or real_fork(*a))
+    assert summarize_path(log).as_dict() == one and len(forked) == 2
+    assert one["lines"] == 3000 and one["ranks"] == 8

@@ -11,13 +11,16 @@ time of NCCL kernels when CUDA activity was recorded).
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from llmb.errors import LlmbError
+from llmb.results.reader import ScanState, chunks
 
 # ncclDataType_t, in enum order (nccl.h): element sizes in bytes.
 NCCL_DTYPE_BYTES = {0: 1, 1: 1, 2: 4, 3: 4, 4: 8, 5: 8, 6: 2, 7: 4, 8: 8, 9: 2, 10: 1, 11: 1}
@@ -28,12 +31,17 @@ TORCH_DTYPE_BYTES = {"float": 4, "float32": 4, "c10::Half": 2, "c10::BFloat16": 
                      "Half": 2, "Double": 8, "Long": 8, "Int": 4, "Byte": 1, "Char": 1,
                      "c10::Float8_e4m3fn": 1, "c10::Float8_e5m2": 1}
 
-_NCCL_LINE = re.compile(
-    rb"\[(?P<dev>\d+)\] NCCL INFO (?P<op>[A-Za-z]+): opCount (?P<opcount>[0-9a-fA-F]+) sendbuff \S+ "
-    rb"recvbuff \S+ count (?P<count>\d+) datatype (?P<dtype>\d+) op (?P<redop>\d+) root (?P<root>-?\d+) "
-    rb"comm (?P<comm>0x[0-9a-fA-F]+)(?: \[nranks=(?P<nranks>\d+)\])?"
+# A collective as NCCL logs it (NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=COLL): at the start of a line,
+# after a launcher's prefix if any (torchrun's "[rank3]:" / "[default3]:", srun's "3: "), NCCL's
+# own "host:pid:tid [cudaDev] NCCL INFO <Op>: opCount ...". Matched whole lines at a time in C
+# (findall over multi-MB chunks): possessive quantifiers, no backtracking.
+_COLLECTIVE = re.compile(
+    rb"[\n\r](?:\[\w{1,20}\]:|\d{1,6}: )?(?:([^ \n\r]*+) )?\[(\d++)\] NCCL INFO ([A-Za-z]++): opCount [0-9a-fA-F]++ "
+    rb"sendbuff [^ \n\r]++ recvbuff [^ \n\r]++ count (\d++) datatype (\d++) op \d++ root -?\d++ "
+    rb"comm 0x[0-9a-fA-F]++(?: \[nranks=(\d++)\])?"
 )
-_PREFIX = re.compile(rb"(?P<host>[\w.\-]+):(?P<pid>\d+):(?P<tid>\d+) \[\d+\] NCCL INFO")
+# NCCL's prefix: host:pid:tid
+_HOST_PID = re.compile(rb"^([\w.\-]+):(\d+):\d+$")
 
 # Profiler names of collectives: gloo:all_reduce, nccl:all_reduce, ncclDevKernel_AllReduce_Sum_f32...
 _PROFILER_NAME = re.compile(r"^(?:gloo|nccl|mpi|ucc):(?P<op>\w+)$")
@@ -82,11 +90,13 @@ class TraceSummary:
         if other.kind != self.kind:
             self.kind = "mixed"
 
-    def add(self, op: str, nranks: int | None, nbytes: int, dtype: str, time_s: float | None = None) -> None:
+    def add(self, op: str, nranks: int | None, nbytes: int, dtype: str, time_s: float | None = None,
+            calls: int = 1) -> None:
+        """Count ``calls`` collectives of ``nbytes`` each (and ``time_s`` in all)."""
         key = (op, nranks)
         s = self.stats.setdefault(key, CollectiveStats(op, nranks))
-        s.calls += 1
-        s.bytes += nbytes
+        s.calls += calls
+        s.bytes += nbytes * calls
         s.dtypes.add(dtype)
         if time_s is not None:
             s.time_s = (s.time_s or 0.0) + time_s
@@ -110,38 +120,63 @@ def _canonical(op: str) -> str:
     return _CANONICAL.get(key, key)
 
 
-def iter_lines(stream: BinaryIO, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """Lines of a binary stream, split on \\n and \\r, without reading it whole."""
-    rest = b""
-    while True:
-        chunk = stream.read(chunk_bytes)
-        if not chunk:
-            break
-        parts = re.split(rb"[\r\n]", rest + chunk)
-        rest = parts.pop()
-        yield from parts
-    if rest:
-        yield rest
+def count_collectives(stream: BinaryIO) -> Counter[tuple[bytes, ...]]:
+    """Each distinct collective line shape (NCCL prefix, device, collective, count, type,
+    communicator size) with how often it occurs, read in chunks at C speed (``findall`` over
+    multi-MB chunks into a :class:`~collections.Counter`)."""
+    shapes: Counter[tuple[bytes, ...]] = Counter()
+    state = ScanState(pattern=re.compile(""))
+    before = b"\n"  # a chunk ends at a line break, so the next one starts a line
+    for _, chunk in chunks(stream, state):
+        shapes.update(_COLLECTIVE.findall(before + chunk))
+        before = chunk[-1:]
+    return shapes
 
 
-def summarize_nccl_log(stream: BinaryIO, source: str = "<stream>") -> TraceSummary:
+def summarize_nccl_log(stream: BinaryIO, source: str = "<stream>",
+                       shapes: Counter[tuple[bytes, ...]] | None = None) -> TraceSummary:
+    """Collectives of an NCCL INFO log (or of its :func:`count_collectives` already counted).
+
+    A rank is one GPU of one process: NCCL's host and pid with its device number (a process
+    driving several GPUs, as JAX does, is several ranks); ``dev<N>`` when the line has no
+    host:pid:tid prefix."""
     summary = TraceSummary(source, "nccl-log")
-    for line in iter_lines(stream):
-        if b"NCCL INFO" not in line:
-            continue
-        m = _NCCL_LINE.search(line)
-        if m is None:
-            continue
-        dtype = int(m["dtype"])
-        nbytes = int(m["count"]) * NCCL_DTYPE_BYTES.get(dtype, 0)
-        nranks = int(m["nranks"]) if m["nranks"] else None
-        summary.add(_canonical(m["op"].decode()), nranks, nbytes, NCCL_DTYPE_NAMES.get(dtype, f"type{dtype}"))
-        summary.lines += 1
-        prefix = _PREFIX.search(line)
-        summary.ranks.add(
-            f"{prefix['host'].decode()}:{prefix['pid'].decode()}" if prefix else f"dev{m['dev'].decode()}"
-        )
+    ranks: dict[tuple[bytes, bytes], str] = {}
+    for (token, dev, op, count, dtype, nranks), calls in (shapes if shapes is not None
+                                                          else count_collectives(stream)).items():
+        code = int(dtype)
+        rank = ranks.get((token, dev))
+        if rank is None:
+            m = _HOST_PID.match(token)
+            rank = ranks[(token, dev)] = (f"{m[1].decode()}:{m[2].decode()}:{dev.decode()}" if m
+                                          else f"{token.decode(errors='replace')}:{dev.decode()}" if token
+                                          else f"dev{dev.decode()}")
+        summary.add(_canonical(op.decode()), int(nranks) if nranks else None, int(count) * NCCL_DTYPE_BYTES.get(code, 0),
+                    NCCL_DTYPE_NAMES.get(code, f"type{code}"), calls=calls)
+        summary.lines += calls
+    summary.ranks.update(ranks.values())
     return summary
+
+
+def summarize_nccl_file(path: Path) -> TraceSummary:
+    """:func:`summarize_nccl_log` of a file; a big one is read by one process per core
+    (:mod:`llmb.results.split`), the counts added up."""
+    from llmb.results import split
+
+    with path.open("rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        workers = split.workers_for(size)
+        cuts = split.boundaries(fh, size, workers) if workers > 1 else None
+        if cuts is not None and len(cuts) > 2:
+            try:
+                shapes: Counter[tuple[bytes, ...]] = Counter()
+                for part in split.map_ranges(str(path), fh, cuts, count_collectives):
+                    shapes.update(part)
+                return summarize_nccl_log(fh, str(path), shapes=shapes)
+            except split.Fallback:
+                pass
+        fh.seek(0)
+        return summarize_nccl_log(fh, str(path))
 
 
 def _numel(dims: object) -> int:
@@ -236,5 +271,4 @@ def _summarize_file(path: Path) -> TraceSummary:
         if not isinstance(events, list):
             raise LlmbError(f"{name}: no traceEvents list in this JSON")
         return summarize_profiler_trace(events, str(path))
-    with path.open("rb") as fh:
-        return summarize_nccl_log(fh, str(path))
+    return summarize_nccl_file(path)

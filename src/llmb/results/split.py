@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from operator import add
@@ -103,17 +103,18 @@ def _read_range(path: str, start: int, end: int, fmt: str, layout: FastLayout) -
                  stream.state.lines, stream.state.bytes, stream.state.ended_with_newline)
 
 
-def _fork(path: str, start: int, end: int, fmt: str, layout: FastLayout) -> tuple[int, int]:
-    """Start a worker reading one range; returns (pid, read end of its result pipe)."""
+def fork(fn: Callable[..., Any], *args: Any) -> tuple[int, int]:
+    """Run ``fn(*args)`` in a forked worker; returns (pid, read end of the pipe its pickled
+    result comes back through). :func:`collect` waits for it."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the worker: read, send, exit without running the parent's cleanup
+    if pid == 0:  # the worker: compute, send, exit without running the parent's cleanup
         code = 0
         try:
             os.close(r)
-            payload = pickle.dumps(_read_range(path, start, end, fmt, layout), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(fn(*args), protocol=pickle.HIGHEST_PROTOCOL)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which falls back
-            payload = pickle.dumps(exc.__class__.__name__)
+            payload = pickle.dumps(_Failed(f"{exc.__class__.__name__}: {exc}"))
             code = 1
         try:
             with os.fdopen(w, "wb") as out:
@@ -124,16 +125,51 @@ def _fork(path: str, start: int, end: int, fmt: str, layout: FastLayout) -> tupl
     return pid, r
 
 
-def _collect(pid: int, fd: int) -> _Part:
+@dataclass(frozen=True)
+class _Failed:
+    why: str
+
+
+def collect(pid: int, fd: int) -> Any:
+    """The result of a worker started by :func:`fork`; :class:`Fallback` if it failed."""
     with os.fdopen(fd, "rb") as fh:
         payload = fh.read()
     _, status = os.waitpid(pid, 0)
     if status != 0 or not payload:
-        raise Fallback(f"a parse worker failed (status {status})")
-    part = pickle.loads(payload)
-    if not isinstance(part, _Part):
-        raise Fallback(f"a parse worker failed: {part}")
-    return part
+        raise Fallback(f"a worker failed (status {status})")
+    result = pickle.loads(payload)
+    if isinstance(result, _Failed):
+        raise Fallback(f"a worker failed: {result.why}")
+    return result
+
+
+def reap(started: list[tuple[int, int]]) -> None:
+    """Stop and wait for workers whose results are no longer wanted."""
+    for pid, fd in started:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def map_ranges(path: str, fh: BinaryIO, cuts: list[int], fn: Callable[[BinaryIO], Any]) -> list[Any]:
+    """``fn`` applied to each range ``[cuts[i], cuts[i + 1])`` of the file, the first in this
+    process and the others in forked workers, in file order."""
+    started = [fork(_on_range, path, a, b, fn) for a, b in zip(cuts[1:-1], cuts[2:])]
+    try:
+        results = [fn(_Slice(fh, cuts[0], cuts[1]))]  # type: ignore[arg-type]
+        while started:
+            results.append(collect(*started.pop(0)))
+        return results
+    finally:
+        reap(started)
+
+
+def _on_range(path: str, start: int, end: int, fn: Callable[[BinaryIO], Any]) -> Any:
+    with open(path, "rb") as fh:
+        return fn(_Slice(fh, start, end))  # type: ignore[arg-type]
 
 
 class SplitStream:
@@ -164,7 +200,8 @@ class SplitStream:
         return f"line {self.first_error_at[0]}: {self.first_error_at[1]}" if self.first_error_at else None
 
     def batches(self) -> Iterator[list[StepRecord]]:
-        started = [_fork(self.path, a, b, self.fmt, self.layout) for a, b in zip(self.cuts[1:-1], self.cuts[2:])]
+        started = [fork(_read_range, self.path, a, b, self.fmt, self.layout)
+                   for a, b in zip(self.cuts[1:-1], self.cuts[2:])]
         try:
             yield from self.first.batches()
             if self.first.parser is None or self.first.parser.name != self.fmt:
@@ -175,8 +212,7 @@ class SplitStream:
             ended = first.state.ended_with_newline
             progress = self.first.parser.progress
             while started:
-                pid, fd = started.pop(0)
-                part = _collect(pid, fd)
+                part = collect(*started.pop(0))
                 if part.columns:
                     cols = part.columns
                     cols[1] = tuple(map(add, cols[1], repeat(offset)))
@@ -191,9 +227,4 @@ class SplitStream:
                 ended = part.ended_with_newline
             self.state.lines, self.state.bytes, self.state.ended_with_newline = offset, nbytes, ended
         finally:
-            for pid, fd in started:  # interrupted or failed: take the rest back
-                try:
-                    os.kill(pid, 9)
-                    os.waitpid(pid, 0)
-                finally:
-                    os.close(fd)
+            reap(started)  # interrupted or failed: take the rest back
