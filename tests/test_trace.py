@@ -141,4 +141,4 @@ def test_a_big_log_read_by_several_processes_sums_the_same(tmp_path, monkeypatch
     real_fork = split.fork
     monkeypatch.setattr(split, "fork", lambda *a: forked.append(a) or real_fork(*a))
     assert summarize_path(log).as_dict() == one and len(forked) == 2
-    assert one["lines"] == 3000 and one["ranks"] == 8
+    assert one["lines"] == 3000 and one["ranks"] == 4  # i % 4 fixes host, pid and device together
