@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 CHUNK_BYTES = 4 << 20
+#: the first read of a log is smaller: its format and step-line layout are learned from it
+#: line by line, and everything after goes the fast way (llmb.results.fast)
+FIRST_CHUNK_BYTES = 256 << 10
 #: A run of text this long without any line separator is scanned as it is rather than
 #: carried over forever (binary junk, or a progress bar that never ends its line).
 MAX_LINE_CHARS = 1 << 20
@@ -49,8 +52,10 @@ def chunks(fh: BinaryIO, state: ScanState, chunk_bytes: int | None = None) -> It
     carry = b""
     last = b"\n"
     size = chunk_bytes or CHUNK_BYTES
+    first = True
     while True:
-        data = fh.read(size)
+        data = fh.read(min(size, FIRST_CHUNK_BYTES) if first else size)
+        first = False
         final = not data
         state.bytes += len(data)
         buf = carry + data if carry else data

@@ -28,7 +28,7 @@ from llmb.results.stream import LogStream
 
 #: below this many bytes per worker, forking costs more than it saves
 MIN_BYTES_PER_WORKER = 48 << 20
-PROBE_BYTES = 4 << 20
+PROBE_BYTES = 1 << 20
 MAX_WORKERS = 8
 _new = tuple.__new__
 
