@@ -25,11 +25,14 @@ GPU_TYPE = typer.Option(None, "--gpu-type", "-g", help="h100, h200, b200, gb200,
 
 
 def _recipe(workload: str, size: str, dtype: str | None, gpus: int | None, gpu_type: str | None,
-            pp_split: str = "auto", **knobs: int | None) -> Recipe:
+            pp_split: str = "auto", release: str | None = None, **knobs: int | None) -> Recipe:
     from llmb.catalog import default_catalog
     from llmb.plan.forecast import resolve_on_gpu
 
-    return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs, pp_split)
+    return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs, pp_split, release)
+
+
+RELEASE = typer.Option(None, "--release", help="Recipe release of the layout and baseline (default: the newest).")
 
 
 def _band(recipe: Recipe) -> tuple[float, float]:
@@ -111,7 +114,7 @@ def _print_forecast(f: Forecast) -> None:
     rt.add_column("predicted", justify="right")
     measured = f.measured_step_s
     if measured is not None:
-        rt.add_column("published", justify="right")
+        rt.add_column(f"published ({r.baseline.release})" if r.baseline else "published", justify="right")
     pub = r.metrics(measured) if measured is not None else None
 
     def row(name: str, pred: str, published: str | None) -> None:
@@ -152,6 +155,7 @@ def predict_cmd(
     fsdp: Optional[int] = typer.Option(None, "--fsdp", help="FSDP sharding group size."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column)."),
     pp_split: str = typer.Option("auto", "--pp-split", help="Pipeline split: account, plain or auto."),
+    release: Optional[str] = RELEASE,
     recompute: str = typer.Option(
         "auto", "--recompute", help=f"{' / '.join(RECOMPUTE_CHOICES)} (auto: the lightest that fits)."
     ),
@@ -161,7 +165,7 @@ def predict_cmd(
     from llmb.plan.calibrate import stored_calibration
     from llmb.plan.forecast import forecast
 
-    recipe = _recipe(workload, size, dtype, gpus, gpu_type, pp_split, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp,
+    recipe = _recipe(workload, size, dtype, gpus, gpu_type, pp_split, release, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp,
                      mbs=mbs, gbs=gbs, fsdp=fsdp, layers=layers)
     cal = stored_calibration()
     f = forecast(recipe, cal.efficiency, recompute, _band(recipe))
@@ -180,6 +184,7 @@ def search_cmd(
     gpu_type: Optional[str] = GPU_TYPE,
     gbs: Optional[int] = typer.Option(None, "--gbs", help="Global batch size (default: the recipe's)."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column)."),
+    release: Optional[str] = RELEASE,
     top: int = typer.Option(5, "--top", "-k", help="How many layouts to show."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -192,7 +197,7 @@ def search_cmd(
     from llmb.plan.calibrate import stored_calibration
     from llmb.plan.search import explain, search_layouts
 
-    recipe = _recipe(workload, size, dtype, gpus, gpu_type, gbs=gbs, layers=layers)
+    recipe = _recipe(workload, size, dtype, gpus, gpu_type, release=release, gbs=gbs, layers=layers)
     cal = stored_calibration()
     res = search_layouts(recipe, cal.efficiency, top, _band(recipe))
     ref = res.recipe_forecast

@@ -121,7 +121,7 @@ def samples(catalog: Catalog) -> list[Sample]:
     """Every catalog baseline with a step time, resolved to its layout."""
     out: list[Sample] = []
     for wl, size, b in catalog.baselines():
-        recipe = resolve(catalog, wl.name, size, b.dtype, b.gpus, b.gpu_type)
+        recipe = resolve(catalog, wl.name, size, b.dtype, b.gpus, b.gpu_type, release=b.release)
         step = baseline_step_s(recipe, b)
         if step is None:
             continue
