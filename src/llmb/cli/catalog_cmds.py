@@ -56,6 +56,8 @@ def list_workloads(as_json: bool = JSON_OPTION) -> None:
                     "workload": wl.name,
                     "size": size,
                     "framework": wl.framework,
+                    "frameworks": sorted({wl.framework_of(b.source) for b in spec.baselines} or {wl.framework}),
+                    "releases": wl.releases(size),
                     "family": spec.model.family,
                     "dtypes": sorted({d for r in spec.layouts for d in r.dtypes}),
                     "gpu_types": sorted({r.gpu_type for r in spec.layouts}),
@@ -68,12 +70,12 @@ def list_workloads(as_json: bool = JSON_OPTION) -> None:
         print_json(rows)
         return
     table = Table(title="llmb workload catalog", title_justify="left")
-    for col in ("workload", "size", "framework", "GPU types", "dtypes", "GPUs", "baselines"):
+    for col in ("workload", "size", "framework", "GPU types", "dtypes", "GPUs", "releases", "baselines"):
         table.add_column(col, justify="right" if col == "baselines" else "left")
     for r in rows:
         table.add_row(
-            r["workload"], r["size"], r["framework"], ", ".join(r["gpu_types"]),
-            ", ".join(r["dtypes"]), " ".join(map(str, r["scales"])), str(r["baselines"]),
+            r["workload"], r["size"], ", ".join(r["frameworks"]), ", ".join(r["gpu_types"]),
+            ", ".join(r["dtypes"]), " ".join(map(str, r["scales"])), " ".join(r["releases"]), str(r["baselines"]),
         )
     console.print(table)
     console.print(
