@@ -365,6 +365,9 @@ class GpuSpec(Strict):
 
     name: str
     aliases: tuple[str, ...] = ()
+    arch: Literal["ampere", "hopper", "blackwell"] = Field(
+        default="hopper", description="tensor-core generation (the predictor fits Blackwell's achieved share of peak)"
+    )
     peak_tflops: dict[Dtype, float]
     hbm_gb: float = Field(gt=0)
     hbm_bandwidth_gbps: float = Field(gt=0)

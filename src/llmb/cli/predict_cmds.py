@@ -254,7 +254,8 @@ def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
     from llmb.plan.calibrate import MODELS
 
     t = Table(title=title, title_justify="left")
-    for col in ("family", "n", "model", "MAPE", "median", "max", "bias"):
+    coverage = any("coverage" in m for by_model in cv.values() for m in by_model.values())
+    for col in ("family", "n", "model", "MAPE", "median", "max", "bias", *(("in band",) if coverage else ())):
         t.add_column(col, justify="left" if col in ("family", "model") else "right")
     for fam, by_model in cv.items():
         for i, model in enumerate(MODELS):
@@ -267,6 +268,7 @@ def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
                 f"{s['median']:.1f}",
                 f"{s['max']:.1f}",
                 f"{s['bias']:+.1f}",
+                *((f"{s['coverage']:.0f}%" if "coverage" in s else "",) if coverage else ()),
                 end_section=i == len(MODELS) - 1,
             )
     return t
@@ -274,7 +276,7 @@ def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
 
 @app.command("calibrate")
 def calibrate_cmd(
-    fit: bool = typer.Option(False, "--fit", help="Refit and cross-validate now (about a minute)."),
+    fit: bool = typer.Option(False, "--fit", help="Refit and cross-validate now (several minutes)."),
     write: bool = typer.Option(False, "--write", help="With --fit: store the result in the package."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -314,6 +316,7 @@ def calibrate_cmd(
                 "loss": cal.loss,
                 "cross_validation": cal.cv,
                 "cross_validation_leave_one_table_out": cal.cv_table,
+                "cross_validation_leave_one_gpu_type_out": cal.cv_gpu,
                 "bands": cal.bands,
                 "matches_stored": stored is not None and cal.efficiency == stored.efficiency,
                 "rows": list(cal.rows),
@@ -329,6 +332,8 @@ def calibrate_cmd(
         pt.add_row(k, f"{v:.4g}", *([f"{stored.efficiency.as_dict()[k]:.4g}"] if fit and stored is not None else []))
     console.print(pt)
     console.print(_cv_table(cal.cv, "Leave-one-workload-out error of predicted step time (%) - headline"))
+    if cal.cv_gpu:
+        console.print(_cv_table(cal.cv_gpu, "Leave-one-GPU-type-out error of predicted step time (%)"))
     if cal.cv_table:
         console.print(_cv_table(cal.cv_table, "Leave-one-table-out error of predicted step time (%)"))
     for fam, (lo, hi) in cal.bands.items():
