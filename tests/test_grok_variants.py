@@ -153,3 +153,11 @@ def test_sandwich_norms_are_parameters_of_every_layer():
     assert param_count(spec).norms - plain.norms == 2 * spec.layers * spec.hidden
     total = sum(p.numel() for p in build_model(spec, "meta").parameters())
     assert total == param_count(spec).total
+
+
+def test_no_transformers_mapping_is_one_line():
+    from llmb.engine.hf import hf_source
+    from llmb.errors import LlmbError
+
+    with pytest.raises(LlmbError, match="no transformers mapping for the grok family"):
+        hf_source("tok_embeddings.weight", _grok())
