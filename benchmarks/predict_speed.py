@@ -24,6 +24,8 @@ CASES = [
     ("nemotron4", "340b", "fp8", 2048, None),
     ("llama4-maverick", "400b", "bf16", 512, "gb200"),
     ("llama4-maverick", "400b", "fp8", 512, "h100"),
+    ("grok1", "314b", "bf16", 2048, None),
+    ("llama3.1", "405b", "fp8", 512, "gb200"),
 ]
 
 

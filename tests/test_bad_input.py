@@ -126,6 +126,12 @@ CASES = [
     (["predict", "llama3.1", "-s", "8b", "--dtype", "fp9"], {}, "fp9"),
     (["search", "llama3.1", "-s", "8b", "--gpu-type", "nope"], {}, "nope"),
     (["show", "llama3.1", "-s", "8b", "--dtype", "fp4"], {}, "fp4"),
+    # --release: one line naming the releases the workload publishes
+    (["show", "grok1", "--release", "26.01"], {}, "grok1 314b has no release '26.01' (releases: 24.11.1, 25.02, 25.05.01, 25.05.02)"),
+    (["predict", "grok1", "-s", "314b", "-n", "512", "--release", "v9"], {}, "(releases: 24.11.1, 25.02, 25.05.01, 25.05.02)"),
+    (["search", "llama4", "-s", "400b", "--release", "25.02"], {}, "llama4-maverick 400b has no release '25.02' (releases: 25.04.01)"),
+    (["compare", "--workload", "grok1", "--release", "1.0"], {}, "grok1 has no release '1.0' (releases: 24.11.1, 25.02, 25.05.01, 25.05.02)"),
+    (["report", "--workload", "nemotron4", "--release", "25.02"], {}, "nemotron4 has no release '25.02' (releases: 24.09)"),
     (["show", "llama3.1", "-s", "405b-proxy", "-n", "256"], {}, "no rule extends them to 256 GPUs"),
     (["data", "info", "{not_a_log}"], {}, "no indexed dataset"),
     (["report", "{not_a_log}", "--out", "{not_a_log}"], {}, "cannot create"),

@@ -22,9 +22,13 @@ def test_row_counts_match_the_seed_tables(catalog):
     def count(name, kind):
         return sum(len(getattr(s, kind)) for s in catalog.workload(name).sizes.values())
 
-    # Layout rows and baseline columns as printed in ../shared/seeds.
-    assert count("llama3.1", "layouts") == 5 + 12 + 3 + 3
-    assert count("llama3.1", "baselines") == 10 + 12 + 12
+    # Layout rows and baseline columns as printed in ../shared/seeds, plus the rows of
+    # ../shared/published/more_published_runs.csv (Llama 3.1 405B GB200: 3 layouts, 6 baselines;
+    # Grok-1: 9 NeMo 1 layouts shared by 24.11.1 and 25.02, 1 NeMo 2 layout, 40 baselines).
+    assert count("llama3.1", "layouts") == 5 + 12 + 3 + 3 + 3
+    assert count("llama3.1", "baselines") == 10 + 12 + 12 + 6
+    assert count("grok1", "layouts") == 9 + 1
+    assert count("grok1", "baselines") == 36 + 4
     assert count("llama2-maxtext", "layouts") == 6
     assert count("llama2-maxtext", "baselines") == 12
     assert count("nemotron4", "layouts") == 5
@@ -45,7 +49,7 @@ def test_every_layout_row_validates_and_matches_the_printed_dp_and_ga(catalog):
         if row.published.ga is not None:
             assert derived.ga == row.published.ga, (wl.name, size, row.gpus)
         checked += 1
-    assert checked == 41
+    assert checked == 41 + 3 + 10
 
 
 def test_every_baseline_has_a_layout_row(catalog):
@@ -53,14 +57,31 @@ def test_every_baseline_has_a_layout_row(catalog):
         for size, spec in wl.sizes.items():
             for b in spec.baselines:
                 assert any(
-                    r.gpu_type == b.gpu_type and b.dtype in r.dtypes and r.gpus == b.gpus for r in spec.layouts
-                ), (wl.name, size, b.dtype, b.gpus)
+                    r.gpu_type == b.gpu_type and b.dtype in r.dtypes and r.gpus == b.gpus
+                    and (not r.releases or b.release in r.releases)
+                    for r in spec.layouts
+                ), (wl.name, size, b.dtype, b.gpus, b.release)
 
 
 def test_baselines_cite_a_seed_document(catalog):
     for wl in catalog.workloads.values():
         for source in wl.sources.values():
-            assert source.document.startswith("seeds/") and source.document.endswith(".md")
+            assert (source.document.startswith("seeds/") and source.document.endswith(".md")) or (
+                source.document == "published/more_published_runs.csv"
+            )
+            assert source.release, (wl.name, source.document)
+
+
+def test_every_baseline_names_its_release(catalog):
+    # From the seed's container (nemo:25.04.01 -> 25.04.01) or the CSV's release column.
+    releases = {(wl.name, b.release) for wl, _, b in catalog.baselines()}
+    assert ("llama4-maverick", "25.04.01") in releases
+    assert ("nemotron4", "24.09") in releases
+    assert ("llama3.1", "25.05") in releases and ("llama3.1", "unstated") in releases
+    assert {r for w, r in releases if w == "grok1"} == {"24.11.1", "25.02", "25.05.01", "25.05.02"}
+    # One scale of one workload can carry several releases' numbers.
+    at512 = [b for b in catalog.workload("grok1").sizes["314b"].baselines if b.gpus == 512 and b.dtype == "bf16"]
+    assert sorted(b.step_time_s for b in at512) == [15.933, 16.930, 20.83, 21.01]
 
 
 def test_workloads_round_trip_through_json(catalog):

@@ -103,6 +103,15 @@ CASES = [
     ("cp2-nemotron", "nemotron4", 2, {"pp": 1, "cp": 2}, "fsdp"),
     ("tp2-nemotron", "nemotron4", 2, {"pp": 1, "tp": 2}, "fsdp"),
     ("cp2-ep2-llama4", "llama4-maverick", 2, {"pp": 1, "cp": 2, "ep": 2}, "fsdp"),
+    # Grok-1 (softmax top-2 of 8 experts, renormalised; GeGLU; soft-capped scores; sandwich
+    # norms; embedding and logit multipliers) under EP, TP with ETP = TP and ETP = 1, CP (the
+    # soft-capped scores against gathered keys) and PP (multipliers on the first / last stage).
+    ("ep2-dp2-grok", "grok1", 2, {"pp": 1, "tp": 1, "etp": 1, "cp": 1, "ep": 2}, "fsdp"),
+    ("tp2-etp2-grok", "grok1", 2, {"pp": 1, "tp": 2, "etp": 2, "ep": 1, "cp": 1}, "fsdp"),
+    ("tp2-etp1-ep2-grok", "grok1", 2, {"pp": 1, "tp": 2, "etp": 1, "ep": 2, "cp": 1}, "fsdp"),
+    ("cp2-grok", "grok1", 2, {"pp": 1, "tp": 1, "cp": 2, "ep": 1}, "fsdp"),
+    ("pp2-grok", "grok1", 2, {"pp": 2, "vp": 1, "tp": 1, "etp": 1, "cp": 1, "ep": 1}, "fsdp"),
+    ("tp2-etp2-ep2-dp2-grok", "grok1", 4, {"pp": 1, "tp": 2, "etp": 2, "ep": 2, "cp": 1}, "fsdp"),
 ]
 
 

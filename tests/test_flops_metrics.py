@@ -125,3 +125,21 @@ def test_recipe_metrics_reproduce_a_table_row(catalog):
     assert m.tokens_per_s == pytest.approx(recipe.baseline.tokens_per_s, rel=2e-3)
     assert 100 * m.mfu == pytest.approx(recipe.baseline.mfu_pct, rel=2e-3)
     assert m.days_per_1t_tokens == pytest.approx(recipe.baseline.days_per_1t_tokens, abs=0.01)
+
+
+def test_grok1_published_flops_per_sample(catalog):
+    """Grok-1's README prints 4.27e15 model FLOPs per sample (GBS 1, sequence 8192); the Llama 4
+    recipe formula (causal-halved scores, 1.5 x F x top-k for every layer) gives it, and so
+    does Megatron's count (every layer MoE, no shared expert: the same terms)."""
+    spec = catalog.workload("grok1").sizes["314b"]
+    recipe = flops_breakdown(spec.model, "recipe", "llama4_moe").total
+    assert spec.published_flops_per_sample == 4.27e15
+    assert f"{recipe:.3g}" == "4.27e+15"
+    assert flops_breakdown(spec.model, "megatron").total == pytest.approx(recipe, rel=1e-12)
+    # 6n: 6 x the active parameters without the input embedding, plus 12 x L x heads x d x S^2
+    # (full scores) per sample
+    p = param_count(spec.model)
+    six_n = 6 * (p.active - p.embedding) * 8192 + 12 * 64 * 48 * 128 * 8192 * 8192
+    assert flops_breakdown(spec.model, "6n").total == pytest.approx(six_n, rel=1e-12)
+    # the dense Llama formula (full scores, top-1) would not print 4.27e15
+    assert f"{flops_breakdown(spec.model, 'recipe', 'llama').total:.3g}" != "4.27e+15"

@@ -85,12 +85,36 @@ def test_samples_use_the_stated_recompute(items):
     assert by_label["llama3.1 8b fp8 8xh100"].recompute == "none"
 
 
-def test_stored_calibration_holds_both_cross_validations():
+def test_stored_calibration_holds_every_cross_validation():
     stored = cal.stored_calibration()
-    for cv in (stored.cv, stored.cv_table):
-        assert set(cv) >= {"all", "dense", "moe", "bf16", "fp8", "h100", "gb200"}
+    for cv in (stored.cv, stored.cv_table, stored.cv_gpu):
+        assert set(cv) >= {"all", "dense", "moe", "bf16", "fp8", "h100", "gb200", "nemo1", "nemo2"}
         assert set(cv["all"]) == set(cal.MODELS)
         assert cv["all"]["calibrated"]["n"] == len(stored.rows)
+        assert 0 <= cv["all"]["calibrated"]["coverage"] <= 100
     # Holding out one table is milder than holding out a whole workload.
     assert stored.cv_table["all"]["calibrated"]["mape"] <= stored.cv["all"]["calibrated"]["mape"]
-    assert all("held_out_table_calibrated_s" in row for row in stored.rows)
+    assert all("held_out_table_calibrated_s" in row and "held_out_gpu_type_calibrated_s" in row for row in stored.rows)
+
+
+def test_samples_name_release_and_framework(items):
+    grok512 = [s for s in items if s.workload == "grok1" and s.gpus == 512 and s.dtype == "bf16"]
+    assert sorted(s.release for s in grok512) == ["24.11.1", "25.02", "25.05.01", "25.05.02"]
+    assert {s.framework for s in grok512} == {"nemo1", "nemo2"}
+    assert len({s.label for s in items}) == len(items)  # the release tells repeated configurations apart
+    assert len({s.table for s in grok512}) == 4  # each release's table weighs one
+    gb = next(s for s in items if s.gpu_type == "gb200" and s.workload == "llama3.1")
+    assert gb.families() == ("all", "dense", gb.dtype, "gb200", "nemo2")
+
+
+def test_coverage_counts_rows_inside_the_band(items):
+    s = items[0]
+    bands = {"dense": (-0.05, 0.05), "moe": (-0.05, 0.05)}
+    inside = cal.HeldOut(s, s.measured_step_s * 1.04, 1.0, 1.0)
+    outside = cal.HeldOut(s, s.measured_step_s * 1.06, 1.0, 1.0)
+    assert cal.in_band(inside, bands) and not cal.in_band(outside, bands)
+    assert cal.summarize([inside, outside], bands)["all"]["calibrated"]["coverage"] == 50.0
+
+
+def test_gpu_type_scheme_holds_out_every_row_of_a_gpu_type():
+    assert cal.SCHEMES["leave one GPU type out"](cal.samples(CAT)[0]) in ("h100", "gb200")

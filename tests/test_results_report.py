@@ -41,6 +41,7 @@ def test_report_markdown_layout_and_plots(tmp_path):
     assert "| Throughput in tokens per second | 85222 | 169000 |" in text
     assert "| Model flops utilization | 62.38% | 61.80% |" in text
     assert "| Baseline step time (seconds per step) | 12.27 | 12.30 |" in text
+    assert "| Baseline release | unstated | unstated |" in text
     assert "99.7% PASS" in text and "FAIL" in text  # the INCOMPLETE run never passes
     pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
     assert pngs == ["llama3.1_8b_bf16_h100_16gpus_steps.png", "llama3.1_8b_bf16_h100_8gpus_steps.png",
@@ -84,3 +85,12 @@ def test_report_shows_the_prediction_next_to_measured(tmp_path):
     assert "| llama3.1 8b BF16 predicted | 8x H100 GPUs | 16x H100 GPUs |" in text
     assert f"| Predicted step time (seconds per step) | {expected:.2f} |" in text
     assert f"| Measured / predicted step time | {12.30 / expected:.3f} |" in text
+
+
+def test_report_baselines_of_a_chosen_release(tmp_path):
+    grok = {**row("g", 512, 21.5, 390000, 0.40), "workload": "grok1", "size": "314b"}
+    newest = write_report([grok], lambda r: [], default_catalog(), tmp_path / "new", plots=False).read_text()
+    older = write_report([grok], lambda r: [], default_catalog(), tmp_path / "old", plots=False,
+                         release="25.02").read_text()
+    assert "| Baseline release | 25.05.02 |" in newest and "| Baseline step time (seconds per step) | 15.93 |" in newest
+    assert "| Baseline release | 25.02 |" in older and "| Baseline step time (seconds per step) | 21.01 |" in older

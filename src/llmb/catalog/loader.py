@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from llmb.catalog.schema import Baseline, GpuSpec, SizeSpec, Workload
+from llmb.catalog.schema import Baseline, GpuSpec, SizeSpec, Workload, fill_releases
 from llmb.datafile import read_yaml, validate
 from llmb.errors import CatalogError
 
@@ -33,7 +33,7 @@ def load_workload_file(path: Path) -> Workload:
     data = read_yaml(path, CatalogError)
     if not isinstance(data, dict):
         raise CatalogError(f"{path.name}: expected a mapping at the top level")
-    workload = validate(Workload, data, path.name, error=CatalogError)
+    workload = validate(Workload, fill_releases(data), path.name, error=CatalogError)
     if _normalize(workload.name) != _normalize(path.stem):
         raise CatalogError(
             f"{path.name}: name {workload.name!r} must match the file name {path.stem!r}"

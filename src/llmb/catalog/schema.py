@@ -31,6 +31,17 @@ class MoESpec(Strict):
     layer_step: int = Field(default=1, gt=0, description="every layer_step-th layer is MoE")
     first_layer: int = Field(default=0, ge=0, description="index of the first MoE layer")
     capacity_factor: float | None = Field(default=None, gt=0)
+    router_score: Literal["sigmoid", "softmax"] = Field(
+        default="sigmoid",
+        description=(
+            "gate weight of a chosen expert: the sigmoid of its router logit (Llama 4), or the "
+            "softmax over all experts' logits (Mixtral, Grok-1)"
+        ),
+    )
+    normalize_top_k: bool = Field(
+        default=False,
+        description="the top-k softmax weights are renormalised to sum to 1 (Mixtral; softmax scores only)",
+    )
     apply_probs_on_input: bool = Field(
         default=False,
         description=(
@@ -46,6 +57,8 @@ class MoESpec(Strict):
             raise ValueError(f"top_k ({self.top_k}) exceeds num_experts ({self.num_experts})")
         if self.shared_experts and not self.shared_expert_ffn_hidden:
             raise ValueError("shared_experts > 0 needs shared_expert_ffn_hidden")
+        if self.normalize_top_k and self.router_score != "softmax":
+            raise ValueError("normalize_top_k needs router_score: softmax")
         return self
 
 
@@ -75,7 +88,7 @@ class RopeScaling(Strict):
 class ModelSpec(Strict):
     """Architecture constants of one model size (unit: elements, not bytes)."""
 
-    family: Literal["llama", "nemotron", "llama4"]
+    family: Literal["llama", "nemotron", "llama4", "grok"]
     layers: int = Field(gt=0)
     hidden: int = Field(gt=0)
     ffn_hidden: int = Field(gt=0)
@@ -84,7 +97,7 @@ class ModelSpec(Strict):
     head_dim: int | None = Field(default=None, gt=0)
     vocab: int = Field(gt=0)
     seq_len: int = Field(gt=0)
-    activation: Literal["swiglu", "squared_relu", "gelu"]
+    activation: Literal["swiglu", "geglu", "squared_relu", "gelu"]
     norm: Literal["rmsnorm", "layernorm"]
     tied_embeddings: bool = False
     rope_theta: float = 500000.0
@@ -106,6 +119,24 @@ class ModelSpec(Strict):
         description=(
             "every n-th layer has no RoPE (NoPE): layer i (0-based) when (i + 1) % n == 0, as "
             "transformers' Llama 4 no_rope_layers"
+        ),
+    )
+    attn_logit_softcap: float | None = Field(
+        default=None,
+        gt=0,
+        description="attention scores soft-capped as cap * tanh(score / cap) before the softmax (Grok-1: 30)",
+    )
+    embedding_multiplier: float | None = Field(
+        default=None, gt=0, description="input embeddings scaled by this factor (Grok-1: 78.38, sqrt(hidden))"
+    )
+    output_multiplier: float | None = Field(
+        default=None, gt=0, description="logits scaled by this factor (Grok-1: 0.577, 1/sqrt(3))"
+    )
+    sandwich_norm: bool = Field(
+        default=False,
+        description=(
+            "a norm on the output of the attention and of the MLP/MoE block too, before each "
+            "residual add (Grok-1's four RMSNorms per layer)"
         ),
     )
     moe: MoESpec | None = None
@@ -137,7 +168,7 @@ class ModelSpec(Strict):
 
     @property
     def gated(self) -> bool:
-        return self.activation == "swiglu"
+        return self.activation in ("swiglu", "geglu")
 
     @property
     def rotary_dim(self) -> int:
@@ -185,6 +216,11 @@ class LayoutRow(Strict):
     gbs: int = Field(gt=0)
     fsdp: int | None = Field(default=None, gt=0, description="FSDP sharding group size")
     layers: int | None = Field(default=None, gt=0, description="layer-count override (proxies)")
+    seq_len: int | None = Field(default=None, gt=0, description="sequence-length override (a row's own)")
+    releases: tuple[str, ...] = Field(
+        default=(),
+        description="recipe releases this row is the layout of (empty: every release of the size)",
+    )
     embedding_in_pipeline_split: bool = False
     loss_in_pipeline_split: bool = False
     recompute: Literal["none", "selective", "mlp", "save_qkv", "full"] | None = Field(
@@ -213,6 +249,13 @@ class Baseline(Strict):
     tokens_per_s_per_gpu: float | None = Field(default=None, gt=0)
     tflops_per_gpu: float | None = Field(default=None, gt=0)
     source: str
+    release: str = Field(
+        min_length=1,
+        description=(
+            "the recipe release the number is from (the container or release tag its source "
+            "names, e.g. 25.04.01); filled from the source's release when the row gives none"
+        ),
+    )
     notes: str = ""
 
 
@@ -229,6 +272,50 @@ class SizeSpec(Strict):
 class Source(Strict):
     document: str
     title: str = ""
+    release: str | None = Field(
+        default=None,
+        description="the recipe release (container / release tag) the document is from; 'unstated' where it names none",
+    )
+    framework: Literal["nemo1", "nemo2", "megatron", "mbridge", "maxtext", "torchtitan", "llmb"] | None = Field(
+        default=None, description="the framework of this source's runs, where it is not the workload's"
+    )
+
+
+def release_key(release: str) -> tuple[tuple[int, ...], str]:
+    """Order of releases, oldest first: by the numbers they contain (24.11.1 < 25.02 <
+    25.05.01 < 25.05.02; maxtext-2024.12.09 by 2024, 12, 9), 'unstated' before any."""
+    import re
+
+    return tuple(int(n) for n in re.findall(r"\d+", release)), release
+
+
+def newest_release(releases) -> str | None:  # type: ignore[no-untyped-def]
+    found = sorted(set(releases), key=release_key)
+    return found[-1] if found else None
+
+
+def fill_releases(data: object) -> object:
+    """A workload file's data with every baseline lacking its own ``release`` given its
+    source's (applied to the raw data before validation)."""
+    if not isinstance(data, dict):
+        return data
+    sources, sizes = data.get("sources"), data.get("sizes")
+    if not isinstance(sources, dict) or not isinstance(sizes, dict):
+        return data
+    new_sizes = {}
+    for key, size in sizes.items():
+        if isinstance(size, dict) and isinstance(size.get("baselines"), list):
+            rows = []
+            for b in size["baselines"]:
+                if isinstance(b, dict) and "release" not in b:
+                    src = sources.get(b.get("source"))
+                    rel = src.get("release") if isinstance(src, dict) else None
+                    if rel is not None:
+                        b = {**b, "release": rel}
+                rows.append(b)
+            size = {**size, "baselines": rows}
+        new_sizes[key] = size
+    return {**data, "sizes": new_sizes}
 
 
 class Workload(Strict):
@@ -244,6 +331,16 @@ class Workload(Strict):
     sources: dict[str, Source]
     sizes: dict[str, SizeSpec] = Field(min_length=1)
     notes: str = ""
+
+    def framework_of(self, source: str) -> str:
+        """The framework a source's runs used (the workload's unless the source says)."""
+        return self.sources[source].framework or self.framework
+
+    def releases(self, size: str) -> list[str]:
+        """Releases of a size's baselines and release-bound layout rows, oldest first."""
+        spec = self.sizes[size]
+        found = {b.release for b in spec.baselines} | {r for row in spec.layouts for r in row.releases}
+        return sorted(found, key=release_key)
 
     @model_validator(mode="after")
     def _check_sources(self) -> Workload:
@@ -268,6 +365,9 @@ class GpuSpec(Strict):
 
     name: str
     aliases: tuple[str, ...] = ()
+    arch: Literal["ampere", "hopper", "blackwell"] = Field(
+        default="hopper", description="tensor-core generation (the predictor fits Blackwell's achieved share of peak)"
+    )
     peak_tflops: dict[Dtype, float]
     hbm_gb: float = Field(gt=0)
     hbm_bandwidth_gbps: float = Field(gt=0)

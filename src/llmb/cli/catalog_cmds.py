@@ -25,6 +25,8 @@ GBS = typer.Option(None, "--gbs", help="Global batch size.")
 LAYERS = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column, e.g. reduced-layer proxies).")
 PP_SPLIT = typer.Option("auto", "--pp-split", help="Pipeline split: account (embedding and loss count as layers), "
                         "plain, or auto (the recipe's, unless only the other divides).")
+RELEASE = typer.Option(None, "--release", help="Recipe release of the layout and baseline (e.g. 25.02; "
+                       "default: the newest published at that scale).")
 
 
 def _size_option() -> typer.models.OptionInfo:
@@ -54,6 +56,8 @@ def list_workloads(as_json: bool = JSON_OPTION) -> None:
                     "workload": wl.name,
                     "size": size,
                     "framework": wl.framework,
+                    "frameworks": sorted({wl.framework_of(b.source) for b in spec.baselines} or {wl.framework}),
+                    "releases": wl.releases(size),
                     "family": spec.model.family,
                     "dtypes": sorted({d for r in spec.layouts for d in r.dtypes}),
                     "gpu_types": sorted({r.gpu_type for r in spec.layouts}),
@@ -66,12 +70,12 @@ def list_workloads(as_json: bool = JSON_OPTION) -> None:
         print_json(rows)
         return
     table = Table(title="llmb workload catalog", title_justify="left")
-    for col in ("workload", "size", "framework", "GPU types", "dtypes", "GPUs", "baselines"):
+    for col in ("workload", "size", "framework", "GPU types", "dtypes", "GPUs", "releases", "baselines"):
         table.add_column(col, justify="right" if col == "baselines" else "left")
     for r in rows:
         table.add_row(
-            r["workload"], r["size"], r["framework"], ", ".join(r["gpu_types"]),
-            ", ".join(r["dtypes"]), " ".join(map(str, r["scales"])), str(r["baselines"]),
+            r["workload"], r["size"], ", ".join(r["frameworks"]), ", ".join(r["gpu_types"]),
+            ", ".join(r["dtypes"]), " ".join(map(str, r["scales"])), " ".join(r["releases"]), str(r["baselines"]),
         )
     console.print(table)
     console.print(
@@ -90,13 +94,13 @@ def show(
     gpu_type: Optional[str] = typer.Option(None, "--gpu-type", "-g", help="GPU type (e.g. h100, gb200)."),
     tp: Optional[int] = TP, pp: Optional[int] = PP, cp: Optional[int] = CP, ep: Optional[int] = EP,
     etp: Optional[int] = ETP, vp: Optional[int] = VP, mbs: Optional[int] = MBS, gbs: Optional[int] = GBS,
-    layers: Optional[int] = LAYERS, pp_split: str = PP_SPLIT,
+    layers: Optional[int] = LAYERS, pp_split: str = PP_SPLIT, release: Optional[str] = RELEASE,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show a workload's layout, derived sizes, FLOPs, parameters and published baseline."""
     overrides = dict(tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp, mbs=mbs, gbs=gbs, layers=layers)
     recipe = resolve(default_catalog(), workload, _default_size(workload, size), dtype, gpus, gpu_type, overrides,
-                     pp_split)
+                     pp_split, release)
     data = recipe.as_dict()
     if recipe.baseline and recipe.baseline.step_time_s:
         data["baseline_metrics"] = {c: recipe.metrics(recipe.baseline.step_time_s, c).as_dict() for c in CONVENTIONS}
@@ -105,6 +109,10 @@ def show(
         return
 
     console.print(f"[bold]{recipe.workload.title}[/] — {recipe.title}")
+    if recipe.release:
+        others = [r for r in recipe.workload.releases(recipe.size) if r != recipe.release]
+        more = f" (also published: {', '.join(others)}; --release)" if others else ""
+        console.print(f"  release: {recipe.release}{more}")
     for note in recipe.notes:
         console.print(f"  note: {note}")
     m = recipe.model
@@ -148,7 +156,7 @@ def show(
     if b is None:
         console.print("  no published baseline at this scale")
         return
-    console.print(f"  published baseline ({recipe.workload.sources[b.source].document}):")
+    console.print(f"  published baseline ({recipe.workload.sources[b.source].document}, release {b.release}):")
     pub = Table(title_justify="left")
     for col in ("", "step time s", "tokens/s", "TFLOP/s/GPU", "MFU %", "days per 1T"):
         pub.add_column(col, justify="right")

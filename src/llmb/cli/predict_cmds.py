@@ -25,11 +25,14 @@ GPU_TYPE = typer.Option(None, "--gpu-type", "-g", help="h100, h200, b200, gb200,
 
 
 def _recipe(workload: str, size: str, dtype: str | None, gpus: int | None, gpu_type: str | None,
-            pp_split: str = "auto", **knobs: int | None) -> Recipe:
+            pp_split: str = "auto", release: str | None = None, **knobs: int | None) -> Recipe:
     from llmb.catalog import default_catalog
     from llmb.plan.forecast import resolve_on_gpu
 
-    return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs, pp_split)
+    return resolve_on_gpu(default_catalog(), workload, size, dtype, gpus, gpu_type, knobs, pp_split, release)
+
+
+RELEASE = typer.Option(None, "--release", help="Recipe release of the layout and baseline (default: the newest).")
 
 
 def _band(recipe: Recipe) -> tuple[float, float]:
@@ -111,7 +114,7 @@ def _print_forecast(f: Forecast) -> None:
     rt.add_column("predicted", justify="right")
     measured = f.measured_step_s
     if measured is not None:
-        rt.add_column("published", justify="right")
+        rt.add_column(f"published ({r.baseline.release})" if r.baseline else "published", justify="right")
     pub = r.metrics(measured) if measured is not None else None
 
     def row(name: str, pred: str, published: str | None) -> None:
@@ -152,6 +155,7 @@ def predict_cmd(
     fsdp: Optional[int] = typer.Option(None, "--fsdp", help="FSDP sharding group size."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column)."),
     pp_split: str = typer.Option("auto", "--pp-split", help="Pipeline split: account, plain or auto."),
+    release: Optional[str] = RELEASE,
     recompute: str = typer.Option(
         "auto", "--recompute", help=f"{' / '.join(RECOMPUTE_CHOICES)} (auto: the lightest that fits)."
     ),
@@ -161,7 +165,7 @@ def predict_cmd(
     from llmb.plan.calibrate import stored_calibration
     from llmb.plan.forecast import forecast
 
-    recipe = _recipe(workload, size, dtype, gpus, gpu_type, pp_split, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp,
+    recipe = _recipe(workload, size, dtype, gpus, gpu_type, pp_split, release, tp=tp, pp=pp, cp=cp, ep=ep, etp=etp, vp=vp,
                      mbs=mbs, gbs=gbs, fsdp=fsdp, layers=layers)
     cal = stored_calibration()
     f = forecast(recipe, cal.efficiency, recompute, _band(recipe))
@@ -180,6 +184,7 @@ def search_cmd(
     gpu_type: Optional[str] = GPU_TYPE,
     gbs: Optional[int] = typer.Option(None, "--gbs", help="Global batch size (default: the recipe's)."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Transformer layers (the tables' Layers column)."),
+    release: Optional[str] = RELEASE,
     top: int = typer.Option(5, "--top", "-k", help="How many layouts to show."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -192,7 +197,7 @@ def search_cmd(
     from llmb.plan.calibrate import stored_calibration
     from llmb.plan.search import explain, search_layouts
 
-    recipe = _recipe(workload, size, dtype, gpus, gpu_type, gbs=gbs, layers=layers)
+    recipe = _recipe(workload, size, dtype, gpus, gpu_type, release=release, gbs=gbs, layers=layers)
     cal = stored_calibration()
     res = search_layouts(recipe, cal.efficiency, top, _band(recipe))
     ref = res.recipe_forecast
@@ -249,7 +254,8 @@ def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
     from llmb.plan.calibrate import MODELS
 
     t = Table(title=title, title_justify="left")
-    for col in ("family", "n", "model", "MAPE", "median", "max", "bias"):
+    coverage = any("coverage" in m for by_model in cv.values() for m in by_model.values())
+    for col in ("family", "n", "model", "MAPE", "median", "max", "bias", *(("in band",) if coverage else ())):
         t.add_column(col, justify="left" if col in ("family", "model") else "right")
     for fam, by_model in cv.items():
         for i, model in enumerate(MODELS):
@@ -262,6 +268,7 @@ def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
                 f"{s['median']:.1f}",
                 f"{s['max']:.1f}",
                 f"{s['bias']:+.1f}",
+                *((f"{s['coverage']:.0f}%" if "coverage" in s else "",) if coverage else ()),
                 end_section=i == len(MODELS) - 1,
             )
     return t
@@ -269,7 +276,7 @@ def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
 
 @app.command("calibrate")
 def calibrate_cmd(
-    fit: bool = typer.Option(False, "--fit", help="Refit and cross-validate now (about a minute)."),
+    fit: bool = typer.Option(False, "--fit", help="Refit and cross-validate now (several minutes)."),
     write: bool = typer.Option(False, "--write", help="With --fit: store the result in the package."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -309,6 +316,7 @@ def calibrate_cmd(
                 "loss": cal.loss,
                 "cross_validation": cal.cv,
                 "cross_validation_leave_one_table_out": cal.cv_table,
+                "cross_validation_leave_one_gpu_type_out": cal.cv_gpu,
                 "bands": cal.bands,
                 "matches_stored": stored is not None and cal.efficiency == stored.efficiency,
                 "rows": list(cal.rows),
@@ -324,6 +332,8 @@ def calibrate_cmd(
         pt.add_row(k, f"{v:.4g}", *([f"{stored.efficiency.as_dict()[k]:.4g}"] if fit and stored is not None else []))
     console.print(pt)
     console.print(_cv_table(cal.cv, "Leave-one-workload-out error of predicted step time (%) - headline"))
+    if cal.cv_gpu:
+        console.print(_cv_table(cal.cv_gpu, "Leave-one-GPU-type-out error of predicted step time (%)"))
     if cal.cv_table:
         console.print(_cv_table(cal.cv_table, "Leave-one-table-out error of predicted step time (%)"))
     for fam, (lo, hi) in cal.bands.items():

@@ -261,6 +261,32 @@ _VERDICT_STYLE = {"PASS": "green", "FAIL": "red", "N/A": "yellow", "NOT COMPARAB
 _METRIC_FMT = {"step_time_s": ".3f", "tokens_per_s": ".0f", "mfu": ".4f", "days_per_1t_tokens": ".2f"}
 
 
+RELEASE_OPTION = typer.Option(None, "--release", help="Recipe release of the baselines (e.g. 25.02; default: the newest "
+                              "published at each run's scale).")
+
+
+def _check_release(catalog: Any, workload: Optional[str], size: Optional[str], release: Optional[str]) -> None:
+    """A --release the named workload (and size) does not publish is one line listing those it does."""
+    if release is None or workload is None:
+        return
+    from llmb.plan.recipe import check_release
+
+    wl = catalog.workload(workload)
+    sizes = [catalog.size(wl, size)[0]] if size else list(wl.sizes)
+    known = sorted({r for s in sizes for r in wl.releases(s)})
+    if not any(release_ok(wl, s, release, check_release) for s in sizes):
+        raise LlmbError(f"{wl.name}{' ' + sizes[0] if size else ''} has no release {release!r} "
+                        f"(releases: {', '.join(known) or 'none'})")
+
+
+def release_ok(wl: Any, size: str, release: str, check: Any) -> bool:
+    try:
+        check(wl, size, release)
+        return True
+    except LlmbError:
+        return False
+
+
 @app.command("compare")
 def compare_cmd(
     runs: Optional[list[str]] = typer.Argument(None, metavar="[RUN_ID|LOG]...", help="Runs to judge (default: every stored run)."),
@@ -276,6 +302,7 @@ def compare_cmd(
     gpu_type: Optional[str] = GPU_TYPE_OPTION,
     layout: Optional[str] = LAYOUT_OPTION,
     convention: str = CONVENTION_OPTION,
+    release: Optional[str] = RELEASE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Judge runs against the catalog's baselines (default), another run, or a saved set."""
@@ -286,6 +313,7 @@ def compare_cmd(
         raise LlmbError("choose one of --against and --set")
     if not 0 < tolerance <= 10:
         raise LlmbError(f"--tolerance must be a fraction such as 0.95, got {tolerance}")
+    _check_release(default_catalog(), workload, size, release)
     spec = _spec(workload, size, dtype, gpus, gpu_type, layout)
     rows = _runs_from_args(list(runs or []), spec, window, convention)
     if against:
@@ -298,7 +326,7 @@ def compare_cmd(
     else:
         catalog = default_catalog()
         stored = Store.open().runs()
-        reference_for = lambda run: cmp.default_reference(run, catalog, stored)  # noqa: E731
+        reference_for = lambda run: cmp.default_reference(run, catalog, stored, release)  # noqa: E731
     comparisons = cmp.compare_all(rows, reference_for, tolerance)
     hist = []
     if show_history:
@@ -355,6 +383,7 @@ def report_cmd(
     convention: str = CONVENTION_OPTION,
     tolerance: float = typer.Option(0.95, "--tolerance", help="Pass when throughput >= this fraction of the baseline."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw PNG plots."),
+    release: Optional[str] = RELEASE_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Markdown tables in the reference layout plus PNG plots (scaling, step time per iteration).
@@ -369,6 +398,7 @@ def report_cmd(
         raise LlmbError(f"--tolerance must be a fraction such as 0.95, got {tolerance}")
     steps: dict[str, list[dict[str, Any]]] = {}
     catalog = default_catalog()
+    _check_release(catalog, workload, size, release)
     if runs:
         rows = _runs_from_args(list(runs), _spec(workload, size, dtype, gpus, gpu_type, layout), window, convention, steps)
     else:
@@ -382,7 +412,7 @@ def report_cmd(
     def steps_for(run: dict[str, Any]) -> list[dict[str, Any]]:
         return steps[run["run_id"]] if run["run_id"] in steps else store.steps(run["run_id"])
 
-    md = write_report(rows, steps_for, catalog, out, tolerance=tolerance, plots=plots)
+    md = write_report(rows, steps_for, catalog, out, tolerance=tolerance, plots=plots, release=release)
     files = sorted(str(p) for p in md.parent.glob("*.png")) if plots else []
     if as_json:
         print_json({"markdown": str(md), "plots": files})

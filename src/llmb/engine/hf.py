@@ -79,6 +79,9 @@ class HfSource:
 def hf_source(fqn: str, spec: ModelSpec) -> HfSource:
     """The transformers tensor holding llmb parameter ``fqn`` (its name in one unparallelized
     :class:`~llmb.engine.models.transformer.Transformer`)."""
+    if spec.family not in _MLP:
+        # Grok-1 has no transformers class (its checkpoint is xAI's JAX format)
+        raise LlmbError(f"no transformers mapping for the {spec.family} family (llmb parameter {fqn})")
     if fqn in _TOP:
         return HfSource(_TOP[fqn])
     m = _LAYER_FQN.match(fqn)

@@ -165,7 +165,8 @@ def agrees(published: float, recomputed: float) -> bool:
 
 def _row_for(size: SizeSpec, b: Baseline) -> LayoutRow | None:
     return next(
-        (r for r in size.layouts if r.gpu_type == b.gpu_type and b.dtype in r.dtypes and r.gpus == b.gpus),
+        (r for r in size.layouts if r.gpu_type == b.gpu_type and b.dtype in r.dtypes and r.gpus == b.gpus
+         and (not r.releases or b.release in r.releases)),
         None,
     )
 
@@ -219,7 +220,8 @@ def _alternatives(
         yield (f"uses GBS {r.gbs} (the {r.gpus}-GPU column's)", Inputs(**{**asdict(base), "gbs": r.gbs}))
         yield (f"uses {r.gpus} GPUs (another column)", Inputs(**{**asdict(base), "gpus": r.gpus}))
     for other in size.baselines:
-        if other is not b and other.gpu_type == b.gpu_type and other.dtype == b.dtype and other.step_time_s:
+        if (other is not b and other.gpu_type == b.gpu_type and other.dtype == b.dtype and other.step_time_s
+                and other.release == b.release):
             yield (
                 f"uses the {other.gpus}-GPU column's step time ({other.step_time_s:g} s)",
                 Inputs(**{**asdict(base), "step_time_s": other.step_time_s}),
@@ -265,6 +267,8 @@ def audit_catalog(catalog: Catalog) -> AuditReport:
                     continue  # the catalog's own validation reports baselines without layouts
                 report.rows += 1
                 model = size.model.with_layers(row.layers) if row.layers else size.model
+                if row.seq_len:
+                    model = model.model_copy(update={"seq_len": row.seq_len})
                 step = b.step_time_s
                 if step is None and b.tokens_per_s_per_gpu:
                     step = model.seq_len * row.gbs / (b.tokens_per_s_per_gpu * b.gpus)

@@ -20,14 +20,20 @@ Procedure (deterministic, no randomness, numpy not needed):
    step up and down and keeps moving while the objective falls; when no parameter improves,
    the step halves, down to ``1/64`` of the first. Parameters stay within physical bounds
    (fractions in (0, 1]); the result is rounded to four significant digits.
-4. **Cross-validation**: leave one workload (catalog file) out, fit on the rest from the same
-   start, predict the held-out rows (the headline); and, milder, leave one published table
-   out. Reported per family (dense/MoE, BF16/FP8, H100/GB200) as MAPE, median and max
-   absolute error and bias (mean signed error), next to two naive baselines: a constant MFU
-   (the training rows' geometric-mean MFU under the ``megatron`` FLOPs convention, fitted
-   per fold) and the uncalibrated roofline (:meth:`Efficiency.roofline`). With one MoE
-   workload (also the only GB200 one), holding it out leaves ``expert_gemm`` at its prior:
-   the MoE rows of the workload-out scheme measure the model without any MoE data.
+4. **Cross-validation**, three schemes, each predicting every row by a fit that never saw
+   its group: leave one workload (catalog file) out, the headline; leave one GPU type out
+   (H100 predicted from GB200 rows alone and GB200 from H100 rows alone); and, milder, leave
+   one published table (workload, size, dtype, GPU type, release) out. Reported per family
+   (dense/MoE, BF16/FP8, H100/GB200, the framework: NeMo 1 / NeMo 2 / Megatron-LM / MaxText)
+   as MAPE, median and max absolute error and bias (mean signed error), with the band
+   coverage (the share of held-out rows whose measured step time lies inside the stored band
+   of the forecast: ~90 % by construction for the workload-out scheme the bands come from, a
+   real test for the others), next to two naive baselines: a constant MFU (the training rows'
+   geometric-mean MFU under the ``megatron`` FLOPs convention, fitted per fold) and the
+   uncalibrated roofline (:meth:`Efficiency.roofline`). Every parameter is informed by at
+   least two workloads: the MoE ones by Llama 4 Maverick and Grok-1, ``blackwell`` by Llama
+   3.1 405B and Maverick on GB200; holding out the only GPU type that informs ``blackwell``
+   leaves it at its prior (Hopper's share of peak), which is what the GB200 fold measures.
 
 The fitted parameters, the procedure, the catalog fingerprint they were fitted on and the
 cross-validation summary are stored in ``calibration.json`` next to this module.
@@ -64,6 +70,10 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "link": (0.05, 1.0, "log"),
     "overlap": (0.0, 1.0, "lin"),
     "expert_gemm": (0.05, 1.0, "log"),
+    "expert_knee": (1.0, 16384.0, "log"),
+    "expert_fp8": (0.2, 1.0, "log"),
+    "expert_load_cv": (0.01, 3.0, "log"),
+    "blackwell": (0.3, 1.5, "log"),
     "ring_step_us": (1.0, 200.0, "log"),
 }
 # Prior (center, standard deviation) of each parameter, from public microbenchmarks rather
@@ -71,7 +81,9 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 # ~65-70 % in FP8 on H100; flash attention forward + backward ~50-60 % of the BF16 peak;
 # streaming kernels ~80 % of HBM bandwidth; NCCL ~80 % of NVLink / NIC line rate; most TP/PP
 # traffic hidden by userbuffers / overlapped p2p; routed experts as efficient as dense GEMMs
-# of their size; a ring step across the network 14 us (NCCL's tuning model, src/graph/
+# of their size, a grouped-GEMM fixed cost of one 128-token M tile per expert, FP8 grouped
+# GEMMs as efficient as dense FP8, a router skew of 0.3 (coefficient of variation of the
+# experts' loads); Blackwell at Hopper's share of its peak; a ring step across the network 14 us (NCCL's tuning model, src/graph/
 # tuning.cc: hwLat NET / Ring / Simple) (the centers are :class:`Efficiency`'s defaults,
 # also the fit's start).
 # Standard deviations are wide (25 % for efficiencies, a factor e for the knee and the ring
@@ -79,6 +91,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 # cannot tell apart.
 PRIOR_SD: dict[str, float] = {name: 0.25 for name in BOUNDS} | {
     "gemm_knee": 1.0,
+    "expert_load_cv": 1.0,
+    "expert_knee": 1.0,
     "overlap": 0.2,
     "ring_step_us": 1.0,
 }
@@ -100,10 +114,14 @@ class Sample:
     measured_step_s: float
     recipe: Recipe
     recompute: str
+    release: str = ""
+    framework: str = ""
+    #: the label names the release too (the same configuration is published by several)
+    release_in_label: bool = False
 
     @property
-    def table(self) -> tuple[str, str, str, str]:
-        return (self.workload, self.size, self.dtype, self.gpu_type)
+    def table(self) -> tuple[str, ...]:
+        return (self.workload, self.size, self.dtype, self.gpu_type, self.release)
 
     @property
     def moe(self) -> bool:
@@ -111,24 +129,31 @@ class Sample:
 
     @property
     def label(self) -> str:
-        return f"{self.workload} {self.size} {self.dtype} {self.gpus}x{self.gpu_type}"
+        base = f"{self.workload} {self.size} {self.dtype} {self.gpus}x{self.gpu_type}"
+        return f"{base} {self.release}" if self.release_in_label else base
 
     def families(self) -> tuple[str, ...]:
-        return ("all", "moe" if self.moe else "dense", self.dtype, self.gpu_type)
+        return ("all", "moe" if self.moe else "dense", self.dtype, self.gpu_type, self.framework)
 
 
 def samples(catalog: Catalog) -> list[Sample]:
     """Every catalog baseline with a step time, resolved to its layout."""
     out: list[Sample] = []
+    configs: dict[tuple, int] = {}
     for wl, size, b in catalog.baselines():
-        recipe = resolve(catalog, wl.name, size, b.dtype, b.gpus, b.gpu_type)
+        key = (wl.name, size, b.dtype, b.gpus, b.gpu_type)
+        configs[key] = configs.get(key, 0) + 1
+    for wl, size, b in catalog.baselines():
+        recipe = resolve(catalog, wl.name, size, b.dtype, b.gpus, b.gpu_type, release=b.release)
         step = baseline_step_s(recipe, b)
         if step is None:
             continue
         level = stated_recompute(recipe)
         if level is None:
             level = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, b.dtype).recompute
-        out.append(Sample(wl.name, recipe.size, b.dtype, b.gpus, recipe.gpu_type, step, recipe, level))
+        several = configs[(wl.name, size, b.dtype, b.gpus, b.gpu_type)] > 1
+        out.append(Sample(wl.name, recipe.size, b.dtype, b.gpus, recipe.gpu_type, step, recipe, level,
+                          b.release, wl.framework_of(b.source), several))
     return out
 
 
@@ -260,11 +285,12 @@ class HeldOut:
 
 
 MODELS = ("calibrated", "constant_mfu", "roofline")
-FAMILIES = ("all", "dense", "moe", "bf16", "fp8", "h100", "gb200")
+FAMILIES = ("all", "dense", "moe", "bf16", "fp8", "h100", "gb200", "nemo1", "nemo2", "megatron", "maxtext")
 
 
 SCHEMES: dict[str, Callable[[Sample], Any]] = {
     "leave one workload out": lambda s: s.workload,
+    "leave one GPU type out": lambda s: s.gpu_type,
     "leave one table out": lambda s: s.table,
 }
 
@@ -298,8 +324,11 @@ def cross_validate(
     return out
 
 
-def summarize(held: list[HeldOut]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{family: {model: {n, mape, median, max, bias}}}`` in percent."""
+def summarize(held: list[HeldOut], bands: dict[str, tuple[float, float]] | None = None
+              ) -> dict[str, dict[str, dict[str, float]]]:
+    """``{family: {model: {n, mape, median, max, bias}}}`` in percent; with ``bands`` (the
+    stored dense / MoE bands) the calibrated model also gets ``coverage``: the percentage of
+    the family's held-out rows whose measured step time lies inside its forecast's band."""
     table: dict[str, dict[str, dict[str, float]]] = {}
     for fam in FAMILIES:
         rows = [h for h in held if fam in h.sample.families()]
@@ -316,7 +345,18 @@ def summarize(held: list[HeldOut]) -> dict[str, dict[str, dict[str, float]]]:
                 "max": max(abs_errs),
                 "bias": sum(errs) / len(errs),
             }
+            if bands and model == "calibrated":
+                inside = [in_band(h, bands) for h in rows]
+                table[fam][model]["coverage"] = 100 * sum(inside) / len(inside)
     return table
+
+
+def in_band(h: HeldOut, bands: dict[str, tuple[float, float]]) -> bool:
+    """Whether the measured step time lies in the band of the held-out forecast: the
+    forecast says ``predicted / (1 + hi) .. predicted / (1 + lo)``, i.e. an error in
+    ``[lo, hi]``."""
+    lo, hi = bands["moe" if h.sample.moe else "dense"]
+    return lo <= h.error("calibrated") <= hi
 
 
 def error_band(held: list[HeldOut], moe: bool) -> tuple[float, float]:
@@ -342,6 +382,7 @@ class Calibration:
     loss: float
     cv: dict[str, Any]
     cv_table: dict[str, Any]  # leave-one-table-out summary, same shape as ``cv``
+    cv_gpu: dict[str, Any]  # leave-one-GPU-type-out summary, same shape as ``cv``
     bands: dict[str, tuple[float, float]]
     rows: tuple[dict[str, Any], ...]
     procedure: str
@@ -357,8 +398,11 @@ def build(items: list[Sample], progress: Callable[[str], None] | None = None) ->
         progress(f"fitting on all {len(items)} rows")
     eff, best = fit(items)
     held = cross_validate(items, progress)
+    held_gpu = cross_validate(items, progress, "leave one GPU type out")
     held_table = cross_validate(items, progress, "leave one table out")
     by_table = {h.sample.label: h.calibrated_s for h in held_table}
+    by_gpu = {h.sample.label: h.calibrated_s for h in held_gpu}
+    bands = {"dense": error_band(held, False), "moe": error_band(held, True)}
     rows = tuple(
         {
             "row": h.sample.label,
@@ -367,6 +411,7 @@ def build(items: list[Sample], progress: Callable[[str], None] | None = None) ->
             "fitted_s": round(predict_sample(h.sample, eff), 4),
             **{f"held_out_{m}_s": round(getattr(h, f"{m}_s"), 4) for m in MODELS},
             "held_out_table_calibrated_s": round(by_table[h.sample.label], 4),
+            "held_out_gpu_type_calibrated_s": round(by_gpu[h.sample.label], 4),
         }
         for h in held
     )
@@ -374,9 +419,10 @@ def build(items: list[Sample], progress: Callable[[str], None] | None = None) ->
         efficiency=eff,
         fingerprint=fingerprint(items),
         loss=best,
-        cv=summarize(held),
-        cv_table=summarize(held_table),
-        bands={"dense": error_band(held, False), "moe": error_band(held, True)},
+        cv=summarize(held, bands),
+        cv_table=summarize(held_table, bands),
+        cv_gpu=summarize(held_gpu, bands),
+        bands=bands,
         rows=rows,
         procedure=(__doc__ or "").split("Procedure", 1)[-1].strip(),
     )
@@ -394,6 +440,7 @@ def to_json(cal: Calibration) -> str:
             "band_dense": list(cal.bands["dense"]),
             "band_moe": list(cal.bands["moe"]),
             "leave_one_table_out_error_pct": cal.cv_table,
+            "leave_one_gpu_type_out_error_pct": cal.cv_gpu,
         },
         "rows": list(cal.rows),
     }
@@ -410,6 +457,7 @@ def from_json(text: str) -> Calibration:
             loss=float(data["loss_mean_squared_log_error"]),
             cv=cv["error_pct"],
             cv_table=cv.get("leave_one_table_out_error_pct", {}),
+            cv_gpu=cv.get("leave_one_gpu_type_out_error_pct", {}),
             bands={"dense": tuple(cv["band_dense"]), "moe": tuple(cv["band_moe"])},
             rows=tuple(data["rows"]),
             procedure=data["procedure"],

@@ -151,6 +151,7 @@ def resolve_on_gpu(
     gpu_type: str | None = None,
     overrides: dict[str, int | None] | None = None,
     pp_split: str = "auto",
+    release: str | None = None,
 ) -> Recipe:
     """:func:`~llmb.plan.recipe.resolve`, extended to GPU types a workload publishes no layout
     for: the workload's default-GPU recipe is planned on the requested GPU instead, with a
@@ -161,9 +162,9 @@ def resolve_on_gpu(
         gkey = catalog.gpu_key(gpu_type)
         want = (dtype or wl.default_dtype).lower()
         if not any(r.gpu_type == gkey and want in r.dtypes for r in spec.layouts):
-            base = resolve(catalog, workload, size, dtype, gpus, None, overrides, pp_split)
+            base = resolve(catalog, workload, size, dtype, gpus, None, overrides, pp_split, release)
             gpu = catalog.gpus[gkey]
             gpu.peak_flops(base.dtype)  # a clear error when the GPU lacks the precision
             note = f"no published {gkey} layout: the {base.gpu_type} recipe's layout, planned on {gkey}"
             return replace(base, gpu_type=gkey, gpu=gpu, row=None, baseline=None, notes=(*base.notes, note))
-    return resolve(catalog, workload, size, dtype, gpus, gpu_type, overrides, pp_split)
+    return resolve(catalog, workload, size, dtype, gpus, gpu_type, overrides, pp_split, release)

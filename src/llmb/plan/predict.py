@@ -51,6 +51,18 @@ The model, per GPU, for one micro-batch through one transformer layer:
     shard is also all-reduced across the replicas inside that layer's backward (XLA reduces
     over the whole data mesh in the scanned backward) and hides like the reduce-scatter;
     only the rest (embeddings, output layer) is all-reduced after the backward, exposed.
+* **MoE layers**, as mechanisms: the router GEMM (BF16); token permutation and
+  un-permutation (element-wise bytes per routed copy); the dispatch / combine all-to-all,
+  inside the NVLink domain (72 GPUs on GB200 NVL72, 8 on HGX H100) over NVLink and beyond it
+  over the NICs; the grouped expert GEMMs at ``expert_gemm`` of a dense GEMM of their shape,
+  times ``m / (m + expert_knee)`` for ``m`` tokens per local expert (the per-expert fixed
+  cost), times ``expert_fp8`` in FP8 runs; and load imbalance: the busiest of the EP ranks
+  receives ``1 + expert_load_cv x sqrt(2 ln EP / (E / EP))`` times the mean (the expected
+  maximum of EP loads with the router's skew ``expert_load_cv``), which scales its expert
+  GEMMs, permutation and all-to-all bytes.
+* **GPU generation**: Blackwell parts (``arch`` in the hardware table) run their tensor-core
+  work (GEMMs, attention) at ``blackwell`` times the share of peak a Hopper part reaches;
+  their peaks, HBM bandwidth, NVLink rate and domain and NIC come from the hardware table.
 * **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
   bubble (PP - 1) / (VP x GA) of the steady state.
 * **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
@@ -62,6 +74,7 @@ efficiency 1, nothing overlapped, no ring latency).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
@@ -77,6 +90,10 @@ from llmb.plan.shapes import (
     rank_params,
 )
 
+#: Bytes per element of the 6 TP all-gathers of an FP8 run, relative to BF16: Transformer
+#: Engine gathers the FP8 casts (0.5). The alternative, BF16 gathers (1.0), was tested as an
+#: explanation of the FP8 + TP residuals and fits worse (benchmarks/predict_fp8_tp.py).
+FP8_TP_GATHER_SHARE = 0.5
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
 
@@ -92,7 +109,23 @@ class Efficiency:
     hbm: float = 0.80  # element-wise kernels, fraction of HBM bandwidth
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
     overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
-    expert_gemm: float = 1.0  # routed-expert GEMMs relative to dense GEMMs of their size (load imbalance)
+    expert_gemm: float = 1.0  # grouped expert GEMMs relative to dense GEMMs of their shape
+    # Grouped-GEMM fixed cost per expert, in tokens: each local expert's GEMMs run at
+    # m / (m + expert_knee) of a dense GEMM of their shape, m its tokens (ragged M tiles, the
+    # per-expert launch or schedule). Prior 128 tokens (one M tile), wide.
+    expert_knee: float = 128.0
+    # FP8 grouped expert GEMMs relative to FP8 dense GEMMs (per-expert scaling factors and
+    # amax reductions, the grouped kernel's FP8 path); 1 = as efficient.
+    expert_fp8: float = 1.0
+    # Router skew: coefficient of variation of the tokens each expert receives. The slowest
+    # EP rank (of EP ranks, each holding E/EP experts) sets the pace of the expert GEMMs, the
+    # permutation and the all-to-all: load factor 1 + cv * sqrt(2 ln(EP) / (E/EP)), the
+    # expected maximum of EP loads of that spread. Prior: 0.3 (dropless routing of mock data
+    # without an auxiliary loss is not balanced), wide.
+    expert_load_cv: float = 0.3
+    # Blackwell's tensor cores reach this multiple of Hopper's share of their datasheet
+    # peak (GEMMs and attention); 1 = the same share.
+    blackwell: float = 1.0
     # Latency of one ring step across the network, microseconds (a step inside an NVLink
     # domain costs NVLINK_STEP_RATIO of it). Prior: NCCL's own tuning model (src/graph/
     # tuning.cc, hwLat, Ring/Simple): 14 us per network step, 3.4 us per NVLink step.
@@ -110,6 +143,10 @@ class Efficiency:
             link=1.0,
             overlap=0.0,
             expert_gemm=1.0,
+            expert_knee=0.0,
+            expert_fp8=1.0,
+            expert_load_cv=0.0,
+            blackwell=1.0,
             ring_step_us=0.0,
         )
 
@@ -239,6 +276,20 @@ class _Hw:
     nvlink_gbps: float
     nic_gbps: float
     nvlink_domain: int
+    arch: str = "hopper"
+
+
+def tensor_scale(eff: Efficiency, arch: str) -> float:
+    """The tensor-core efficiency multiplier of a GPU architecture (Hopper: 1)."""
+    return eff.blackwell if arch == "blackwell" else 1.0
+
+
+def load_factor(eff: Efficiency, num_experts: int, ep: int) -> float:
+    """How much more than the mean the busiest of ``ep`` expert-parallel ranks receives."""
+    if ep <= 1 or eff.expert_load_cv <= 0:
+        return 1.0
+    local = num_experts / ep
+    return 1.0 + eff.expert_load_cv * math.sqrt(2 * math.log(ep) / local)
 
 
 @per_model_cache
@@ -250,6 +301,7 @@ def _hw_of(gpu: GpuSpec, dtype: str) -> _Hw:
         nvlink_gbps=gpu.nvlink_gbps,
         nic_gbps=gpu.nic_gbps,
         nvlink_domain=gpu.nvlink_domain,
+        arch=gpu.arch,
     )
 
 
@@ -283,7 +335,8 @@ def _layer_cost_cached(
 
     peak_layer = hw.peak_flops
     peak_bf16 = hw.peak_bf16_flops
-    gemm_eff = {"fp8": eff.gemm_fp8}.get(dtype, eff.gemm_bf16)
+    arch = tensor_scale(eff, hw.arch)
+    gemm_eff = {"fp8": eff.gemm_fp8}.get(dtype, eff.gemm_bf16) * arch
 
     def gemm(m: float, n: float, k: float, peak: float = peak_layer, e: float = gemm_eff) -> float:
         return 2 * m * n * k / (peak * e * _shape(m, n, k, knee))
@@ -292,7 +345,7 @@ def _layer_cost_cached(
     qkv = gemm(t, q / tp + 2 * kv_local, h)
     g = qkv + gemm(t, h, q / tp)
     attn_flops = 2 * t * s * q / tp  # causal: QK^T and AV over s/2 keys, 2 FLOP per MAC
-    attn = attn_flops / (peak_bf16 * eff.attention)
+    attn = attn_flops / (peak_bf16 * eff.attention * arch)
 
     # Element-wise traffic in bytes per token of this CP rank, forward (``fw``) and backward
     # (``bw``) counted separately, because a backward kernel moves a different number of bytes
@@ -329,11 +382,13 @@ def _layer_cost_cached(
         e_loc = moe.num_experts / ep
         f = moe.expert_ffn_hidden
         up = (2 if gated else 1) * f
-        m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert
-        fc2 = e_loc * gemm(m_e, h, f / etp) / eff.expert_gemm
-        g += e_loc * gemm(m_e, up / etp, h) / eff.expert_gemm + fc2
-        g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16)  # router
-        routed = moe.top_k * etp / tp  # routed token copies per GPU, per token of this rank
+        load = load_factor(eff, moe.num_experts, ep)  # the busiest EP rank's share over the mean
+        m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert (mean)
+        grouped = eff.expert_gemm * m_e / (m_e + eff.expert_knee) * (eff.expert_fp8 if fp8 else 1.0)
+        fc2 = load * e_loc * gemm(m_e, h, f / etp) / grouped
+        g += load * e_loc * gemm(m_e, up / etp, h) / grouped + fc2
+        g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16 * arch)  # router
+        routed = load * moe.top_k * etp / tp  # routed token copies on the busiest GPU, per token of this rank
         # Permute and un-permute (2 h each way per routed copy), the expert activation (its
         # width split by ETP); FP8: the expert FC1 input (permuted, no fused norm) and FC2
         # input forward, both output gradients backward.
@@ -353,8 +408,8 @@ def _layer_cost_cached(
         # Dispatch + combine, forward and backward: 4 all-to-alls of this GPU's sequence-
         # parallel share of the routed copies; the copies then reach the ETP ranks of an
         # expert by an all-gather (and return by a reduce-scatter) inside the ETP group.
-        ep_bytes = t * moe.top_k * h * a / tp
-        etp_bytes = t * moe.top_k * h * a
+        ep_bytes = load * t * moe.top_k * h * a / tp
+        etp_bytes = load * t * moe.top_k * h * a
     else:
         f = model.ffn_hidden
         up = (2 if gated else 1) * f
@@ -377,7 +432,7 @@ def _layer_cost_cached(
     # gradients, 2 reduce-scatters of input gradients and 2 re-gathers of inputs for the
     # weight gradients. FP8 runs (Transformer Engine) cast before gathering, so the 6
     # all-gathers move 1-byte elements; the 4 reduce-scatters stay BF16.
-    gathers = 6 * (0.5 if dtype == "fp8" else 1.0)
+    gathers = 6 * (FP8_TP_GATHER_SHARE if dtype == "fp8" else 1.0)
     tp_s = (4 + gathers) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
     cp_s = 0.0
     if cp > 1:
@@ -449,7 +504,7 @@ def predict_step(
     ew_fwd_mult = 2.0 if redo_layer else 1.0
 
     peak_bf16 = _hw_of(gpu, dtype).peak_bf16_flops
-    out_eff = eff.gemm_bf16
+    out_eff = eff.gemm_bf16 * tensor_scale(eff, gpu.arch)
     hbm = gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm
 
     per_stage = []

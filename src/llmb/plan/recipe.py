@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from llmb.catalog.loader import Catalog
-from llmb.catalog.schema import DTYPES, Baseline, GpuSpec, LayoutRow, ModelSpec, Workload
+from llmb.catalog.schema import DTYPES, Baseline, GpuSpec, LayoutRow, ModelSpec, SizeSpec, Workload, newest_release
 from llmb.errors import CatalogError, LayoutError
 from llmb.plan.flops import CONVENTIONS, FlopsBreakdown, flops_breakdown
 from llmb.plan.shapes import ParamCount, param_count
@@ -42,6 +42,8 @@ class Recipe:
     #: (FLOP/s, label) used as the MFU denominator instead of the GPU's dense peak, e.g. the
     #: measured GEMM ceiling of a CPU run
     peak_override: tuple[float, str] | None = None
+    #: the recipe release whose layout and baseline these are (None: the size names none)
+    release: str | None = None
 
     @property
     def gpus(self) -> int:
@@ -101,8 +103,52 @@ class Recipe:
             "params": params.as_dict(),
             "peak_tflops": self.peak_flops / 1e12,
             "peak_label": self.peak_label,
+            "release": self.release,
             "baseline": self.baseline.model_dump(mode="json") if self.baseline else None,
         }
+
+
+def normalize_release(release: str) -> str:
+    """``v25.02`` and ``25.02`` name the same release (the tags carry a ``v``)."""
+    text = release.strip()
+    return text[1:] if text[:1] in ("v", "V") and text[1:2].isdigit() else text
+
+
+def check_release(workload: Workload, size: str, release: str | None) -> str | None:
+    """``release`` normalized, or a one-line error naming the releases the size has."""
+    if release is None:
+        return None
+    wanted = normalize_release(release)
+    known = workload.releases(size)
+    if wanted not in known:
+        raise CatalogError(
+            f"{workload.name} {size} has no release {release!r} (releases: {', '.join(known) or 'none'})"
+        )
+    return wanted
+
+
+def baseline_at(spec: SizeSpec, gpu_type: str, dtype: str, gpus: int, release: str | None = None) -> Baseline | None:
+    """The published baseline at one scale: of ``release``, or of the newest release that
+    has one there."""
+    found = [b for b in spec.baselines if b.gpu_type == gpu_type and b.dtype == dtype and b.gpus == gpus]
+    if release is None:
+        release = newest_release(b.release for b in found)
+    return next((b for b in found if b.release == release), None)
+
+
+def rows_of_release(rows: list[LayoutRow], release: str | None) -> list[LayoutRow]:
+    """Layout rows that apply to ``release`` (rows bound to no release apply to every one)."""
+    return [r for r in rows if not r.releases or release is None or release in r.releases]
+
+
+def default_release(spec: SizeSpec, rows: list[LayoutRow], gpu_type: str, dtype: str, gpus: int) -> str | None:
+    """The release a request without ``--release`` gets: the newest with a baseline at this
+    scale, else the newest whose layout rows list this scale, else the newest of the table."""
+    at = [b.release for b in spec.baselines if b.gpu_type == gpu_type and b.dtype == dtype and b.gpus == gpus]
+    if at:
+        return newest_release(at)
+    listed = [rel for r in rows if r.gpus == gpus for rel in r.releases]
+    return newest_release(listed) or newest_release(rel for r in rows for rel in r.releases)
 
 
 def layout_from_row(row: LayoutRow) -> Layout:
@@ -171,15 +217,19 @@ def resolve(
     gpu_type: str | None = None,
     overrides: dict[str, int | None] | None = None,
     pp_split: str = "auto",
+    release: str | None = None,
 ) -> Recipe:
     """Build a :class:`Recipe`; every user mistake raises a one-line :class:`LlmbError`.
 
     ``overrides`` are layout knobs (``tp`` ... ``gbs``, ``fsdp``) and ``layers``, the model's
     layer count as the published tables' Layers column gives it (proxies of 405B, Grok-1);
-    ``pp_split`` how the layers split into pipeline chunks (:data:`~llmb.plan.layout.PP_SPLITS`)."""
+    ``pp_split`` how the layers split into pipeline chunks (:data:`~llmb.plan.layout.PP_SPLITS`);
+    ``release`` the recipe release whose layout and baseline to use (default: the newest one
+    published at that scale)."""
     wl = catalog.workload(workload)
     size_key, spec = catalog.size(wl, size)
     label_base = f"{wl.name} {size_key}"
+    release = check_release(wl, size_key, release)
 
     dtype = (dtype or wl.default_dtype).lower()
     if dtype not in DTYPES:
@@ -208,6 +258,8 @@ def resolve(
         have_text = ", ".join(f"{t} {d}" for t, d in have) or "none"
         raise CatalogError(f"{label_base} has no {dtype} layout on {gkey} (published: {have_text})")
 
+    if release is not None and rows_of_release(rows, release):
+        rows = rows_of_release(rows, release)
     if gpus is None:
         gpus = min(r.gpus for r in rows)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus <= 0:
@@ -215,6 +267,9 @@ def resolve(
     if gpus > MAX_GPUS:
         raise LayoutError(f"GPUs must be at most {MAX_GPUS:,} (the largest published run has 2,048), got {gpus:,}")
 
+    if release is None:
+        release = default_release(spec, rows, gkey, dtype, gpus)
+    rows = rows_of_release(rows, release)
     label = f"{label_base} {dtype} on {gkey}"
     row = next((r for r in rows if r.gpus == gpus), None)
     template = row
@@ -231,6 +286,8 @@ def resolve(
         notes.append("layout overridden: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
 
     model = spec.model.with_layers(template.layers) if template.layers else spec.model
+    if template.seq_len:
+        model = model.model_copy(update={"seq_len": template.seq_len})
     if layers is not None:
         model = model.with_layers(layers)
     layout, split_note = choose_pipeline_split(layout, model.layers, pp_split)
@@ -240,10 +297,7 @@ def resolve(
     notes.extend(derived.warnings)
 
     published_layers = template.layers or spec.model.layers
-    baseline = next(
-        (b for b in spec.baselines if b.gpu_type == gkey and b.dtype == dtype and b.gpus == gpus),
-        None,
-    ) if model.layers == published_layers else None
+    baseline = baseline_at(spec, gkey, dtype, gpus, release) if model.layers == published_layers else None
     return Recipe(
         workload=wl,
         size=size_key,
@@ -257,6 +311,7 @@ def resolve(
         baseline=baseline,
         overridden=tuple(overrides),
         notes=tuple(notes),
+        release=release,
     )
 
 

@@ -29,7 +29,7 @@ from llmb.plan.flops import CONVENTIONS
 from llmb.plan.layout import LAYOUT_KNOBS, DerivedLayout, Layout, ParallelDims, derive
 from llmb.plan.options import RunOptions, resolve_options
 from llmb.plan.proxy import ProxySpec, load_proxies, proxy_layout, proxy_spec, shrink_model
-from llmb.plan.recipe import Recipe, resolve
+from llmb.plan.recipe import Recipe, baseline_at, resolve
 from llmb.plan.request import DEFAULT_PROXY, DEFAULT_WORKLOAD, RunRequest
 from llmb.plan.window import default_window
 from llmb.records import Hardware, RunConfig, RunLayout
@@ -115,11 +115,7 @@ class ResolvedRun:
         gkey = catalog.gpu_key(cfg.hardware.gpu_type)
         layout = cfg.layout.layout()
         derived = derive(layout, cfg.model)
-        baseline = next(
-            (b for b in spec.baselines if b.gpu_type == gkey and b.dtype == cfg.dtype and b.gpus == layout.gpus
-             and cfg.model == spec.model),
-            None,
-        )
+        baseline = baseline_at(spec, gkey, cfg.dtype, layout.gpus) if cfg.model == spec.model else None
         recipe = Recipe(
             workload=wl, size=size, dtype=cfg.dtype, gpu_type=gkey, gpu=catalog.gpus[gkey], model=cfg.model,
             layout=layout, derived=derived, row=None, baseline=baseline, overridden=cfg.overridden,

@@ -126,7 +126,7 @@ def layer_params(model: ModelSpec, index: int) -> LayerParams:
     else:
         dense, experts, active = mats * h * model.ffn_hidden, 0, 0
     return LayerParams(
-        attention=attention, norms=2 * norm_params(model), dense_mlp=dense, experts=experts, active_experts=active
+        attention=attention, norms=(4 if model.sandwich_norm else 2) * norm_params(model), dense_mlp=dense, experts=experts, active_experts=active
     )
 
 

@@ -48,6 +48,7 @@ def write_report(
     out_dir: Path,
     tolerance: float = DEFAULT_TOLERANCE,
     plots: bool = True,
+    release: str | None = None,
 ) -> Path:
     """Write ``report.md`` and its PNGs into ``out_dir``; returns the Markdown file."""
     if not runs:
@@ -60,9 +61,9 @@ def write_report(
     parts = ["# llmb performance report", ""]
     for g in groups:
         for n, run in g.runs.items():
-            published, _ = baseline_for(run, catalog)
+            published, _ = baseline_for(run, catalog, release)
             g.baselines[n] = published
-            ref, why = (published, None) if published is not None else default_reference(run, catalog, runs)
+            ref, why = (published, None) if published is not None else default_reference(run, catalog, runs, release)
             g.comparisons[n] = compare(run, ref, tolerance, why)
             prediction = _predict(catalog, run)
             if prediction is not None:

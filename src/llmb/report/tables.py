@@ -127,6 +127,7 @@ def group_markdown(group: Group, tolerance: float = DEFAULT_TOLERANCE) -> str:
         vs = [
             _row(f"{group.title} vs published", cols),
             rule,
+            _row("Baseline release", [(b.release or "n/a") if b else "n/a" for b in bl]),
             _row("Baseline step time (seconds per step)", [_cell(b.step_time_s if b else None, ".2f") for b in bl]),
             _row("Baseline tokens per second", [_cell(b.tokens_per_s if b else None, ".0f") for b in bl]),
             _row("Baseline model flops utilization", [_pct(b.mfu if b else None) for b in bl]),

@@ -65,6 +65,8 @@ class Reference:
     config: tuple[Any, ...] | None = None
     #: why the run is not comparable with this reference (another layout, ...); None when it is
     mismatch: str | None = None
+    #: the recipe release a published baseline is from
+    release: str | None = None
 
     def get(self, key: str) -> float | None:
         return getattr(self, key)
@@ -164,7 +166,8 @@ def run_reference(run: dict[str, Any], label: str | None = None) -> Reference:
     )
 
 
-def _catalog_recipe(run: dict[str, Any], catalog: Catalog) -> tuple[Recipe | None, str | None]:
+def _catalog_recipe(run: dict[str, Any], catalog: Catalog, release: str | None = None
+                    ) -> tuple[Recipe | None, str | None]:
     """The catalog recipe a run is an instance of (at its scale, with its layout), or why none."""
     if not (run.get("workload") and run.get("size") and run.get("gpus")):
         return None, "no baseline: the run names no workload, size and GPU count (--workload/--size/--gpus)"
@@ -172,7 +175,7 @@ def _catalog_recipe(run: dict[str, Any], catalog: Catalog) -> tuple[Recipe | Non
         return None, f"no published baseline: a {run['proxy']} proxy of {run['workload']} {run['size']}"
     try:
         return resolve(catalog, run["workload"], run["size"], run.get("dtype"), int(run["gpus"]),
-                       run.get("gpu_type")), None
+                       run.get("gpu_type"), release=release), None
     except (LlmbError, TypeError, ValueError) as exc:
         return None, f"no baseline: {exc}"
 
@@ -189,16 +192,18 @@ def _layout_mismatch(run: dict[str, Any], recipe: Recipe) -> str | None:
     return None
 
 
-def baseline_reference(run: dict[str, Any], catalog: Catalog) -> Reference | None:
+def baseline_reference(run: dict[str, Any], catalog: Catalog, release: str | None = None) -> Reference | None:
     """The catalog's published baseline for the run's configuration, if there is one
     (marked with the mismatch when the run's layout or device differs from it)."""
-    return baseline_for(run, catalog)[0]
+    return baseline_for(run, catalog, release)[0]
 
 
-def baseline_for(run: dict[str, Any], catalog: Catalog) -> tuple[Reference | None, str | None]:
-    """(the published baseline, why there is none). Missing published numbers are filled from
-    the published step time through ``llmb.plan``."""
-    recipe, why = _catalog_recipe(run, catalog)
+def baseline_for(run: dict[str, Any], catalog: Catalog, release: str | None = None
+                 ) -> tuple[Reference | None, str | None]:
+    """(the published baseline, why there is none), of ``release`` or else the newest release
+    published at the run's scale. Missing published numbers are filled from the published
+    step time through ``llmb.plan``."""
+    recipe, why = _catalog_recipe(run, catalog, release)
     if recipe is None:
         return None, why
     ref = recipe_baseline(recipe)
@@ -259,11 +264,11 @@ def _median(values: list[float]) -> float | None:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
-def default_reference(run: dict[str, Any], catalog: Catalog, stored: list[dict[str, Any]]
-                      ) -> tuple[Reference | None, str | None]:
+def default_reference(run: dict[str, Any], catalog: Catalog, stored: list[dict[str, Any]],
+                      release: str | None = None) -> tuple[Reference | None, str | None]:
     """The reference a run is judged against by default, and why there is none (see the
     module docstring for the order)."""
-    ref, why = baseline_for(run, catalog)
+    ref, why = baseline_for(run, catalog, release)
     if ref is not None:
         return ref, None
     for candidate in (predicted_reference(run, catalog), history_reference(run, stored)):
@@ -279,11 +284,12 @@ def recipe_baseline(recipe: Recipe) -> Reference | None:
         return None
     derived = recipe.metrics(b.step_time_s) if b.step_time_s else None
     return Reference(
-        label=f"baseline ({recipe.workload.sources[b.source].title or b.source})",
+        label=f"baseline ({recipe.workload.sources[b.source].title or b.source}; release {b.release})",
         step_time_s=b.step_time_s,
         tokens_per_s=b.tokens_per_s or (derived.tokens_per_s if derived else None),
         mfu=b.mfu_pct / 100 if b.mfu_pct else (derived.mfu if derived else None),
         days_per_1t_tokens=b.days_per_1t_tokens or (derived.days_per_1t_tokens if derived else None),
+        release=b.release,
     )
 
 

@@ -3,7 +3,8 @@
 ==============  =========================================================================
 ``RMSNorm``     Llama, Llama 4 (``F.rms_norm``)
 ``LayerNorm``   Nemotron-4 (``F.layer_norm``, with a bias; zero-centred gamma, "layernorm1p")
-activations     ``swiglu`` (gated: ``silu(w1 x) * w3 x``), ``squared_relu``, ``gelu``
+activations     ``swiglu`` (gated: ``silu(w1 x) * w3 x``), ``geglu`` (gated, tanh GELU: Grok-1),
+                ``squared_relu``, ``gelu``
 ``FeedForward`` the dense MLP, also the shared expert of an MoE layer
 ==============  =========================================================================
 """
@@ -58,9 +59,20 @@ def make_norm(spec, dim: int) -> nn.Module:
     return cls(dim, spec.norm_eps, spec.layernorm_zero_centered_gamma)
 
 
+#: activations whose MLP is gated (``act(w1 x) * w3 x``)
+GATED = ("swiglu", "geglu")
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
 def activation_fn(name: str):
     if name == "swiglu":
         return F.silu
+    if name == "geglu":
+        # Grok-1's experts: jax.nn.gelu, whose default is the tanh approximation
+        return _gelu_tanh
     if name == "squared_relu":
         return lambda x: torch.square(F.relu(x))
     if name == "gelu":
@@ -69,11 +81,11 @@ def activation_fn(name: str):
 
 
 class FeedForward(nn.Module):
-    """Dense MLP: gated (SwiGLU: ``w2(silu(w1 x) * w3 x)``) or not (``w2(act(w1 x))``)."""
+    """Dense MLP: gated (SwiGLU: ``w2(silu(w1 x) * w3 x)``, GeGLU) or not (``w2(act(w1 x))``)."""
 
     def __init__(self, dim: int, hidden: int, activation: str):
         super().__init__()
-        self.gated = activation == "swiglu"
+        self.gated = activation in GATED
         self.w1 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
         self.w3 = nn.Linear(dim, hidden, bias=False) if self.gated else None

@@ -22,14 +22,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmb.engine.models.layers import FeedForward, activation_fn
+from llmb.engine.models.layers import GATED, FeedForward, activation_fn
 
 
-def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def route(router_logits: torch.Tensor, top_k: int, score: str = "sigmoid",
+          normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k routing. Returns (gate weights [tokens, k] in the logits' dtype, expert ids
-    [tokens, k]); ties resolve to the lower expert id (``torch.topk``)."""
-    top_logits, experts = torch.topk(router_logits, top_k, dim=-1)
-    return torch.sigmoid(top_logits), experts
+    [tokens, k]); ties resolve to the lower expert id (``torch.topk``).
+
+    ``score`` ``sigmoid``: the sigmoid of each chosen logit; ``softmax``: the chosen experts'
+    softmax probabilities over all experts (fp32), renormalised to sum to 1 with ``normalize``.
+    The softmax is monotonic, so the top-k of the probabilities is the top-k of the logits."""
+    if score == "sigmoid":
+        top_logits, experts = torch.topk(router_logits, top_k, dim=-1)
+        return torch.sigmoid(top_logits), experts
+    if score != "softmax":
+        raise ValueError(f"unknown router score {score!r}")
+    probs = torch.softmax(router_logits.float(), dim=-1)
+    top, experts = torch.topk(probs, top_k, dim=-1)
+    if normalize:
+        top = top / top.sum(dim=-1, keepdim=True)
+    return top.to(router_logits.dtype), experts
 
 
 class GroupedExperts(nn.Module):
@@ -43,7 +56,7 @@ class GroupedExperts(nn.Module):
         super().__init__()
         self.num_experts = num_experts
         self.activation = activation
-        self.gated = activation == "swiglu"
+        self.gated = activation in GATED
         self.w1 = nn.Parameter(torch.empty(num_experts, dim, hidden))
         self.w2 = nn.Parameter(torch.empty(num_experts, hidden, dim))
         self.w3 = nn.Parameter(torch.empty(num_experts, dim, hidden)) if self.gated else None
@@ -82,11 +95,15 @@ class MoE(nn.Module):
         shared_experts: int = 0,
         shared_hidden: int = 0,
         apply_probs_on_input: bool = False,
+        router_score: str = "sigmoid",
+        normalize_top_k: bool = False,
     ):
         super().__init__()
         self.num_experts = num_experts
         self.top_k = top_k
         self.apply_probs_on_input = apply_probs_on_input
+        self.router_score = router_score
+        self.normalize_top_k = normalize_top_k
         self.router = nn.Linear(dim, num_experts, bias=False)
         self.experts = GroupedExperts(num_experts, dim, expert_hidden, activation)
         # Several shared experts of one width act like one MLP of the summed width.
@@ -97,7 +114,7 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         tokens = x.reshape(-1, shape[-1])
-        gates, experts = route(self.router(tokens), self.top_k)
+        gates, experts = route(self.router(tokens), self.top_k, self.router_score, self.normalize_top_k)
         flat_experts = experts.reshape(-1)
         # Stable sort keeps each expert's tokens in token order: reproducible sums.
         order = torch.argsort(flat_experts, stable=True)

@@ -6,14 +6,18 @@ family    norm        MLP                          MoE
 llama     RMSNorm     SwiGLU (gated)               no
 nemotron  LayerNorm   squared ReLU (not gated)     no
 llama4    RMSNorm     SwiGLU                       on the layers ``ModelSpec.is_moe_layer``
+grok      RMSNorm     GeGLU                        every layer, softmax top-2 routing
 ========  ==========  ===========================  ==========
 
 Attention is grouped-query attention with rotary position embeddings (rotate-half layout),
 computed by :class:`CausalAttention` through ``F.scaled_dot_product_attention``. The variants
 the spec names: Llama 3.1's RoPE scaling (``rope_scaling``), partial RoPE (Nemotron-4's
 ``rotary_percent`` 0.5), NoPE layers (Llama 4's ``nope_layer_interval``), zero-centred norm
-gammas (Nemotron-4's layernorm1p) and, in :mod:`~llmb.engine.models.moe`, Llama 4's router
-score on the expert's input. Layers live
+gammas (Nemotron-4's layernorm1p), Grok-1's soft-capped attention scores
+(``attn_logit_softcap``), embedding and logit multipliers (``embedding_multiplier``,
+``output_multiplier``) and norms after the attention and MoE blocks (``sandwich_norm``) and,
+in :mod:`~llmb.engine.models.moe`, Llama 4's router score on the expert's input and Mixtral /
+Grok-1 softmax routing. Layers live
 in an ``nn.ModuleDict`` keyed by their global index, so a pipeline stage is this model with
 some layers deleted and parameter names stay the same on every layout. ``tok_embeddings``,
 ``norm`` and ``output`` may be ``None`` on middle pipeline stages.
@@ -94,13 +98,36 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
+def softcapped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cap: float,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention with scores soft-capped as ``cap * tanh(score / cap)`` before the softmax
+    (Grok-1), in fp32; ``mask`` [q_len, k_len] says which keys each query sees (causal when
+    None). SDPA has no soft-cap, so the scores are materialised: proxies only."""
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    scores = cap * torch.tanh(scores / cap)
+    if mask is None:
+        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ v.float()).to(q.dtype)
+
+
 class CausalAttention(nn.Module):
-    """The attention core: causal SDPA over ``[batch, heads, seq, head_dim]`` with GQA.
+    """The attention core: causal SDPA over ``[batch, heads, seq, head_dim]`` with GQA, or
+    with ``softcap`` the soft-capped scores of :func:`softcapped_attention`.
 
     A parameter-free module so that context parallelism can swap it from outside.
     """
 
+    def __init__(self, softcap: float | None = None):
+        super().__init__()
+        self.softcap = softcap
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.softcap is not None:
+            return softcapped_attention(q, k, v, self.softcap)
         return F.scaled_dot_product_attention(
             q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1]
         )
@@ -135,7 +162,8 @@ class Attention(nn.Module):
     """Grouped-query attention; ``use_rope=False`` is a NoPE layer (Llama 4's every 4th):
     no position information but the causal mask."""
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int, use_rope: bool = True):
+    def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int, use_rope: bool = True,
+                 softcap: float | None = None):
         super().__init__()
         self.head_dim = head_dim
         self.use_rope = use_rope
@@ -143,7 +171,7 @@ class Attention(nn.Module):
         self.wk = nn.Linear(dim, kv_heads * head_dim, bias=False)
         self.wv = nn.Linear(dim, kv_heads * head_dim, bias=False)
         self.wo = nn.Linear(heads * head_dim, dim, bias=False)
-        self.core = CausalAttention()
+        self.core = CausalAttention(softcap)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
@@ -165,20 +193,31 @@ class TransformerBlock(nn.Module):
         super().__init__()
         h = spec.hidden
         self.attention_norm = make_norm(spec, h)
-        self.attention = Attention(h, spec.heads, spec.query_groups, spec.kv_channels, spec.uses_rope(index))
+        self.attention = Attention(h, spec.heads, spec.query_groups, spec.kv_channels, spec.uses_rope(index),
+                                   spec.attn_logit_softcap)
         self.ffn_norm = make_norm(spec, h)
+        # Grok-1: a norm on each block's output too, before the residual add
+        self.post_attention_norm = make_norm(spec, h) if spec.sandwich_norm else None
+        self.post_ffn_norm = make_norm(spec, h) if spec.sandwich_norm else None
         if spec.moe is not None and spec.is_moe_layer(index):
             m = spec.moe
             self.feed_forward: nn.Module = MoE(
                 h, m.num_experts, m.top_k, m.expert_ffn_hidden, spec.activation,
                 m.shared_experts, m.shared_expert_ffn_hidden, m.apply_probs_on_input,
+                m.router_score, m.normalize_top_k,
             )
         else:
             self.feed_forward = FeedForward(h, spec.ffn_hidden, spec.activation)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin)
-        return x + self.feed_forward(self.ffn_norm(x))
+        h = self.attention(self.attention_norm(x), cos, sin)
+        if self.post_attention_norm is not None:
+            h = self.post_attention_norm(h)
+        x = x + h
+        h = self.feed_forward(self.ffn_norm(x))
+        if self.post_ffn_norm is not None:
+            h = self.post_ffn_norm(h)
+        return x + h
 
 
 class Transformer(nn.Module):
@@ -199,6 +238,8 @@ class Transformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tok_embeddings is not None:
             x = self.tok_embeddings(x)
+            if self.spec.embedding_multiplier is not None:
+                x = x * self.spec.embedding_multiplier
         cos, sin = self.rope()
         for layer in self.layers.values():
             x = layer(x, cos, sin)
@@ -206,10 +247,14 @@ class Transformer(nn.Module):
             return x
         x = self.norm(x)
         if self.output is not None:
-            return self.output(x)
+            return self._scale_logits(self.output(x))
         if self.tok_embeddings is not None:  # tied embeddings
-            return F.linear(x, self.tok_embeddings.weight)
+            return self._scale_logits(F.linear(x, self.tok_embeddings.weight))
         return x
+
+    def _scale_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        m = self.spec.output_multiplier
+        return logits if m is None else logits * m
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> None:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from llmb.engine.models.transformer import Transformer
+from llmb.engine.models.transformer import Transformer, softcapped_attention
 from llmb.engine.parallel.collectives import all_gather_dim
 
 
@@ -54,9 +54,11 @@ class ContextParallelRope(nn.Module):
 class ContextParallelAttention(nn.Module):
     """Causal attention of local queries against K/V gathered from the whole CP group."""
 
-    def __init__(self, group: dist.ProcessGroup, positions: torch.Tensor, all_positions: torch.Tensor):
+    def __init__(self, group: dist.ProcessGroup, positions: torch.Tensor, all_positions: torch.Tensor,
+                 softcap: float | None = None):
         super().__init__()
         self.group = group
+        self.softcap = softcap  # Grok-1's soft-capped scores (softcapped_attention)
         # Query i may see key j iff pos_k[j] <= pos_q[i]; same mask for every layer.
         self.register_buffer(
             "mask", all_positions.unsqueeze(0) <= positions.unsqueeze(1), persistent=False
@@ -65,6 +67,8 @@ class ContextParallelAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         k_all = all_gather_dim(k, 2, self.group)
         v_all = all_gather_dim(v, 2, self.group)
+        if self.softcap is not None:
+            return softcapped_attention(q, k_all, v_all, self.softcap, self.mask)
         return F.scaled_dot_product_attention(
             q, k_all, v_all, attn_mask=self.mask, enable_gqa=q.shape[1] != k.shape[1]
         )
@@ -81,7 +85,8 @@ def apply_cp(model: Transformer, group: dist.ProcessGroup, cp: int, rank: int) -
     # CPU; to_empty() would wipe them, so the caller re-runs refresh_cp_buffers after it.
     model.rope = ContextParallelRope(model.rope, pos.to(device))
     for block in model.layers.values():
-        block.attention.core = ContextParallelAttention(group, pos.to(device), all_pos.to(device))
+        block.attention.core = ContextParallelAttention(group, pos.to(device), all_pos.to(device),
+                                                        softcap=getattr(block.attention.core, "softcap", None))
     model._llmb_cp = (cp, rank)  # remembered for refresh_cp_buffers
 
 

@@ -88,6 +88,9 @@ def apply_tp(model: Transformer, tp_mesh: DeviceMesh, fp8: bool = False) -> None
             "attention.wo": st.row(output_layouts=Shard(1)),
             "ffn_norm": SequenceParallel(),
         }
+        if block.post_attention_norm is not None:  # Grok-1's norms on the block outputs
+            plan |= {"post_attention_norm": SequenceParallel(use_local_output=True),
+                     "post_ffn_norm": SequenceParallel(use_local_output=True)}
         ff = block.feed_forward
         if isinstance(ff, MoE):
             plan |= _moe_plan(ff, st)

@@ -1,0 +1,45 @@
+"""Held-out validation of the step-time model, by family, as Markdown (the README's table).
+
+Two schemes, each row predicted by a fit that never saw its group: leave one workload out and
+leave one GPU type out (``llmb.plan.calibrate.cross_validate``). Per family (all, dense/MoE,
+BF16/FP8, H100/GB200, NeMo 1/NeMo 2/Megatron-LM/MaxText): rows, median and max absolute error,
+bias, and band coverage (the share of held-out rows inside the stored calibration's band for
+their family). Also lists the rows beyond 10 %. Refits from scratch: a few minutes.
+
+Run: .venv/bin/python benchmarks/predict_validation.py
+"""
+
+from __future__ import annotations
+
+import sys
+
+from llmb.catalog import default_catalog
+from llmb.plan import calibrate as cal
+
+TARGET_MEDIAN, TARGET_MAX = 3.0, 10.0
+
+
+def main() -> int:
+    items = cal.samples(default_catalog())
+    bands = cal.stored_calibration().bands
+    for scheme in ("leave one workload out", "leave one GPU type out"):
+        held = cal.cross_validate(items, lambda m: print(m, file=sys.stderr), scheme)
+        summary = cal.summarize(held, bands)
+        print(f"\n{scheme} ({len(held)} rows; targets: median <= {TARGET_MEDIAN:g} %, max <= {TARGET_MAX:g} %)\n")
+        print("| family | rows | median abs error % | max abs error % | bias % | in band | meets targets |")
+        print("|---|---:|---:|---:|---:|---:|---|")
+        for fam, by_model in summary.items():
+            c = by_model["calibrated"]
+            ok = c["median"] <= TARGET_MEDIAN and c["max"] <= TARGET_MAX
+            print(f"| {fam} | {c['n']} | {c['median']:.1f} | {c['max']:.1f} | {c['bias']:+.1f} | "
+                  f"{c['coverage']:.0f}% | {'yes' if ok else 'no'} |")
+        worst = sorted((h for h in held if abs(h.error('calibrated')) > TARGET_MAX / 100),
+                       key=lambda h: -abs(h.error("calibrated")))
+        if worst:
+            print(f"\n{len(worst)} rows beyond 10 %; the worst: "
+                  + "; ".join(f"{h.sample.label} {100 * h.error('calibrated'):+.1f}%" for h in worst[:8]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The step-time model's MoE and GPU-generation mechanisms, each on its own: what it charges,
+where, and that it changes nothing it should not (plan layer only, no torch)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from llmb.catalog import default_catalog
+from llmb.plan.network import Net
+from llmb.plan.predict import Efficiency, load_factor, predict_step, tensor_scale
+from llmb.plan.recipe import resolve
+
+CAT = default_catalog()
+BASE = Efficiency()
+
+
+def _step(recipe, eff: Efficiency, recompute: str = "none"):
+    return predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, recompute)
+
+
+def test_hardware_table_states_the_generation_and_the_nvl72_domain():
+    gb = CAT.gpu("gb200")
+    assert (gb.arch, gb.nvlink_domain, gb.peak_tflops["bf16"], gb.peak_tflops["fp8"]) == ("blackwell", 72, 2450, 4900)
+    assert (gb.hbm_bandwidth_gbps, gb.nvlink_gbps, gb.nic_gbps) == (8000, 900, 50)
+    assert CAT.gpu("h100").arch == "hopper" and CAT.gpu("b200").arch == "blackwell"
+
+
+def test_blackwell_scales_tensor_core_time_on_blackwell_only():
+    slow = replace(BASE, blackwell=0.5)
+    assert tensor_scale(slow, "blackwell") == 0.5 and tensor_scale(slow, "hopper") == 1.0
+    gb = resolve(CAT, "llama3.1", "405b", "bf16", 128, "gb200")
+    a, b = _step(gb, BASE), _step(gb, slow)
+    assert b.gemm_s == pytest.approx(2 * a.gemm_s, rel=1e-9)
+    assert b.attention_s == pytest.approx(2 * a.attention_s, rel=1e-9)
+    assert b.elementwise_s == pytest.approx(a.elementwise_s, rel=1e-12)  # HBM-bound work is not tensor-core work
+    h = resolve(CAT, "llama3.1", "405b", "bf16", 512)
+    assert _step(h, slow).step_time_s == pytest.approx(_step(h, BASE).step_time_s, rel=1e-12)
+
+
+def test_load_factor_is_the_expected_busiest_rank():
+    eff = replace(BASE, expert_load_cv=0.3)
+    assert load_factor(eff, 8, 1) == 1.0  # one rank holds every expert: no imbalance between ranks
+    # 1 + cv * sqrt(2 ln EP / experts per rank)
+    assert load_factor(eff, 8, 8) == pytest.approx(1 + 0.3 * math.sqrt(2 * math.log(8) / 1))
+    assert load_factor(eff, 128, 64) == pytest.approx(1 + 0.3 * math.sqrt(2 * math.log(64) / 2))
+    assert load_factor(eff, 8, 2) < load_factor(eff, 8, 4) < load_factor(eff, 8, 8)
+    assert load_factor(replace(BASE, expert_load_cv=0.0), 128, 128) == 1.0
+
+
+def test_router_skew_slows_moe_layers_only():
+    skewed = replace(BASE, expert_load_cv=0.5)
+    grok = resolve(CAT, "grok1", "314b", "bf16", 512, release="24.11.1")
+    a, b = _step(grok, BASE), _step(grok, skewed)
+    assert b.gemm_s > a.gemm_s and b.ep_comm_total_s > a.ep_comm_total_s and b.elementwise_s > a.elementwise_s
+    dense = resolve(CAT, "llama3.1", "70b", "bf16", 64)
+    assert _step(dense, skewed).step_time_s == _step(dense, BASE).step_time_s
+
+
+def test_grouped_gemm_knee_charges_fewer_tokens_per_expert_more():
+    # Grok-1's 8 experts over EP 2 (4 local experts, 2048 tokens each) and EP 8 (1 local
+    # expert, 8192 tokens): the same FLOPs per GPU, but the per-expert fixed cost weighs 4x.
+    knee = replace(BASE, expert_knee=1024.0)
+    none = replace(BASE, expert_knee=1e-9)
+    ep2 = resolve(CAT, "grok1", "314b", "bf16", 8)
+    ep8 = resolve(CAT, "grok1", "314b", "bf16", 32)
+    assert (ep2.layout.ep, ep8.layout.ep) == (2, 8)
+    slow2 = _step(ep2, knee).gemm_s / _step(ep2, none).gemm_s
+    slow8 = _step(ep8, knee).gemm_s / _step(ep8, none).gemm_s
+    assert slow2 > slow8 > 1.0
+
+
+def test_fp8_expert_efficiency_touches_fp8_moe_only():
+    weak = replace(BASE, expert_fp8=0.5)
+    for dtype, changes in (("fp8", True), ("bf16", False)):
+        r = resolve(CAT, "grok1", "314b", dtype, 512)
+        assert (_step(r, weak).gemm_s > _step(r, BASE).gemm_s) is changes, dtype
+    dense = resolve(CAT, "llama3.1", "70b", "fp8", 64)
+    assert _step(dense, weak).step_time_s == _step(dense, BASE).step_time_s
+
+
+def test_all_to_all_stays_on_nvlink_inside_the_72_gpu_domain():
+    gb, h = CAT.gpu("gb200"), CAT.gpu("h100")
+    nb = 64e6
+    inside = Net.of(gb, 1.0, 0.0).all_to_all(nb, 64, 1)
+    # 63/64 of the bytes over GB200's 900 GB/s NVLink; on H100 56/64 of them over the 50 GB/s NIC
+    assert inside == pytest.approx(nb * 63 / 64 / 900e9)
+    assert Net.of(h, 1.0, 0.0).all_to_all(nb, 64, 1) == pytest.approx(nb * 56 / 64 / 50e9)
+    # beyond the domain the NIC share takes over
+    assert Net.of(gb, 1.0, 0.0).all_to_all(nb, 128, 1) == pytest.approx(nb * 56 / 128 / 50e9)
