@@ -1,0 +1,62 @@
+"""Backends: the frameworks a run can be launched with, one module each.
+
+``llmb`` is llmb's own engine (the default; :mod:`llmb.launch.local` and
+:mod:`llmb.launch.submit` start it). The others turn a resolved run into that framework's own
+launch (:class:`~llmb.launch.backends.base.FrameworkLaunch`): ``megatron`` (Megatron-LM
+``pretrain_gpt.py``), ``nemo2`` (a NeMo 2 recipe), ``nemo1`` (the NeMo Launcher's training
+stage), ``maxtext`` (``MaxText/train.py`` with ``base.yml`` keys), ``torchtitan`` (a TOML job
+config). ``recipe`` is the framework the workload's published baseline was measured with
+(``Workload.framework`` in the catalog).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from llmb.errors import LlmbError
+from llmb.launch.backends import maxtext, megatron, nemo1, nemo2, torchtitan
+from llmb.launch.backends.base import FrameworkLaunch, Target
+from llmb.plan.run import ResolvedRun
+
+ENGINE = "llmb"
+MODULES: dict[str, ModuleType] = {m.NAME: m for m in (megatron, nemo2, nemo1, maxtext, torchtitan)}
+BACKENDS: tuple[str, ...] = (ENGINE, *MODULES)
+CHOICES: tuple[str, ...] = (*BACKENDS, "recipe")
+#: catalog framework -> backend (Megatron-Bridge drives Megatron-Core like Megatron-LM does).
+FRAMEWORK_BACKEND = {"nemo1": "nemo1", "nemo2": "nemo2", "megatron": "megatron", "mbridge": "megatron",
+                     "maxtext": "maxtext", "torchtitan": "torchtitan", "llmb": ENGINE}
+
+
+def backend_name(choice: str | None, framework: str) -> str:
+    """The backend ``--backend choice`` means for a workload published with ``framework``."""
+    choice = (choice or ENGINE).lower()
+    if choice not in CHOICES:
+        raise LlmbError(f"unknown backend {choice!r} (choose from {', '.join(CHOICES)})")
+    return FRAMEWORK_BACKEND[framework] if choice == "recipe" else choice
+
+
+def module(name: str) -> ModuleType:
+    return MODULES[name]
+
+
+def unsupported(name: str, run: ResolvedRun) -> str | None:
+    """Why backend ``name`` cannot express this run's workload (None: it can)."""
+    return None if name == ENGINE else MODULES[name].supports(run)
+
+
+def render(name: str, run: ResolvedRun, target: Target, settings=None) -> FrameworkLaunch:
+    """The framework launch of ``run`` on ``target``; ``settings`` the cluster configuration's
+    ``backends.<name>`` (:class:`llmb.launch.cluster.BackendSettings`), if any. Every mistake
+    (an impossible pair, a knob the framework cannot honour) is one :class:`LlmbError` line."""
+    if name == ENGINE:
+        raise ValueError("llmb's engine is launched by llmb.launch.local / llmb.launch.submit")
+    mod = MODULES[name]
+    if name == "megatron":
+        return mod.render(run, target, source=getattr(settings, "source", None))
+    if name == "nemo1":
+        return mod.render(run, target, tokenizer_model=getattr(settings, "tokenizer_model", None))
+    return mod.render(run, target)
+
+
+__all__ = ["BACKENDS", "CHOICES", "ENGINE", "FRAMEWORK_BACKEND", "FrameworkLaunch", "MODULES", "Target",
+           "backend_name", "module", "render", "unsupported"]
