@@ -58,5 +58,36 @@ def render(name: str, run: ResolvedRun, target: Target, settings=None) -> Framew
     return mod.render(run, target)
 
 
-__all__ = ["BACKENDS", "CHOICES", "ENGINE", "FRAMEWORK_BACKEND", "FrameworkLaunch", "MODULES", "Target",
+#: the frameworks that train on a CPU (llmb's tests run them so); the others need GPUs
+CPU_BACKENDS = (ENGINE, "torchtitan")
+LAUNCH_FILE = "launch.json"
+
+
+def check_device(name: str, device: str) -> None:
+    """Refuse, before anything is written, a framework that cannot train on ``device``."""
+    if device == "cpu" and name not in CPU_BACKENDS:
+        raise LlmbError(f"--backend {name}: {name} needs CUDA GPUs (it does not train on a CPU); "
+                        "run it on a GPU cluster, or look at the launch with --dry-run")
+
+
+def launch_record(launch: FrameworkLaunch) -> dict[str, object]:
+    """What ``launch.json`` holds: the framework's command exactly as started, and its checks."""
+    return {"backend": launch.backend, "log_format": launch.log_format, "launcher": launch.launcher,
+            "command": list(launch.command), "wrapper": list(launch.wrapper), "env": launch.env,
+            "image": launch.image, "workdir": launch.workdir, "files": sorted(launch.files),
+            "checked_against": list(launch.checked_against), "notes": list(launch.notes)}
+
+
+def write_files(exp_dir, launch: FrameworkLaunch) -> None:
+    """The launch's generated files and ``launch.json``, into the experiment folder."""
+    import json
+    from pathlib import Path
+
+    folder = Path(exp_dir)
+    for name, text in launch.files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / LAUNCH_FILE).write_text(json.dumps(launch_record(launch), indent=2) + "\n", encoding="utf-8")
+
+
+__all__ = ["CPU_BACKENDS", "LAUNCH_FILE", "check_device", "launch_record", "write_files", "BACKENDS", "CHOICES", "ENGINE", "FRAMEWORK_BACKEND", "FrameworkLaunch", "MODULES", "Target",
            "backend_name", "module", "render", "unsupported"]

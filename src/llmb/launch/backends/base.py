@@ -79,7 +79,11 @@ def refuse(backend: str, what: str) -> LlmbError:
 
 def check_options(run: ResolvedRun, backend: str, honoured: set[str] = frozenset()) -> None:
     """Refuse, in one line, an engine-only option (or one this backend does not honour)."""
-    opts = run.options
+    opts, req = run.options, run.request
+    if req.compile:
+        raise refuse(backend, "--compile is an option of llmb's own engine; set the framework's own compile setting")
+    if req.dp_mode != "fsdp":
+        raise refuse(backend, f"--ddp is an option of llmb's own engine; {backend} follows the recipe's layout")
     for name, flag in ENGINE_ONLY_OPTIONS.items():
         value = getattr(opts, name)
         if name in honoured or value in (None, False, 0):

@@ -10,8 +10,8 @@ sequence parallelism, torchtitan's only TP), ``context_parallel_degree``,
 ``local_batch_size`` = MBS (torchtitan accumulates gradients up to ``global_batch_size``).
 
 torchtitan's model flavors are fixed in code; the catalog's model reaches it through llmb's
-plugin (:mod:`llmb.launch.backends.torchtitan_plugin`, copied into the experiment folder and
-imported by ``experimental.custom_import``), which also supplies mock data.
+plugin (``llmb/launch/backends/files/llmb_titan.py.txt``, copied into the experiment folder as
+``llmb_titan.py`` and imported by ``experimental.custom_import``), which also supplies mock data.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def to_toml(cfg: dict[str, dict[str, object]], header: str = "") -> str:
 
 
 def plugin_source() -> str:
-    return resources.files("llmb.launch.backends").joinpath("torchtitan_plugin.py").read_text(encoding="utf-8")
+    return resources.files("llmb.launch.backends").joinpath("files", "llmb_titan.py.txt").read_text(encoding="utf-8")
 
 
 def render(run: ResolvedRun, target: Target) -> FrameworkLaunch:
