@@ -219,7 +219,7 @@ def _run_framework(run, name: str, accelerator: str, dry_run: bool, as_json: boo
                               "copied", highlight=False, markup=False)
                 continue
             console.print(f"## {fname}", highlight=False, markup=False)
-            console.print(text, highlight=False, markup=False)
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
         console.print("$ " + " ".join(shlex.quote(a) for a in argv), highlight=False, markup=False, soft_wrap=True)
         for note in launch.notes:
             console.print(f"note: {note}", highlight=False, markup=False)
