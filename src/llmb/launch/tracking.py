@@ -90,9 +90,35 @@ def ingest(store, run: dict[str, Any]):
         (result,) = analyze_logs([str(log)], spec=spec, fmt=fmt if framework else None)
     except (LlmbError, ValueError):
         return None
-    store.put(store_row(result, run["run_id"], cluster=run.get("cluster"), job_id=run.get("job_id")),
-              result.parsed.records)
+    row = store_row(result, run["run_id"], cluster=run.get("cluster"), job_id=run.get("job_id"))
+    if framework:
+        _fill_throughput(row, result, log.parent)
+    store.put(row, result.parsed.records)
     return result
+
+
+def _fill_throughput(row: dict[str, Any], result, exp_dir: Path) -> None:
+    """A proxy run of a framework has no catalog metrics (its model is not the catalog's): give
+    the store its job tokens/s and step time from what the log measured, with the batch llmb
+    launched it with (torchtitan prints tokens/s per device only)."""
+    from llmb.errors import LlmbError
+    from llmb.plan.metrics import step_time_from_tokens_per_s
+    from llmb.records import CONFIG_FILE, RunConfig
+
+    if row.get("tokens_per_s") is not None:
+        return
+    per_device = result.stats.mean("tokens_per_s_per_gpu")
+    try:
+        cfg = RunConfig.read(exp_dir / CONFIG_FILE)
+    except LlmbError:
+        return
+    if per_device is None or not per_device > 0:
+        return
+    row["tokens_per_s"] = per_device * cfg.world_size
+    if row.get("step_time_s") is None:
+        row["step_time_s"] = step_time_from_tokens_per_s(cfg.model.seq_len, cfg.layout.gbs, row["tokens_per_s"])
+    row["notes"] = [*row.get("notes", []), "tokens/s and step time from the log's tokens/s per device x ranks "
+                    "and the launched batch (no catalog metrics for a proxy's model)"]
 
 
 def refresh(store) -> list[Change]:
