@@ -450,3 +450,26 @@ def test_torchtitan_builds_exactly_the_catalogs_model(workload, size):
     assert tuple(block.feed_forward.w1.weight.shape) == (m.ffn_hidden, m.hidden)
     assert tuple(block.attention.wk.weight.shape) == (m.query_groups * m.kv_channels, m.hidden)
     assert tuple(model.tok_embeddings.weight.shape) == (m.vocab, m.hidden)
+
+
+def test_the_readmes_backend_table_is_the_codes():
+    """The README's table of which workloads each backend expresses, recomputed."""
+    readme = (HERE.parent / "README.md").read_text(encoding="utf-8")
+    header = "| workload (recipe framework) | " + " | ".join(backends.MODULES) + " |"
+    assert header in readme
+    table = readme.split(header, 1)[1].split("\n\n", 1)[0].strip().splitlines()[1:]
+    written = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table}
+    computed = {}
+    for wl in sorted({r[0] for r in ROWS}):
+        cells = []
+        for b in backends.MODULES:
+            ok = []
+            for row in (r for r in ROWS if r[0] == wl):
+                try:
+                    _render(b, row)
+                    ok.append(True)
+                except LlmbError:
+                    ok.append(False)
+            cells.append("all rows" if all(ok) else "none" if not any(ok) else f"{sum(ok)} of {len(ok)} rows")
+        computed[wl] = cells
+    assert written == computed

@@ -16,7 +16,7 @@ llmb mounts ``backends.megatron.source`` (cluster_config.yaml) at :data:`SOURCE_
 from __future__ import annotations
 
 from llmb.launch.backends.base import (
-    FrameworkLaunch, Target, check_data, check_options, no_moe, nsys_prefix, refuse, start_checkpoint, steps_of,
+    FrameworkLaunch, Target, check_data, check_options, nsys_prefix, refuse, start_checkpoint, steps_of,
     trace_env,
 )
 from llmb.plan.run import ResolvedRun
