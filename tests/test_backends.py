@@ -473,3 +473,98 @@ def test_the_readmes_backend_table_is_the_codes():
             cells.append("all rows" if all(ok) else "none" if not any(ok) else f"{sum(ok)} of {len(ok)} rows")
         computed[wl] = cells
     assert written == computed
+
+
+# --- the recipes' knobs, per backend ------------------------------------------------------
+
+def _with_options(row, **options):
+    from llmb.plan.options import RunOptions
+
+    workload, size, dtype, gpus, gpu_type = row
+    req = RunRequest(workload=workload, size=size, dtype=dtype, proxy=None, gpus=gpus, gpu_type=gpu_type,
+                     options=RunOptions(**options))
+    return resolve_run(req, check_files=False)
+
+
+KNOB_ROWS = {"megatron": ("megatron-llama3", "8b", "fp8", 8, "h100"), "nemo2": ("llama3.1", "8b", "bf16", 8, "h100"),
+             "nemo1": ("nemotron4", "340b", "bf16", 128, "h100"), "maxtext": ("llama2-maxtext", "70b", "bf16", 64, "h100"),
+             "torchtitan": ("llama3.1", "8b", "bf16", 8, "h100")}
+
+
+@pytest.mark.parametrize("backend", list(KNOB_ROWS))
+def test_the_recipes_knobs_reach_the_framework(backend):
+    row = KNOB_ROWS[backend]
+    target = _target(row[3], row[4])
+
+    def text(**options):
+        launch = backends.render(backend, _with_options(row, **options), target)
+        return " ".join(launch.command) + "\n" + "\n".join(launch.files.values()), launch
+
+    plain, _ = text()
+    prof, launch = text(profile=True)  # the recipe's profile window: steps 20..25
+    expect = {
+        "megatron": ["--profile", "--profile-step-start 20", "--profile-step-end 26"],
+        "nemo2": ["NsysCallback, start_step=20, end_step=25"],
+        "nemo1": ["model.nsys_profile.enabled=true", "model.nsys_profile.start_step=20", "model.nsys_profile.end_step=25"],
+        "maxtext": ["profiler=nsys", "skip_first_n_steps_for_profiler=19", "profiler_steps=6"],
+        "torchtitan": ["enable_profiling = true", "profile_freq = 25", "profiler_active = 6"],
+    }[backend]
+    for needle in expect:
+        assert needle in prof and needle not in plain, needle
+    if backend != "torchtitan":
+        assert launch.wrapper[:2] == ("nsys", "profile")  # nsys around the framework's process
+    nccl, launch = text(nccl_trace=True)
+    assert launch.env["NCCL_DEBUG"] == "INFO"
+    steps_flag = {"megatron": "--train-iters 5", "nemo2": "max_steps = 5", "nemo1": "trainer.max_steps=5",
+                  "maxtext": "steps=5", "torchtitan": "steps = 5"}[backend]
+    assert steps_flag in nccl  # the recipes trace the first 5 steps
+    save, _ = text(save_at_end=True)
+    load, _ = text(load="/ckpt/run7")
+    expect_save = {"megatron": "--save /experiments/EXP/checkpoints", "nemo2": "recipe.log.ckpt.every_n_train_steps = 50",
+                   "nemo1": "exp_manager.create_checkpoint_callback=true", "maxtext": "enable_checkpointing=True",
+                   "torchtitan": "[checkpoint]\nenable = true"}[backend]
+    expect_load = {"megatron": "--load /ckpt/run7", "nemo2": "resume_from_path='/ckpt/run7'",
+                   "nemo1": "model.resume_from_checkpoint=/ckpt/run7", "maxtext": "load_full_state_path=/ckpt/run7",
+                   "torchtitan": 'initial_load_path = "/ckpt/run7"'}[backend]
+    assert expect_save in save and expect_save not in plain
+    assert expect_load in load and expect_load not in plain
+
+
+def test_a_frameworks_own_checkpoint_path_only_needs_to_exist(tmp_path):
+    """LOAD_CHECKPOINT_PATH names the framework's checkpoint: llmb's checkpoint checks do not
+    apply (they do for its own engine)."""
+    from llmb.plan.options import RunOptions
+
+    (tmp_path / "iter_0000050").mkdir()
+    req = RunRequest(workload="megatron-llama3", size="8b", proxy=None, gpus=8, options=RunOptions(load=str(tmp_path)))
+    run, name = backends.resolve(req, "recipe", accelerator=None)
+    assert name == "megatron" and run.options.load == str(tmp_path.resolve())
+    with pytest.raises(LlmbError, match="no complete checkpoint"):
+        backends.resolve(req, "llmb", accelerator=None)
+    missing = req.model_copy(update={"options": RunOptions(load=str(tmp_path / "nope"))})
+    with pytest.raises(LlmbError, match="does not exist"):
+        backends.resolve(missing, "megatron", accelerator=None)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[str(r) for r in ROWS])
+def test_submit_dry_run_prints_every_rows_recipe_launch(row, tmp_path, monkeypatch, capsys):
+    """``llmb submit ... --backend recipe --dry-run`` for every catalog row: the batch script
+    runs the framework's own command; nothing is written."""
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "experiments"))
+    monkeypatch.delenv("LLMB_CLUSTER_CONFIG", raising=False)
+    monkeypatch.setenv("LLMB_INSTALL", str(tmp_path / "install"))
+    workload, size, dtype, gpus, gpu_type = row
+    argv = ["submit", workload, "--size", size, "--dtype", dtype, "--scale", str(gpus), "--gpu-type", gpu_type,
+            "--gpus-per-node", str(GPUS_PER_NODE[gpu_type]), "--backend", "recipe", "--dry-run", "--json"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    (out,) = json.loads(capsys.readouterr().out)
+    framework = default_catalog().workload(workload).framework
+    assert out["backend"] == framework
+    entry = {"nemo2": "nemo2_pretrain.py", "nemo1": "megatron_gpt_pretraining.py", "megatron": "pretrain_gpt.py",
+             "maxtext": "MaxText/train.py"}[framework]
+    assert entry in out["script"] and "--container-image=" in out["script"]
+    assert f"--nodes={max(1, gpus // GPUS_PER_NODE[gpu_type])}" in out["script"]
+    assert not (tmp_path / "experiments").exists()

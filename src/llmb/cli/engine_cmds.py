@@ -142,10 +142,11 @@ def run_cmd(
         settings=dict(seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data, pp_split=pp_split,
                       dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention),
     )
-    run, accelerator = local.resolve_here(request)
     from llmb.launch import backends
 
-    name = backends.backend_name(backend, run.recipe.workload.framework)
+    accelerator = local.accelerator_for(request.device)
+    run, name = backends.resolve(request, backend, accelerator=accelerator)
+    local.check_local_world(run.world, accelerator)
     if name != backends.ENGINE:
         _run_framework(run, name, accelerator, dry_run, as_json)
         return

@@ -27,7 +27,6 @@ from llmb.launch.experiment import experiment_base, fresh_stamp_dir, utc_stamp
 from llmb.launch.knobs import BY_FIELD, LAYOUT_ENV_KNOBS, run_options
 from llmb.launch.local import WORKER_MODULE, worker_env
 from llmb.plan.request import RunRequest
-from llmb.plan.run import resolve_run
 from llmb.records import CONFIG_FILE, RunConfig
 
 SCRIPT_NAME = "launch.sbatch"
@@ -99,8 +98,7 @@ def prepare(
     )
     root = experiments_root or Path(cluster.experiments_path)
     # Every configuration mistake surfaces here, before sbatch: fp8 on a CPU cluster too.
-    run = resolve_run(request, accelerator=_device(cluster), experiments_root=root)
-    name = backends.backend_name(backend, run.recipe.workload.framework)
+    run, name = backends.resolve(request, backend, accelerator=_device(cluster), experiments_root=root)
     if name != backends.ENGINE:
         return _prepare_framework(planned, cluster, knobs, run, name, container, root, nodes, ranks_per_node)
     config = run.config()

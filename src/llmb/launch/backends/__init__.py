@@ -35,6 +35,31 @@ def backend_name(choice: str | None, framework: str) -> str:
     return FRAMEWORK_BACKEND[framework] if choice == "recipe" else choice
 
 
+def resolve(request, choice: str | None, *, accelerator: str | None, experiments_root=None) -> tuple[ResolvedRun, str]:
+    """Resolve ``request`` for backend ``choice``: (the run, the backend's name). llmb's engine
+    checks its start checkpoint and data as always; a framework's ``LOAD_CHECKPOINT_PATH`` is
+    that framework's own checkpoint, which llmb only requires to exist."""
+    from pathlib import Path
+
+    from llmb.plan.run import resolve_run
+
+    probe = resolve_run(request, accelerator=accelerator, experiments_root=experiments_root, check_files=False)
+    name = backend_name(choice, probe.recipe.workload.framework)
+    if name == ENGINE:
+        return resolve_run(request, accelerator=accelerator, experiments_root=experiments_root), name
+    load = request.options.load
+    if load is not None and not Path(load).expanduser().exists():
+        raise LlmbError(f"LOAD_CHECKPOINT_PATH {load} does not exist")
+    bare = request.model_copy(update={"options": request.options.model_copy(update={"load": None})})
+    run = resolve_run(bare, accelerator=accelerator, experiments_root=experiments_root)
+    if load is not None:
+        from dataclasses import replace
+
+        full = str(Path(load).expanduser().resolve())
+        run = replace(run, request=request, options=run.options.model_copy(update={"load": full}))
+    return run, name
+
+
 def module(name: str) -> ModuleType:
     return MODULES[name]
 
@@ -89,5 +114,5 @@ def write_files(exp_dir, launch: FrameworkLaunch) -> None:
     (folder / LAUNCH_FILE).write_text(json.dumps(launch_record(launch), indent=2) + "\n", encoding="utf-8")
 
 
-__all__ = ["CPU_BACKENDS", "LAUNCH_FILE", "check_device", "launch_record", "write_files", "BACKENDS", "CHOICES", "ENGINE", "FRAMEWORK_BACKEND", "FrameworkLaunch", "MODULES", "Target",
+__all__ = ["resolve", "CPU_BACKENDS", "LAUNCH_FILE", "check_device", "launch_record", "write_files", "BACKENDS", "CHOICES", "ENGINE", "FRAMEWORK_BACKEND", "FrameworkLaunch", "MODULES", "Target",
            "backend_name", "module", "render", "unsupported"]
