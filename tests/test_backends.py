@@ -568,3 +568,26 @@ def test_submit_dry_run_prints_every_rows_recipe_launch(row, tmp_path, monkeypat
     assert entry in out["script"] and "--container-image=" in out["script"]
     assert f"--nodes={max(1, gpus // GPUS_PER_NODE[gpu_type])}" in out["script"]
     assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize("row, run, launch", [t for t in TITAN_LAUNCHES if t[1].layout.pp > 1],
+                         ids=[str(t[0]) for t in TITAN_LAUNCHES if t[1].layout.pp > 1])
+def test_torchtitan_cuts_the_catalogs_pipeline_stages(row, run, launch, tmp_path):
+    """torchtitan's own stage split (distributed/pipeline_parallel.py @ v0.2.2) of the TOML's
+    settings gives PP x VP stages holding the catalog's layers per chunk, in order."""
+    import math
+
+    pytest.importorskip("torchtitan")
+    from torchtitan.config import ConfigManager
+    from torchtitan.distributed.pipeline_parallel import generate_llm_fqn_per_model_part
+
+    path = tmp_path / "t.toml"
+    path.write_text(launch.files["torchtitan.toml"], encoding="utf-8")
+    p = ConfigManager().parse_args(["--job.config_file", str(path)]).parallelism
+    layers = run.model.layers
+    first, last = p.pipeline_parallel_first_stage_less_layers, p.pipeline_parallel_last_stage_less_layers
+    stages = math.ceil((layers + first + last) / p.pipeline_parallel_layers_per_stage)  # as torchtitan computes it
+    assert stages == run.layout.pp * (run.layout.vp or 1)
+    parts = generate_llm_fqn_per_model_part(stages, layers, first, last)
+    per_stage = tuple(sum(1 for name in part if name.startswith("layers.")) for part in parts)
+    assert per_stage == run.derived.layers_per_chunk

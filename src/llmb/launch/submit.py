@@ -168,7 +168,9 @@ def _prepare_framework(planned: PlannedRun, cluster: ClusterConfig, knobs: Mappi
             if run.request.data:
                 data_dir = str(Path(run.request.data).resolve().parent)
                 mounts.append(f"{data_dir}:{data_dir}")
-        env = {**cluster.env, **launch.env, **(settings.env if settings else {})}
+        # CPU clusters: one thread per rank, as for engine jobs (a node's core count is unknown here).
+        threads = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
+        env = {**threads, **cluster.env, **launch.env, **(settings.env if settings else {})}
         job = sbatch.SlurmJob(
             name=f"llmb-{name}-{run.recipe.workload.name}-{run.size_label}-{run.recipe.dtype}-{run.world}",
             nodes=nodes, ranks_per_node=ranks_per_node, experiment_dir=folder, command=list(launch.command),

@@ -153,7 +153,7 @@ def script(run: ResolvedRun, target: Target) -> str:
         f"recipe.optim.config.weight_decay = {req.weight_decay!r}",
         f"recipe.optim.config.clip_grad = {req.grad_clip!r}",
         f"recipe.optim.lr_scheduler.warmup_steps = {min(run.lr_warmup_steps, steps - 1)}",
-        f"recipe.optim.lr_scheduler.min_lr = {req.lr * req.min_lr_ratio!r}",
+        f"recipe.optim.lr_scheduler.min_lr = {float(f'{req.lr * req.min_lr_ratio:.6g}')!r}",
     ]
     if opts.save_at_end:
         lines += ["recipe.trainer.enable_checkpointing = True",

@@ -110,14 +110,16 @@ def job_config(run: ResolvedRun, target: Target) -> dict[str, dict[str, object]]
         "comm": {"init_timeout_seconds": int(opts.pg_timeout_s), "train_timeout_seconds": int(opts.pg_timeout_s)},
     }
     if lay.pp > 1:
-        cfg["parallelism"]["pipeline_parallel_layers_per_stage"] = run.model.layers // (lay.pp * vp) or 1
-        if lay.embedding_in_pipeline_split or lay.loss_in_pipeline_split:
-            # torchtitan counts the embedding and the output layer as layers of the first and
-            # last stages ("first/last_stage_less_layers"), like Megatron's accounting.
-            cfg["parallelism"]["pipeline_parallel_first_stage_less_layers"] = int(lay.embedding_in_pipeline_split)
-            cfg["parallelism"]["pipeline_parallel_last_stage_less_layers"] = int(lay.loss_in_pipeline_split)
-            cfg["parallelism"]["pipeline_parallel_layers_per_stage"] = (
-                (run.model.layers + lay.embedding_in_pipeline_split + lay.loss_in_pipeline_split) // (lay.pp * vp))
+        # torchtitan cuts ceil((layers + first_less + last_less) / layers_per_stage) stages
+        # (distributed/pipeline_parallel.py); "less layers" count the embedding and the output
+        # as layers of the first and last stage, Megatron's embedding/loss accounting. They
+        # default to 1 each: llmb always sets them, to 1 for the 405B rows, else 0.
+        first, last = int(lay.embedding_in_pipeline_split), int(lay.loss_in_pipeline_split)
+        cfg["parallelism"].update({
+            "pipeline_parallel_first_stage_less_layers": first,
+            "pipeline_parallel_last_stage_less_layers": last,
+            "pipeline_parallel_layers_per_stage": (run.model.layers + first + last) // (lay.pp * vp),
+        })
     if not opts.save_at_end and opts.load:
         cfg["checkpoint"]["interval"] = steps + 1
     load = start_checkpoint(run)
