@@ -81,3 +81,16 @@ def test_torchtitans_context_parallelism_does_not_run_on_cpu(env, capsys):
     code, jobs = _json(["jobs", "list"], capsys)
     (row,) = [r for r in jobs if r["experiment_dir"] == str(exp.resolve())]
     assert row["state"] == "FAILED" and "torchtitan exited with code 1" in row["state_reason"]
+
+
+@pytest.mark.parametrize("layout, mesh", [(["--tp", "2"], "pp=1, dp_replicate=1, dp_shard=1, cp=1, tp=2"),
+                                          (["--pp", "2"], "pp=2, dp_replicate=1, dp_shard=1, cp=1, tp=1")])
+def test_torchtitan_runs_the_tomls_tp_and_pp_on_cpu(env, capsys, layout, mesh):
+    """The TOML's degrees are what torchtitan builds (its own mesh log line), and they train."""
+    code, out = _json([*TITAN, "--cp", "1", "--steps", "4", *layout], capsys)
+    assert code == 0, out
+    log = (Path(out["experiment_dir"]) / "log.txt").read_text()
+    assert f"Building device mesh with parallelism: {mesh}" in log
+    assert out["result"]["steps_found"] == 4 and out["result"]["status"] == "OK"
+    if "--pp" in layout:  # GA 4 micro-batches of MBS 2 become the pipeline's microbatches
+        assert "Using pipeline schedule 1F1B with 4 microbatches and 2 stages." in log

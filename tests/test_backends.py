@@ -409,7 +409,13 @@ def test_torchtitans_config_manager_loads_the_toml(row, run, launch, tmp_path):
     assert (p.tensor_parallel_degree, p.pipeline_parallel_degree, p.context_parallel_degree) == (lay.tp, lay.pp, lay.cp)
     assert p.data_parallel_shard_degree * p.data_parallel_replicate_degree == d.dp
     assert _prod([p.data_parallel_shard_degree, p.data_parallel_replicate_degree, lay.tp, lay.pp, lay.cp]) == run.world
-    assert (jc.training.local_batch_size, jc.training.global_batch_size) == (lay.mbs, lay.gbs)
+    local = lay.mbs * d.ga if lay.pp > 1 else lay.mbs  # with PP: GA pipeline microbatches of MBS
+    assert (jc.training.local_batch_size, jc.training.global_batch_size) == (local, lay.gbs)
+    assert p.pipeline_parallel_microbatch_size == lay.mbs
+    # torchtitan's gradient accumulation (train.py: global / (local x DP)) times its pipeline
+    # microbatches is the catalog's GA.
+    accumulation = lay.gbs // (jc.training.local_batch_size * d.dp)
+    assert accumulation * (jc.training.local_batch_size // lay.mbs) == d.ga
     assert jc.training.steps == 50 and jc.metrics.log_freq == 1 and jc.metrics.enable_tensorboard
     assert jc.model.name == "llmb_llama3" and jc.experimental.custom_import == "llmb_titan"
     if run.recipe.dtype == "fp8":

@@ -7,7 +7,8 @@ is torchtitan's degrees: ``data_parallel_shard_degree`` (FSDP; the catalog's FSD
 ``data_parallel_replicate_degree`` replicas on top, HSDP), ``tensor_parallel_degree`` (with
 sequence parallelism, torchtitan's only TP), ``context_parallel_degree``,
 ``pipeline_parallel_degree`` with ``Interleaved1F1B`` over ``VP`` stages per rank, and
-``local_batch_size`` = MBS (torchtitan accumulates gradients up to ``global_batch_size``).
+``local_batch_size`` = MBS (torchtitan accumulates gradients up to ``global_batch_size``; with PP
+the local batch is MBS x GA, cut into MBS-sized pipeline microbatches).
 
 torchtitan's model flavors are fixed in code; the catalog's model reaches it through llmb's
 plugin (``llmb/launch/backends/files/llmb_titan.py.txt``, copied into the experiment folder as
@@ -91,7 +92,11 @@ def job_config(run: ResolvedRun, target: Target) -> dict[str, dict[str, object]]
                       "implementation": "foreach" if target.device == "cpu" else "fused"},
         "lr_scheduler": {"warmup_steps": min(run.lr_warmup_steps, steps - 1), "decay_type": "cosine",
                          "min_lr_factor": req.min_lr_ratio},
-        "training": {"local_batch_size": lay.mbs, "global_batch_size": lay.gbs, "seq_len": run.model.seq_len,
+        # With PP, torchtitan's pipeline microbatches are its local batch split by
+        # pipeline_parallel_microbatch_size: the GA micro-batches of Megatron's schedule go
+        # into one local batch. Without PP, it accumulates local batches up to the global one.
+        "training": {"local_batch_size": lay.mbs * d.ga if lay.pp > 1 else lay.mbs, "global_batch_size": lay.gbs,
+                     "seq_len": run.model.seq_len,
                      "steps": steps, "max_norm": req.grad_clip, "dataset": "llmb_mock",
                      "mixed_precision_param": "float32" if dtype == "fp32" else "bfloat16"},
         "parallelism": {
