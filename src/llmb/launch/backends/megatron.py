@@ -76,7 +76,9 @@ def _layout_flags(run: ResolvedRun) -> list[str]:
         if lay.fsdp != d.dp or lay.tp * lay.pp * lay.cp != 1:
             raise refuse(NAME, f"FSDP over groups of {lay.fsdp} of {d.dp} data-parallel ranks (HSDP) has no flag in "
                          f"{VERSION}; --use-torch-fsdp2 shards over every data-parallel rank")
-        flags.append("--use-torch-fsdp2")
+        # Megatron-LM's validate_args: FSDP2 excludes the distributed optimizer and gradient
+        # accumulation fusion, and needs a torch_dist/torch_dcp checkpoint format.
+        flags += ["--use-torch-fsdp2", "--no-gradient-accumulation-fusion", "--ckpt-format", "torch_dist"]
     else:
         flags += ["--use-distributed-optimizer", "--overlap-grad-reduce", "--overlap-param-gather"]
     flags += ["--micro-batch-size", str(lay.mbs), "--global-batch-size", str(lay.gbs)]
@@ -164,7 +166,9 @@ def render(run: ResolvedRun, target: Target, source: str | None = None) -> Frame
         "--distributed-timeout-minutes", str(max(1, round(opts.pg_timeout_s / 60))),
     ]
     if opts.save_at_end:
-        flags += ["--save", f"{exp}/checkpoints", "--save-interval", str(steps), "--ckpt-format", "torch_dist"]
+        flags += ["--save", f"{exp}/checkpoints", "--save-interval", str(steps)]
+        if "--ckpt-format" not in flags:
+            flags += ["--ckpt-format", "torch_dist"]
     load = start_checkpoint(run)
     if load:
         flags += ["--load", load, "--exit-on-missing-checkpoint"]
@@ -175,7 +179,9 @@ def render(run: ResolvedRun, target: Target, source: str | None = None) -> Frame
                   "--profile-step-end", str(opts.profile_stop_step + 1)]
         prefix = nsys_prefix(exp)
     script = f"{source or SOURCE_IN_CONTAINER}/pretrain_gpt.py"
-    env = {"CUDA_DEVICE_MAX_CONNECTIONS": "1", **trace_env(run)}
+    # Megatron-LM's validate_args: TP or CP need CUDA_DEVICE_MAX_CONNECTIONS=1, FSDP needs more than one.
+    connections = "8" if "--use-torch-fsdp2" in flags else "1"
+    env = {"CUDA_DEVICE_MAX_CONNECTIONS": connections, **trace_env(run)}
     return FrameworkLaunch(
         backend=NAME, log_format=LOG_FORMAT, launcher="torchrun", command=(script, *flags), env=env, image=IMAGE,
         workdir=source or SOURCE_IN_CONTAINER, checked_against=CHECKED_AGAINST,
