@@ -597,3 +597,49 @@ def test_torchtitan_cuts_the_catalogs_pipeline_stages(row, run, launch, tmp_path
     parts = generate_llm_fqn_per_model_part(stages, layers, first, last)
     per_stage = tuple(sum(1 for name in part if name.startswith("layers.")) for part in parts)
     assert per_stage == run.derived.layers_per_chunk
+
+
+@pytest.mark.parametrize("backend, workload", [("megatron", "megatron-llama3"), ("nemo2", "llama3.1"),
+                                               ("nemo1", "nemotron4")])
+def test_a_hostile_data_path_stays_one_argument(backend, workload, tmp_path, monkeypatch, capsys):
+    """A dataset prefix with blanks, quotes and $(...) reaches the framework as one value: one
+    shell word in the batch script (bash parses it back exactly), a Python literal in NeMo 2's
+    script; Pyxis cannot mount such a folder, nor can NeMo 1's Hydra overrides carry it: both
+    are refused in one line."""
+    import shutil
+    import subprocess
+
+    from llmb.cli import main
+
+    sample = HERE.parent / "src" / "llmb" / "data" / "sample"
+    folder = tmp_path / "we ird'$(touch PWNED)\"x"
+    folder.mkdir()
+    for ext in (".bin", ".idx"):
+        shutil.copy(sample / f"prose{ext}", folder / f"prose{ext}")
+    prefix = str(folder / "prose")
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "experiments"))
+    monkeypatch.delenv("LLMB_CLUSTER_CONFIG", raising=False)
+    monkeypatch.setenv("LLMB_INSTALL", str(tmp_path / "install"))
+    monkeypatch.chdir(tmp_path)
+    gpus = {"megatron": "8", "nemo2": "8", "nemo1": "128"}[backend]
+    base = ["submit", workload, "--scale", gpus, "--backend", backend, "--data", prefix, "--dry-run"]
+    capsys.readouterr()
+    assert main(base) == 1
+    hydra = "NeMo 1 reads its settings as Hydra overrides"
+    assert (hydra if backend == "nemo1" else "Pyxis cannot mount it") in capsys.readouterr().err
+    code = main([*base, "--no-container", "--json"])
+    if backend == "nemo1":
+        assert code == 1 and hydra in capsys.readouterr().err
+        return
+    assert code == 0
+    (out,) = json.loads(capsys.readouterr().out)
+    script = out["script"]
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    words = shlex.split(script.rsplit("\nsrun ", 1)[1].replace("\\\n", " ").split("\n")[0].split(" 2>&1")[0])
+    if backend == "megatron":
+        assert words[words.index("--data-path") + 1] == prefix
+    else:
+        tree = ast.parse(out["files"]["nemo2_pretrain.py"])
+        paths = [n for n in ast.walk(tree) if isinstance(n, ast.keyword) and n.arg == "paths"]
+        assert ast.literal_eval(paths[0].value) == [prefix]
+    assert not (tmp_path / "PWNED").exists()

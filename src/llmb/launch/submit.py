@@ -22,7 +22,7 @@ from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
 from llmb.launch import backends, sbatch
 from llmb.launch.bulk import PlannedRun
-from llmb.launch.cluster import ClusterConfig, config_path, secrets_path
+from llmb.launch.cluster import ClusterConfig, check_mounts, config_path, secrets_path
 from llmb.launch.experiment import experiment_base, fresh_stamp_dir, utc_stamp
 from llmb.launch.knobs import BY_FIELD, LAYOUT_ENV_KNOBS, run_options
 from llmb.launch.local import WORKER_MODULE, worker_env
@@ -168,6 +168,11 @@ def _prepare_framework(planned: PlannedRun, cluster: ClusterConfig, knobs: Mappi
             if run.request.data:
                 data_dir = str(Path(run.request.data).resolve().parent)
                 mounts.append(f"{data_dir}:{data_dir}")
+            try:
+                check_mounts(mounts)
+            except ValueError as exc:
+                raise LlmbError(f"--backend {name}: {exc}; Pyxis cannot mount it (use --no-container, or a path "
+                                "without blanks or shell characters)") from None
         # CPU clusters: one thread per rank, as for engine jobs (a node's core count is unknown here).
         threads = {"OMP_NUM_THREADS": "1"} if device == "cpu" else {}
         env = {**threads, **cluster.env, **launch.env, **(settings.env if settings else {})}

@@ -14,6 +14,7 @@ cluster_config.yaml names a SentencePiece model (256000 tokens for Nemotron-4).
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from llmb.launch.backends.base import (
@@ -32,6 +33,9 @@ CHECKED_AGAINST = (
     "NVIDIA/NeMo-Framework-Launcher launcher_scripts/conf/training/nemotron/nemotron_340b.yaml @ 24.09 (35e439393e2e)",
 )
 _ACT = {"squared_relu": "squared-relu", "swiglu": "fast-swiglu", "gelu": "gelu"}
+#: what a Hydra override value may hold unquoted (its grammar gives quotes, blanks, brackets,
+#: commas and $ meanings of their own)
+_HYDRA_SAFE = re.compile(r"^[A-Za-z0-9_./+:-]*$")
 
 
 def supports(run: ResolvedRun) -> str | None:
@@ -119,6 +123,12 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         appended["model.rotary_base"] = m.rope_theta
     if opts.save_at_end:
         appended["exp_manager.checkpoint_callback_params.every_n_train_steps"] = steps
+    for key in ("exp_manager.explicit_log_dir", "model.tokenizer.model", "model.data.data_prefix",
+                "model.resume_from_checkpoint"):
+        value = str(o.get(key, ""))
+        if not _HYDRA_SAFE.match(value.removeprefix("[1.0,").removesuffix("]")):
+            raise refuse(NAME, f"{key}={value}: NeMo 1 reads its settings as Hydra overrides, which llmb writes only "
+                         "for paths of letters, digits and _./+-:")
     return [f"{k}={_v(v)}" for k, v in o.items()] + [f"+{k}={_v(v)}" for k, v in appended.items()]
 
 
