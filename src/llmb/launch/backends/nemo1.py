@@ -123,11 +123,11 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         appended["model.rotary_base"] = m.rope_theta
     if opts.save_at_end:
         appended["exp_manager.checkpoint_callback_params.every_n_train_steps"] = steps
-    for key in ("exp_manager.explicit_log_dir", "model.tokenizer.model", "model.data.data_prefix",
-                "model.resume_from_checkpoint"):
-        value = str(o.get(key, ""))
-        if not _HYDRA_SAFE.match(value.removeprefix("[1.0,").removesuffix("]")):
-            raise refuse(NAME, f"{key}={value}: NeMo 1 reads its settings as Hydra overrides, which llmb writes only "
+    paths = {"exp_manager.explicit_log_dir": f"{exp}/nemo", "model.tokenizer.model": tokenizer_model or "",
+             "--data": data or "", "LOAD_CHECKPOINT_PATH": load or ""}
+    for what, value in paths.items():
+        if not _HYDRA_SAFE.match(value):
+            raise refuse(NAME, f"{what} {value}: NeMo 1 reads its settings as Hydra overrides, which llmb writes only "
                          "for paths of letters, digits and _./+-:")
     return [f"{k}={_v(v)}" for k, v in o.items()] + [f"+{k}={_v(v)}" for k, v in appended.items()]
 
