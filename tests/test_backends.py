@@ -643,3 +643,23 @@ def test_a_hostile_data_path_stays_one_argument(backend, workload, tmp_path, mon
         paths = [n for n in ast.walk(tree) if isinstance(n, ast.keyword) and n.arg == "paths"]
         assert ast.literal_eval(paths[0].value) == [prefix]
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_sbatch_and_gpus_per_node_knobs_apply_to_framework_jobs(tmp_path, monkeypatch, capsys):
+    """The recipes' SBATCH_* and GPUS_PER_NODE variables shape a framework's job like an engine job's."""
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "experiments"))
+    monkeypatch.delenv("LLMB_CLUSTER_CONFIG", raising=False)
+    monkeypatch.setenv("LLMB_INSTALL", str(tmp_path / "install"))
+    for key, value in {"SBATCH_ACCOUNT": "acct1", "SBATCH_PARTITION": "batch", "SBATCH_GPUS_PER_NODE": "4",
+                       "GPUS_PER_NODE": "4"}.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    assert main(["submit", "llama3.1", "--scale", "8", "--backend", "recipe", "--dry-run", "--json"]) == 0
+    (out,) = json.loads(capsys.readouterr().out)
+    script = out["script"]
+    for line in ("#SBATCH --account=acct1", "#SBATCH --partition=batch", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --nodes=2"):
+        assert line in script
+    assert "--nproc-per-node=4" in script and "num_nodes=2, num_gpus_per_node=4" in out["files"]["nemo2_pretrain.py"]

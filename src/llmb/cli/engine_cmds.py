@@ -257,7 +257,11 @@ def framework_table(result, backend: str) -> Table:
             table.add_row(label + " (window mean)", f"{w.mean:.4g}")
     if m:
         table.add_row(f"MFU ({m.get('convention')} FLOPs)", f"{m['mfu'] * 100:.2f} %")
+    elif result.spec.proxy:
+        table.add_row("metrics", f"none against the catalog: the {result.spec.proxy} proxy is not a catalog model")
     for note in result.notes:
+        if result.spec.proxy and note.startswith("no metrics: the "):
+            continue  # said above, in the words of a framework run
         table.add_row("note", note)
     return table
 
