@@ -663,3 +663,37 @@ def test_sbatch_and_gpus_per_node_knobs_apply_to_framework_jobs(tmp_path, monkey
                  "#SBATCH --nodes=2"):
         assert line in script
     assert "--nproc-per-node=4" in script and "num_nodes=2, num_gpus_per_node=4" in out["files"]["nemo2_pretrain.py"]
+
+
+def test_a_full_size_framework_log_enters_the_store_with_its_baseline(tmp_path, monkeypatch):
+    """Closing the loop for a GPU framework: a NeMo 2 job's folder (as llmb submit writes it)
+    gets a log in NeMo 2's line format (the seed's ``Training epoch 0, iteration N/49 | ...``
+    lines, written here: no GPU ran); ingesting it with the recorded format gives the step
+    time, the catalog's metrics and the baseline comparison, like an engine run's. The format
+    is the recorded one, never guessed: the same log read as Megatron-LM's has no steps."""
+    from llmb.catalog import default_catalog
+    from llmb.launch import submit as sub
+    from llmb.launch import tracking
+    from llmb.results.store import Store
+
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "experiments"))
+    cluster = sub.default_cluster().model_copy(update={"experiments_path": str(tmp_path / "experiments")})
+    (planned,) = sub.planned_from(default_catalog(), "llama3.1", "8b", "bf16", [8], 1, None, "none", {})
+    prepared = sub.write(sub.prepare(planned, cluster, sub.knobs_for({}, cluster, {}), {}, backend="recipe"))
+    exp = prepared.experiment_dir
+    assert (exp / "nemo2_pretrain.py").is_file() and (exp / "launch.sbatch").is_file()
+    lines = [f"Training epoch 0, iteration {i}/49 | lr: 7.496e-06 | global_batch_size: 128 | global_step: {i} | "
+             f"peak_memory_usage: 70833405952 | memory_allocated: 44271689728 | reduced_train_loss: 11.96 | "
+             f"train_step_timing in s: {12.3 if i > 3 else 20.0} | consumed_samples: {128 * (i + 1)}" for i in range(50)]
+    (exp / "log.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = Store.open(tmp_path / "jobs.db")
+    row = {"run_id": "r1", "log_path": str(exp / "log.txt"), "format": prepared.launch.log_format, "job_id": "7"}
+    result = tracking.ingest(store, row)
+    assert result is not None and result.parsed.format == "nemo2" and len(result.parsed.records) == 50
+    assert result.recipe is not None and result.recipe.baseline is not None  # the published 8-GPU bf16 row
+    assert result.metrics["step_time_s"] == pytest.approx(12.3)
+    stored = store.get("r1")
+    assert stored["format"] == "nemo2" and stored["status"] == "OK" and 0 < stored["mfu"] < 1
+    assert stored["workload"] == "llama3.1" and stored["gpus"] == 8
+    forced = tracking.ingest(store, {**row, "run_id": "r2", "format": "megatron"})
+    assert forced.parsed.format == "megatron" and len(forced.parsed.records) == 0 and store.get("r2")["status"] == "NO_DATA"
