@@ -183,6 +183,9 @@ NEMO2_CLASSES = {
     "CosineAnnealingScheduler": "nemo/lightning/pytorch/optim/lr_scheduler.py",
     "ModelCheckpoint": "nemo/lightning/pytorch/callbacks/model_checkpoint.py",
 }
+#: the recipes llmb's nemo2 backend uses (llmb.launch.backends.nemo2.RECIPES)
+NEMO2_MODEL_RECIPES = ["llama31_8b", "llama31_70b", "llama31_405b", "llama3_8b", "llama3_70b", "llama4_e128",
+                       "nemotron4_340b"]
 NEMO2_MODULES = {
     "nemo.collections.llm.gpt.data.mock": "nemo/collections/llm/gpt/data/mock.py",
     "nemo.collections.llm.gpt.data.pre_training": "nemo/collections/llm/gpt/data/pre_training.py",
@@ -191,6 +194,50 @@ NEMO2_MODULES = {
     "nemo.lightning.pytorch.callbacks": "nemo/lightning/pytorch/callbacks/__init__.py",
     "nemo.lightning": "nemo/lightning/__init__.py",
 }
+
+
+def class_defaults(sources: list[str]) -> dict[str, dict[str, object]]:
+    """Every class's own literal field defaults and its bases, resolved down the inheritance
+    chain within ``sources``: class -> {field: value}."""
+    own: dict[str, tuple[list[str], dict[str, object]]] = {}
+    for source in sources:
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.ClassDef):
+                fields = {}
+                for stmt in node.body:
+                    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+                        value = _literal(stmt.value)
+                        if value is not None or (isinstance(stmt.value, ast.Constant) and stmt.value.value is None):
+                            fields[stmt.target.id] = value
+                bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
+                own[node.name] = (bases, fields)
+
+    def resolved(name: str) -> dict[str, object]:
+        bases, fields = own.get(name, ([], {}))
+        out: dict[str, object] = {}
+        for base in bases:
+            out.update(resolved(base))
+        out.update(fields)
+        return out
+
+    return {name: resolved(name) for name in own}
+
+
+def recipe_model_classes(repo: Path, ref: str, recipes: list[str]) -> dict[str, str]:
+    """Recipe module -> the model config class its ``model()`` builds."""
+    import re
+
+    out = {}
+    family = show(repo, ref, "nemo/collections/llm/recipes/nemotron.py")
+    versions = dict(re.findall(r'version == "(\w+)":\s*\n\s*config = run\.Config\((\w+)\)', family))
+    for name in recipes:
+        text = show(repo, ref, f"nemo/collections/llm/recipes/{name}.py")
+        m = re.search(r"run\.Config\((\w+Config\w*)\)", text)
+        if m:
+            out[name] = m.group(1)
+        elif name in versions:
+            out[name] = versions[name]
+    return out
 
 
 def nemo2(repo: Path) -> dict:
@@ -215,6 +262,11 @@ def nemo2(repo: Path) -> dict:
         "init_params": {c: init_params(show(repo, ref, p), c) for c, p in NEMO2_CLASSES.items()},
         "module_names": {m: top_level_names(show(repo, ref, p)) for m, p in NEMO2_MODULES.items()},
         "gpt_config_fields": dataclass_fields(gpt, "GPTConfig"),
+        "model_classes": recipe_model_classes(repo, ref, NEMO2_MODEL_RECIPES),
+        "model_class_defaults": {
+            k: v for k, v in class_defaults([show(repo, ref, f"nemo/collections/llm/gpt/model/{m}.py")
+                                            for m in ("llama", "nemotron")]).items()
+            if k in set(recipe_model_classes(repo, ref, NEMO2_MODEL_RECIPES).values())},
         "recipe_paths_assigned": sorted(paths),
     }
 

@@ -697,3 +697,31 @@ def test_a_full_size_framework_log_enters_the_store_with_its_baseline(tmp_path, 
     assert stored["workload"] == "llama3.1" and stored["gpus"] == 8
     forced = tracking.ingest(store, {**row, "run_id": "r2", "format": "megatron"})
     assert forced.parsed.format == "megatron" and len(forced.parsed.records) == 0 and store.get("r2")["status"] == "NO_DATA"
+
+
+@pytest.mark.parametrize("row, run, launch", NEMO2_LAUNCHES, ids=[str(r) for r, _, _ in NEMO2_LAUNCHES])
+def test_the_nemo2_recipes_model_class_is_the_catalogs_model(row, run, launch):
+    """The catalog's constants, which the script sets, are those of the recipe's own model
+    class in NeMo v2.3.0 (field defaults read from nemo/collections/llm/gpt/model/{llama,nemotron}.py):
+    the script changes nothing of the published model but the 405b-proxy's layer count."""
+    recipe = re.search(r"recipes\.(\w+) import", launch.files["nemo2_pretrain.py"]).group(1)
+    cls = NEMO2["model_classes"][recipe]
+    d = NEMO2["model_class_defaults"][cls]
+    m = run.model
+    layers = d["num_layers"] if run.recipe.size != "405b-proxy" else m.layers
+    assert (layers, d["hidden_size"], d["ffn_hidden_size"], d["num_attention_heads"], d["num_query_groups"]) == \
+        (m.layers, m.hidden, m.ffn_hidden, m.heads, m.query_groups), cls
+    assert d.get("rotary_percent", 1.0) == m.rotary_percent
+    assert d["normalization"] == ("RMSNorm" if m.norm == "rmsnorm" else "LayerNorm")
+    assert bool(d.get("layernorm_zero_centered_gamma")) == m.layernorm_zero_centered_gamma
+    if d.get("rotary_base") is not None:
+        assert d["rotary_base"] == m.rope_theta
+    scaling = m.rope_scaling
+    assert (d.get("scale_factor") is not None) == (scaling is not None), cls
+    if scaling is not None:
+        assert (d["scale_factor"], d["low_freq_factor"], d["high_freq_factor"], d["old_context_len"]) == \
+            (scaling.factor, scaling.low_freq_factor, scaling.high_freq_factor, scaling.original_context)
+    if m.moe is not None:
+        assert (d["num_moe_experts"], d["moe_router_topk"], d["moe_ffn_hidden_size"],
+                d["moe_shared_expert_intermediate_size"]) == \
+            (m.moe.num_experts, m.moe.top_k, m.moe.expert_ffn_hidden, m.moe.shared_expert_ffn_hidden)
