@@ -34,6 +34,8 @@ import yaml
 MEGATRON_REF = "core_r0.12.0"
 MAXTEXT_REF = "0fe43b75a285"
 NEMO1_REF = "v2.0.0"
+#: MaxText's own model configs of the recipes llmb's maxtext backend expresses
+MAXTEXT_MODELS = ["llama2-70b"]
 NEMO2_REF = "v2.3.0"
 
 
@@ -163,8 +165,10 @@ def megatron(repo: Path) -> dict:
 def maxtext(repo: Path) -> dict:
     ref = MAXTEXT_REF
     base = yaml.safe_load(show(repo, ref, "MaxText/configs/base.yml"))
+    models = {name: yaml.safe_load(show(repo, ref, f"MaxText/configs/models/{name}.yml")) for name in MAXTEXT_MODELS}
     return {"repository": "AI-Hypercomputer/maxtext", "ref": ref, "commit": commit_of(repo, ref),
-            "files": ["MaxText/configs/base.yml"], "keys": {k: type(v).__name__ for k, v in sorted(base.items())}}
+            "files": ["MaxText/configs/base.yml", *(f"MaxText/configs/models/{n}.yml" for n in MAXTEXT_MODELS)],
+            "keys": {k: type(v).__name__ for k, v in sorted(base.items())}, "models": models}
 
 
 def nemo1(repo: Path) -> dict:

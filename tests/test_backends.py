@@ -725,3 +725,25 @@ def test_the_nemo2_recipes_model_class_is_the_catalogs_model(row, run, launch):
         assert (d["num_moe_experts"], d["moe_router_topk"], d["moe_ffn_hidden_size"],
                 d["moe_shared_expert_intermediate_size"]) == \
             (m.moe.num_experts, m.moe.top_k, m.moe.expert_ffn_hidden, m.moe.shared_expert_ffn_hidden)
+
+
+@pytest.mark.parametrize("row, run, launch", MAXTEXT_LAUNCHES, ids=[str(r) for r, _, _ in MAXTEXT_LAUNCHES])
+def test_maxtexts_own_llama2_70b_config_is_the_catalogs_model(row, run, launch):
+    """The full-size recipe runs MaxText's own configs/models/llama2-70b.yml (``model_name``, as
+    the recipe does), whose constants are the catalog's; none of its keys is passed again
+    (MaxText refuses a key set by both, pyconfig's validate_no_keys_overwritten_twice). The keys
+    llmb would pass for the catalog's model are exactly the file's."""
+    kv = dict(a.split("=", 1) for a in launch.command[4:])
+    model = MAXTEXT["models"]["llama2-70b"]
+    assert kv["model_name"] == "llama2-70b"
+    assert not set(model) & set(kv), set(model) & set(kv)
+    explicit = backends.maxtext.keys(run, _target(row[3], row[4]))  # what llmb writes for any other model
+    m = run.model
+    mine = {"base_emb_dim": m.hidden, "base_num_query_heads": m.heads, "base_num_kv_heads": m.query_groups,
+            "base_mlp_dim": m.ffn_hidden, "base_num_decoder_layers": m.layers, "head_dim": m.kv_channels,
+            "vocab_size": m.vocab, "normalization_layer_epsilon": m.norm_eps,
+            "logits_via_embedding": m.tied_embeddings, "decoder_block": "llama2"}
+    assert set(mine) == set(backends.maxtext.MODEL_KEYS)
+    assert {k: model[k] for k in mine} == mine
+    assert model["mlp_activations"] == ["silu", "linear"]  # base.yml's default, SwiGLU
+    assert "model_name" in explicit

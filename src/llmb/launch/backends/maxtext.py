@@ -29,6 +29,14 @@ CHECKED_AGAINST = (
     "AI-Hypercomputer/maxtext MaxText/pyconfig.py @ 0fe43b75a285",
 )
 _REMAT = {"save_qkv": "save_qkv_proj", "full": "full", "none": "minimal", "mlp": "save_dot_except_mlp"}
+#: catalog model -> MaxText's own model config (MaxText/configs/models/<name>.yml), used as the
+#: recipe does (``model_name=llama2-70b``) when the run is that model at full size. Its keys
+#: must then not be passed again (pyconfig's validate_no_keys_overwritten_twice); that the
+#: catalog's constants equal the file's is a test (tests/test_backends.py).
+MODEL_NAMES = {("llama2-maxtext", "70b"): "llama2-70b"}
+MODEL_KEYS = ("decoder_block", "base_emb_dim", "base_num_query_heads", "base_num_kv_heads", "base_mlp_dim",
+              "base_num_decoder_layers", "head_dim", "vocab_size", "normalization_layer_epsilon",
+              "logits_via_embedding")
 
 
 def supports(run: ResolvedRun) -> str | None:
@@ -100,6 +108,11 @@ def keys(run: ResolvedRun, target: Target) -> dict[str, object]:
         "enable_checkpointing": opts.save_at_end, "async_checkpointing": False,
         "checkpoint_period": steps,
     }
+    model_name = MODEL_NAMES.get((run.recipe.workload.name, run.recipe.size)) if run.proxy is None else None
+    if model_name is not None and run.model == run.full_model:
+        k["model_name"] = model_name
+        for key in MODEL_KEYS:
+            del k[key]
     load = start_checkpoint(run)
     if load:
         k["load_full_state_path"] = load
