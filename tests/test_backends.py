@@ -747,3 +747,25 @@ def test_maxtexts_own_llama2_70b_config_is_the_catalogs_model(row, run, launch):
     assert {k: model[k] for k in mine} == mine
     assert model["mlp_activations"] == ["silu", "linear"]  # base.yml's default, SwiGLU
     assert "model_name" in explicit
+
+
+def test_a_local_framework_run_needs_the_framework_here(tmp_path):
+    """``llmb run --backend NAME`` refuses, before any folder exists, a framework this host
+    lacks: Megatron-LM's script, NeMo's packages, MaxText's checkout; torchtitan (installed) passes."""
+    from llmb.launch.backends import local as framework
+
+    def launch(backend, row, settings=None):
+        return backends.render(backend, _resolve(*row), _target(row[3], row[4]), settings)
+
+    from llmb.launch.cluster import BackendSettings
+
+    with pytest.raises(LlmbError, match="no /opt/megatron-lm/pretrain_gpt.py: set backends.megatron.source"):
+        framework.check_here(launch("megatron", KNOB_ROWS["megatron"]))
+    (tmp_path / "pretrain_gpt.py").write_text("")
+    framework.check_here(launch("megatron", KNOB_ROWS["megatron"], BackendSettings(source=str(tmp_path))))
+    with pytest.raises(LlmbError, match="nemo is not importable here"):
+        framework.check_here(launch("nemo2", KNOB_ROWS["nemo2"]))
+    with pytest.raises(LlmbError, match="no MaxText checkout at /opt/maxtext"):
+        framework.check_here(launch("maxtext", KNOB_ROWS["maxtext"]))
+    pytest.importorskip("torchtitan")
+    framework.check_here(launch("torchtitan", KNOB_ROWS["torchtitan"]))

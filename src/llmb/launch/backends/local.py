@@ -53,6 +53,31 @@ def command_script(launch: FrameworkLaunch, argv: list[str], workdir: str) -> st
     return "\n".join(lines) + "\n"
 
 
+#: what each framework needs importable on this host (its own environment: no container here)
+_MODULES = {"torchtitan": ("torchtitan",), "nemo2": ("nemo", "nemo_run"), "nemo1": ("nemo",), "megatron": ("megatron.core",)}
+
+
+def check_here(launch: FrameworkLaunch) -> None:
+    """Refuse, in one line and before anything is written, a framework this host lacks: its
+    package, Megatron-LM's ``pretrain_gpt.py`` (``backends.megatron.source``), MaxText's folder."""
+    import importlib.util
+
+    for module in _MODULES.get(launch.backend, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package is missing
+            found = False
+        if not found:
+            raise LlmbError(f"--backend {launch.backend}: {module} is not importable here; install {launch.backend} "
+                            "in this environment, or submit the run to a cluster with its container (llmb submit)")
+    if launch.launcher == "torchrun" and not launch.command[0].startswith("-") and launch.backend == "megatron":
+        if not Path(launch.command[0]).is_file():
+            raise LlmbError(f"--backend megatron: no {launch.command[0]}: set backends.megatron.source in "
+                            "cluster_config.yaml to a Megatron-LM checkout (core_r0.12.0)")
+    if launch.backend == "maxtext" and not Path(launch.workdir or "").is_dir():
+        raise LlmbError(f"--backend maxtext: no MaxText checkout at {launch.workdir} (MaxText's image has it there)")
+
+
 def prepare(run: ResolvedRun, name: str, accelerator: str, settings=None) -> tuple[FrameworkLaunch, list[str]]:
     """The launch and its local command, for a folder not yet made (dry runs print these)."""
     launch = backends.render(name, run, target_here(run, "EXPERIMENT_DIR", accelerator), settings)
@@ -75,6 +100,7 @@ def run(
     backends.check_device(name, accelerator)
     probe = backends.render(name, resolved, target_here(resolved, "/probe", accelerator), settings)
     local_argv(probe, resolved.world)  # refuses what cannot start here
+    check_here(probe)
     config = resolved.config().model_copy(update={"backend": name})
     exp_dir = create_experiment(config)
     launch = backends.render(name, resolved, target_here(resolved, exp_dir, accelerator), settings)
