@@ -147,3 +147,24 @@ def test_refused_submission_leaves_nothing(cluster, capsys, monkeypatch):
     assert code == 1 and "sbatch refused the job" in err
     assert sorted((cluster / "experiments").rglob("*")) == before
     assert _cli_json(["jobs", "list", "--no-refresh"], capsys) == []
+
+
+def test_torchtitan_backend_job_goes_sbatch_framework_log_store(cluster, capsys):
+    """A framework backend on the local 2-node cluster: sbatch -> torchrun on each node (c10d
+    rendezvous across both) -> torchtitan's own trainer (FSDP over gloo, llmb's plugin) -> its
+    log in the experiment folder -> parsed by the torchtitan parser -> the job store."""
+    pytest.importorskip("torchtitan")
+    job = _submit(capsys, "--scale", "2", "--gpus-per-node", "1", "--steps", "4", "--cp", "1",
+                  "--backend", "torchtitan", "--no-container")
+    run, seen = _wait(capsys, job["job_id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout_s=400)
+    exp = Path(run["experiment_dir"])
+    out = (exp / f"slurm-{job['job_id']}.out").read_text()
+    assert run["state"] == "COMPLETED", (run, out[-3000:])
+    assert "on node[1-2]" in out
+    script = (exp / "launch.sbatch").read_text()
+    assert "-m torchtitan.train --job.config_file" in script and "--container-image" not in script
+    assert json.loads((exp / "config.json").read_text())["backend"] == "torchtitan"
+    log = (exp / "log.txt").read_text()
+    assert "step:  4" in log and "Training completed" in log
+    assert run["format"] == "torchtitan" and run["status"] == "OK" and run["gpus"] == 2
+    assert run["tokens_per_s"] > 0

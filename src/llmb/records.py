@@ -31,6 +31,8 @@ SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 Status = Literal["complete", "interrupted", "invalid", "failed"]
+#: llmb's engine and the frameworks llmb launches (llmb.launch.backends.BACKENDS)
+Backend = Literal["llmb", "megatron", "nemo2", "nemo1", "maxtext", "torchtitan"]
 
 R = TypeVar("R", bound="Record")
 
@@ -131,7 +133,8 @@ class RunConfig(Record):
     its log without the catalog's help for the model and layout."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    backend: Literal["llmb"] = "llmb"
+    #: what runs it: llmb's engine, or the framework llmb launched (llmb.launch.backends)
+    backend: Backend = "llmb"
     workload: str
     size: str  # the catalog size, e.g. "8b"
     proxy: str | None  # the proxy it was shrunk to, e.g. "cpu-small"; None at full size

@@ -15,6 +15,7 @@ code 3 and an INVALID summary.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from typing import Optional
@@ -119,9 +120,11 @@ def run_cmd(
     profile_ranks: Optional[str] = typer.Option(None, "--profile-ranks", help="ranks to profile, e.g. 0,1 or all (default 0)"),
     memory_snapshot: bool = typer.Option(False, "--memory-snapshot", help="CUDA memory snapshot of the profiled steps"),
     nccl_trace: bool = typer.Option(False, "--nccl-trace", help="NCCL INFO trace of collectives, GPU only (env ENABLE_NCCLTRACE)"),
+    backend: str = typer.Option("llmb", "--backend", help="llmb (this engine), megatron, nemo2, nemo1, maxtext, torchtitan, or recipe (the framework of the workload's baseline)"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Train a workload: its CPU proxy by default, in-process on 1 rank or via torchrun."""
+    """Train a workload: its CPU proxy by default, in-process on 1 rank or via torchrun; or
+    launch a framework (--backend) with the same model and layout."""
     from llmb.launch import knobs, local, tracking
     from llmb.launch.experiment import create_experiment
 
@@ -139,7 +142,14 @@ def run_cmd(
         settings=dict(seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data, pp_split=pp_split,
                       dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention),
     )
-    run, accelerator = local.resolve_here(request)
+    from llmb.launch import backends
+
+    accelerator = local.accelerator_for(request.device)
+    run, name = backends.resolve(request, backend, accelerator=accelerator)
+    local.check_local_world(run.world, accelerator)
+    if name != backends.ENGINE:
+        _run_framework(run, name, accelerator, dry_run, as_json)
+        return
     if dry_run:
         print_json(run.config().model_dump(mode="json"))
         return
@@ -185,6 +195,75 @@ def run_cmd(
         raise RunInvalid(summary.invalid_reason or "the run is INVALID")
     if summary.status == "failed":
         raise SystemFailure(f"{summary.failure} (summary: {summary.experiment_dir}/summary.json)")
+
+
+def _run_framework(run, name: str, accelerator: str, dry_run: bool, as_json: bool) -> None:
+    """``llmb run --backend NAME``: the framework's own launch of ``run`` on this host."""
+    from llmb.launch import backends
+    from llmb.launch.backends import local as framework
+    from llmb.launch.cluster import load_config
+
+    cluster = load_config()
+    settings = cluster.backends.get(name) if cluster is not None else None
+    if dry_run:
+        launch, argv = framework.prepare(run, name, accelerator, settings)
+        out = {"backend": name, "launch": backends.launch_record(launch), "local_command": argv,
+               "files": launch.files, "config": run.config().model_copy(update={"backend": name}).model_dump(mode="json")}
+        if as_json:
+            print_json(out)
+            return
+        console.print(f"[bold]# llmb run --backend {name}[/]: {run.title}, {run.world} rank(s) "
+                      "(dry run: nothing written; EXPERIMENT_DIR is the folder a run creates)", highlight=False)
+        for fname, text in launch.files.items():
+            if fname.endswith(".py") and name == "torchtitan":
+                console.print(f"## {fname}: llmb's torchtitan plugin (llmb/launch/backends/files/llmb_titan.py.txt), "
+                              "copied", highlight=False, markup=False)
+                continue
+            console.print(f"## {fname}", highlight=False, markup=False)
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
+        console.print("$ " + " ".join(shlex.quote(a) for a in argv), highlight=False, markup=False, soft_wrap=True)
+        for note in launch.notes:
+            console.print(f"note: {note}", highlight=False, markup=False)
+        return
+    warn = lambda text: err_console.print(f"warning: {text}", highlight=False, soft_wrap=True)  # noqa: E731
+    exp_dir, code, result = framework.run(run, name, accelerator, settings=settings, warn=warn,
+                                          echo=sys.stderr if as_json else sys.stdout)
+    summary = {"backend": name, "experiment_dir": str(exp_dir), "exit_code": code,
+               "result": result.as_dict() if result is not None else None}
+    if as_json:
+        print_json(summary)
+    elif result is not None:
+        console.print(framework_table(result, name))
+        console.print(f"experiment: {exp_dir}", highlight=False, soft_wrap=True)
+    if code != 0:
+        raise SystemFailure(f"{name} exited with code {code}; its log: {exp_dir / framework.LOG_NAME}")
+    if result is None:
+        raise SystemFailure(f"{name} finished but its log has no step lines the {name} parser reads: {exp_dir}")
+
+
+def framework_table(result, backend: str) -> Table:
+    """A framework run's parsed log: its window statistics and, at full size, the metrics."""
+    stats, m = result.stats, result.metrics or {}
+    table = Table(title=f"llmb run --backend {backend}: {result.spec.label()} ({stats.status.value})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("log format", str(result.parsed.format))
+    table.add_row("steps found", str(len(result.parsed.records)))
+    table.add_row("window", str(stats.window))
+    for key, label in (("step_time_s", "step time (s)"), ("tokens_per_s_per_gpu", "tokens/s per device"),
+                       ("tflops_per_gpu", "TFLOP/s per device (logged)"), ("loss", "loss")):
+        w = stats.metrics.get(key)
+        if w is not None:
+            table.add_row(label + " (window mean)", f"{w.mean:.4g}")
+    if m:
+        table.add_row(f"MFU ({m.get('convention')} FLOPs)", f"{m['mfu'] * 100:.2f} %")
+    elif result.spec.proxy:
+        table.add_row("metrics", f"none against the catalog: the {result.spec.proxy} proxy is not a catalog model")
+    for note in result.notes:
+        if result.spec.proxy and note.startswith("no metrics: the "):
+            continue  # said above, in the words of a framework run
+        table.add_row("note", note)
+    return table
 
 
 @app.command("doctor")

@@ -176,6 +176,9 @@ def submit(
     spec_file: Optional[Path] = typer.Option(None, "--file", "-f", help="Bulk spec (runs.yaml)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Cluster configuration file."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the scripts and sbatch commands; submit nothing."),
+    backend: str = typer.Option("llmb", "--backend", help="llmb (this engine), megatron, nemo2, nemo1, maxtext, torchtitan, or recipe (the framework of the workload's baseline)."),
+    container: bool = typer.Option(True, "--container/--no-container", help="Run a framework in its container image (Pyxis), or in the nodes' own environment."),
+    data: Optional[str] = typer.Option(None, "--data", help="Indexed dataset PREFIX (.bin/.idx) for the frameworks that read it (default: mock data)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit benchmark jobs to Slurm (one, a scale sweep, or a bulk spec)."""
@@ -215,16 +218,23 @@ def submit(
             raise LlmbError("give --scale N (or JOB_TOTAL_GPUS), --exact-scales, or --min-scale/--max-scale")
         planned = sub.planned_from(catalog, wl.name, size_key, d, scales, repeats, knobs.get("gpu_type"), proxy, {})
 
-    prepared = [sub.prepare(p, cluster, knobs, os.environ, max_restarts=max_restarts) for p in planned]
+    prepared = [sub.prepare(p, cluster, knobs, os.environ, max_restarts=max_restarts, backend=backend,
+                            container=container, data=data) for p in planned]
     if dry_run:
-        out = [{"title": p.title, "experiment_dir": str(p.experiment_dir), "script": p.script,
-                "sbatch": sbatch_argv(p)} for p in prepared]
+        out = [{"title": p.title, "backend": p.backend, "experiment_dir": str(p.experiment_dir), "script": p.script,
+                "files": p.launch.files if p.launch is not None else {}, "sbatch": sbatch_argv(p)} for p in prepared]
         if as_json:
             print_json(out)
             return
         for o in out:
             console.print(f"[bold]# {o['title']}[/]  (dry run: nothing written or submitted)", highlight=False)
-            console.print(o["script"], highlight=False, markup=False)
+            console.print(o["script"], highlight=False, markup=False, soft_wrap=True)
+            for fname, text in o["files"].items():
+                if fname.endswith(".py") and o["backend"] == "torchtitan":
+                    console.print(f"## {fname}: llmb's torchtitan plugin, copied", highlight=False, markup=False)
+                    continue
+                console.print(f"## {fname} (written beside the script)", highlight=False, markup=False)
+                console.print(text, highlight=False, markup=False, soft_wrap=True)
             console.print("$ " + " ".join(o["sbatch"]) + "\n", highlight=False, markup=False)
         return
 

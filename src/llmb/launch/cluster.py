@@ -75,11 +75,48 @@ class ContainerSettings(_Strict):
     @field_validator("mounts")
     @classmethod
     def _mounts(cls, mounts: list[str]) -> list[str]:
-        for m in mounts:
-            src, sep, dst = m.partition(":")
-            if not sep or not src or not dst.split(":")[0] or not _SLURM_NAME.match(m):
-                raise ValueError(f"container mount {m!r} must be SRC:DST (optionally :FLAGS), paths without blanks")
-        return mounts
+        return check_mounts(mounts)
+
+
+def check_mounts(mounts: list[str]) -> list[str]:
+    for m in mounts:
+        src, sep, dst = m.partition(":")
+        if not sep or not src or not dst.split(":")[0] or not _SLURM_NAME.match(m):
+            raise ValueError(f"container mount {m!r} must be SRC:DST (optionally :FLAGS), paths without blanks")
+    return mounts
+
+
+class BackendSettings(_Strict):
+    """``backends.<name>`` in cluster_config.yaml: how this cluster runs one framework."""
+
+    image: str | None = Field(default=None, description="container image (default: the seed recipe's)")
+    mounts: list[str] = Field(default_factory=list, description="more container mounts SRC:DST")
+    python: str | None = Field(default=None, description="interpreter inside the job (default: python)")
+    #: Megatron-LM: the checkout (host path) mounted into the container and run from
+    source: str | None = None
+    #: NeMo 1: the SentencePiece tokenizer model it needs even on mock data
+    tokenizer_model: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, mounts: list[str]) -> list[str]:
+        return check_mounts(mounts)
+
+    @field_validator("image", "source", "tokenizer_model", "python")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        if value is not None and not _SLURM_NAME.match(value.replace("#", "")):
+            raise ValueError(f"{value!r} must be a path or image name without blanks or shell characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return env
 
 
 class ClusterConfig(_Strict):
@@ -96,6 +133,8 @@ class ClusterConfig(_Strict):
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     container: ContainerSettings | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    #: per framework llmb can launch (megatron, nemo2, nemo1, maxtext, torchtitan)
+    backends: dict[str, BackendSettings] = Field(default_factory=dict)
 
     @field_validator("env")
     @classmethod
@@ -104,6 +143,15 @@ class ClusterConfig(_Strict):
             if not _ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
         return env
+
+    @field_validator("backends")
+    @classmethod
+    def _backend_names(cls, backends: dict[str, BackendSettings]) -> dict[str, BackendSettings]:
+        known = ("megatron", "nemo2", "nemo1", "maxtext", "torchtitan")
+        for name in backends:
+            if name not in known:
+                raise ValueError(f"unknown backend {name!r} (backends: {', '.join(known)})")
+        return backends
 
     def knob_defaults(self) -> dict[str, object]:
         """What the configuration contributes to a run request (below env and CLI)."""

@@ -53,6 +53,14 @@ class SlurmJob:
     secrets_file: Path | None = None
     max_restarts: int = 0
     rdzv_base_port: int = 29500
+    #: how each node starts ``command``: ``torchrun`` (llmb's engine, Megatron-LM, NeMo 2,
+    #: torchtitan), ``node`` (one process per node runs it as is: MaxText) or ``task`` (one
+    #: process per rank, started by srun: NeMo 1)
+    launcher: str = "torchrun"
+    wrapper: list[str] = field(default_factory=list)  # a profiler around the per-node process (nsys)
+    workdir: str | None = None  # where the command runs (the container's working directory)
+    #: the framework's log: every task's output is appended to it (None: llmb's engine writes its own)
+    log_file: Path | None = None
 
 
 def job_name(text: str) -> str:
@@ -104,7 +112,11 @@ def render(job: SlurmJob, now: datetime | None = None) -> str:
     lines += [
         "",
         f"# Written by llmb {__version__} at {stamp}" + (f": {title}" if title else ""),
-        f"# {job.nodes} node(s) x {job.ranks_per_node} rank(s); torchrun per node, c10d rendezvous on the first node.",
+        f"# {job.nodes} node(s) x {job.ranks_per_node} rank(s); " + {
+            "torchrun": "torchrun per node, c10d rendezvous on the first node.",
+            "node": "one process per node drives its GPUs.",
+            "task": "one srun task per rank.",
+        }.get(job.launcher, job.launcher),
         "set -euo pipefail",
         "",
     ]
@@ -125,11 +137,24 @@ def render(job: SlurmJob, now: datetime | None = None) -> str:
         'echo "llmb: job $SLURM_JOB_ID on $SLURM_JOB_NODELIST, rendezvous at $head_addr:$rdzv_port"',
         "",
     ]
-    srun = ["srun", f"--nodes={job.nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
+    if job.launcher not in ("torchrun", "node", "task"):
+        raise ValueError(f"unknown launcher {job.launcher!r}")
+    tasks = job.ranks_per_node if job.launcher == "task" else 1
+    srun = ["srun", f"--nodes={job.nodes}", f"--ntasks-per-node={tasks}", "--kill-on-bad-exit=1"]
     if job.container_image:
         srun.append("--container-image=" + job.container_image)
         if job.container_mounts:
             srun.append("--container-mounts=" + ",".join(job.container_mounts))
+        if job.workdir:
+            srun.append("--container-workdir=" + job.workdir)
+    elif job.workdir:
+        srun.append("--chdir=" + job.workdir)
+    q = lambda args: " ".join(shlex.quote(a) for a in args)  # noqa: E731
+    tee = f" 2>&1 | tee -a {shlex.quote(str(job.log_file))}" if job.log_file is not None else ""
+    if job.launcher != "torchrun":
+        groups = [q(srun)] + ([q(job.wrapper)] if job.wrapper else []) + [q(job.command)]
+        lines.append(" \\\n    ".join(groups) + tee)
+        return "\n".join(lines) + "\n"
     torchrun = [
         job.python, "-m", "torch.distributed.run",
         f"--nnodes={job.nodes}",
@@ -139,16 +164,16 @@ def render(job: SlurmJob, now: datetime | None = None) -> str:
         "--rdzv-id=$SLURM_JOB_ID",
         "--rdzv-endpoint=$head_addr:$rdzv_port",
     ]
-    q = lambda args: " ".join(shlex.quote(a) for a in args)  # noqa: E731
     # Rendezvous arguments expand shell variables on purpose, so they are double-quoted.
     groups = [
         q(srun),
+        *([q(job.wrapper)] if job.wrapper else []),
         q(torchrun[:3]),
         q(torchrun[3:6]),
         q(torchrun[6:7]) + ' "--rdzv-id=$SLURM_JOB_ID" "--rdzv-endpoint=$head_addr:$rdzv_port"',
         q(job.command),
     ]
-    lines.append(" \\\n    ".join(groups))
+    lines.append(" \\\n    ".join(groups) + tee)
     return "\n".join(lines) + "\n"
 
 

@@ -55,22 +55,70 @@ def failure_reason(run: dict[str, Any], state: JobState) -> str:
     return "; ".join(parts)
 
 
-def ingest(store, run: dict[str, Any]) -> bool:
-    """Parse a finished run's log into the store; ``False`` when there is no log to parse."""
+def framework_spec(exp_dir: Path):
+    """What a framework run launched by llmb was (its ``config.json``), as a results RunSpec:
+    the parser then needs nothing from the log's folder name, and a full-size run is compared
+    with the catalog's baseline."""
+    from llmb.errors import LlmbError
+    from llmb.records import CONFIG_FILE, RunConfig
+    from llmb.results.identity import RunSpec
+
+    try:
+        cfg = RunConfig.read(exp_dir / CONFIG_FILE)
+    except LlmbError:
+        return RunSpec()
+    layout = tuple(sorted((k, v) for k, v in cfg.request.overrides.items() if v is not None and k != "layers"))
+    return RunSpec(workload=cfg.workload, size=cfg.size, dtype=cfg.dtype, gpus=cfg.world_size,
+                   gpu_type=cfg.hardware.gpu_type, source=f"llmb {cfg.backend} launch", layout=layout,
+                   proxy=cfg.proxy, device="cpu" if cfg.proxy else None)
+
+
+def ingest(store, run: dict[str, Any]):
+    """Parse a finished run's log into the store; the analysed result, or ``None`` when there
+    is no log to parse. A framework's log is read by that framework's parser (``format``)."""
     from llmb.errors import LlmbError
     from llmb.results.analysis import analyze_logs, store_row
     from llmb.results.identity import RunSpec
 
     log = Path(run.get("log_path") or "")
     if not log.is_file():
-        return False
+        return None
+    fmt = run.get("format")
+    framework = fmt not in (None, "llmb")
+    spec = framework_spec(log.parent) if framework else RunSpec()
     try:
-        (result,) = analyze_logs([str(log)], spec=RunSpec())
+        (result,) = analyze_logs([str(log)], spec=spec, fmt=fmt if framework else None)
     except (LlmbError, ValueError):
-        return False
-    store.put(store_row(result, run["run_id"], cluster=run.get("cluster"), job_id=run.get("job_id")),
-              result.parsed.records)
-    return True
+        return None
+    row = store_row(result, run["run_id"], cluster=run.get("cluster"), job_id=run.get("job_id"))
+    if framework:
+        _fill_throughput(row, result, log.parent)
+    store.put(row, result.parsed.records)
+    return result
+
+
+def _fill_throughput(row: dict[str, Any], result, exp_dir: Path) -> None:
+    """A proxy run of a framework has no catalog metrics (its model is not the catalog's): give
+    the store its job tokens/s and step time from what the log measured, with the batch llmb
+    launched it with (torchtitan prints tokens/s per device only)."""
+    from llmb.errors import LlmbError
+    from llmb.plan.metrics import step_time_from_tokens_per_s
+    from llmb.records import CONFIG_FILE, RunConfig
+
+    if row.get("tokens_per_s") is not None:
+        return
+    per_device = result.stats.mean("tokens_per_s_per_gpu")
+    try:
+        cfg = RunConfig.read(exp_dir / CONFIG_FILE)
+    except LlmbError:
+        return
+    if per_device is None or not per_device > 0:
+        return
+    row["tokens_per_s"] = per_device * cfg.world_size
+    if row.get("step_time_s") is None:
+        row["step_time_s"] = step_time_from_tokens_per_s(cfg.model.seq_len, cfg.layout.gbs, row["tokens_per_s"])
+    row["notes"] = [*row.get("notes", []), "tokens/s and step time from the log's tokens/s per device x ranks "
+                    "and the launched batch (no catalog metrics for a proxy's model)"]
 
 
 def refresh(store) -> list[Change]:
@@ -105,11 +153,11 @@ class LocalRun:
     status. A store that cannot be written never stops the run: the caller gets one warning
     line instead (``warn``)."""
 
-    def __init__(self, store, run_id: str, log_path: Path, warn):
-        self.store, self.run_id, self.log_path, self.warn = store, run_id, log_path, warn
+    def __init__(self, store, run_id: str, log_path: Path, warn, fmt: str = "llmb"):
+        self.store, self.run_id, self.log_path, self.warn, self.fmt = store, run_id, log_path, warn, fmt
 
     @classmethod
-    def start(cls, config, exp_dir: Path, accelerator: str, warn) -> LocalRun:
+    def start(cls, config, exp_dir: Path, accelerator: str, warn, fmt: str = "llmb") -> LocalRun:
         from llmb.errors import LlmbError
         from llmb.results.analysis import run_id_for_log
         from llmb.results.store import Store, utc_now
@@ -121,25 +169,28 @@ class LocalRun:
             store.put({
                 "run_id": run_id, "workload": config.workload, "size": config.size, "proxy": config.proxy,
                 "dtype": config.dtype, "gpus": config.world_size, "gpu_type": config.hardware.gpu_type,
-                "device": accelerator, "cluster": "local", "format": "llmb", "status": "NO_DATA",
+                "device": accelerator, "cluster": "local", "format": fmt, "status": "NO_DATA",
                 "layout": config.layout.model_dump(), "log_path": str(log.resolve()), "state": "RUNNING",
                 "experiment_dir": str(exp_dir.resolve()), "submitted_at": utc_now(),
             })
         except (LlmbError, OSError) as exc:
             warn(f"the run is not recorded in the job store: {exc}")
             store = None
-        return cls(store, run_id, log, warn)
+        return cls(store, run_id, log, warn, fmt)
 
-    def end(self, status: str | None, reason: str | None = None) -> None:
+    def end(self, status: str | None, reason: str | None = None):
         """Parse the log into the store and record the end state (``status`` None: the run
-        failed before writing its summary)."""
+        failed before writing its summary); returns the analysed result, if any."""
         from llmb.errors import LlmbError
 
         if self.store is None:
-            return
+            return None
         state = LOCAL_STATES.get(status or "", "FAILED")
         try:
-            ingest(self.store, {"run_id": self.run_id, "log_path": str(self.log_path), "cluster": "local"})
+            result = ingest(self.store, {"run_id": self.run_id, "log_path": str(self.log_path), "cluster": "local",
+                                         "format": self.fmt})
             self.store.set_state(self.run_id, state, reason)
         except (LlmbError, OSError) as exc:
             self.warn(f"the run's end is not recorded in the job store: {exc}")
+            return None
+        return result
