@@ -59,7 +59,10 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
     if reason:
         raise refuse(NAME, f"cannot express {run.recipe.workload.name}: {reason}")
     if run.model.moe is not None:
-        raise refuse(NAME, "NeMo 1 has no Llama 4 mixture-of-experts model")
+        # Grok-1's NeMo 1 runs are mixture-of-experts: NeMo 1's MoE settings (and Grok's soft cap,
+        # multipliers and extra norms) are not mapped yet.
+        raise refuse(NAME, f"llmb does not map {run.recipe.workload.name}'s mixture-of-experts model to NeMo 1 "
+                     "settings yet")
     if run.layout.fsdp:
         raise refuse(NAME, "an FSDP group size has no NeMo 1 setting")
     if run.model.rope_scaling is not None:
