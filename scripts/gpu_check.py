@@ -11,6 +11,8 @@ fp8       the same in FP8 (torchao float8): speedup over bf16, loss against bf16
 hf        transformers' ``LlamaForCausalLM`` (sdpa, bf16 autocast, fp32 weights, AdamW) on the
           same shape and tokens per step: MFU side by side (recipe FLOPs for both)
 titan     torchtitan's Llama 3 model (its own module, same shape, bf16 autocast), if it imports
+backend   ``llmb run --backend torchtitan`` on the same proxy: torchtitan's own trainer launched by
+          llmb, its log parsed into the job store; tokens/s against the engine's bf16 run
 moe, nemotron  a Llama 4 and a Nemotron-4 proxy (cpu-small shapes) train on the GPU
 dcp       a checkpoint saved on CUDA and loaded into a fresh run
 profiler  a torch.profiler window, and ``llmb trace`` of it
@@ -254,6 +256,23 @@ class Kit:
 
         self._peer("titan", build)
 
+    def backend(self) -> None:
+        try:
+            import torchtitan  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - any import failure is a reason to skip
+            self.row("backend", "SKIP", f"torchtitan does not import here: {type(exc).__name__}: {exc}"[:300])
+            return
+        proc = self.llmb("run", "--backend", "torchtitan", "--proxy", self.width_proxy, "--steps", str(self.steps),
+                         "--warmup-steps", "2", "--json")
+        res = json.loads(proc.stdout)["result"]
+        tps = (res["stats"].get("tokens_per_s_per_gpu") or {}).get("mean")
+        ours = self.bf16_summary["metrics"]["tokens_per_s"] / max(1, self.bf16_summary.get("world_size") or 1)
+        ok = res["status"] in ("OK", "INCOMPLETE") and tps is not None
+        self.row("backend", "ok" if ok else "FAIL",
+                 f"torchtitan through llmb: {res['steps_found']} steps ({res['status']}, window {res['window']}), "
+                 + (f"{tps:,.0f} tokens/s/GPU = {tps / ours:.2f}x the engine's bf16 run" if tps else "no tokens/s"),
+                 tokens_per_s_per_gpu=tps, vs_engine=tps / ours if tps else None)
+
     def moe_and_nemotron(self) -> None:
         for name, wl in (("moe", "llama4-maverick"), ("nemotron", "nemotron4")):
             s = self.train(wl, "--proxy", self.small_proxy, "--steps", "10", "--warmup-steps", "2")
@@ -359,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         kit.row("rest", "SKIP", "the bf16 run failed: every later check compares with it")
         return kit.write(" ".join(sys.argv))
     for name, fn, need in (("compile", kit.compiled, 150), ("fp8", kit.fp8, 60), ("hf", kit.hf, 40),
-                           ("titan", kit.titan, 40), ("proxies", kit.moe_and_nemotron, 60), ("dcp", kit.dcp, 40),
+                           ("titan", kit.titan, 40), ("backend", kit.backend, 60),
+                           ("proxies", kit.moe_and_nemotron, 60), ("dcp", kit.dcp, 40),
                            ("profiler", kit.profiler, 30), ("nccl", kit.nccl, 10), ("results", kit.results, 20)):
         if name in skip:
             kit.row(name, "SKIP", "--skip")

@@ -34,7 +34,7 @@ def test_the_kits_plumbing_on_a_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "gpu-check.json").read_text())
     status = {r["check"]: r["status"] for r in data["checks"]}
-    assert status == {"env": "ok", "bf16": "ok", "compile": "SKIP", "fp8": "SKIP", "hf": "SKIP", "titan": "SKIP",
+    assert status == {"env": "ok", "bf16": "ok", "compile": "SKIP", "fp8": "SKIP", "hf": "SKIP", "titan": "SKIP", "backend": "ok",
                       "moe": "ok", "nemotron": "ok", "dcp": "ok", "profiler": "ok", "nccl": "SKIP", "results": "ok"}
     table = (out / "gpu-check.md").read_text()
     assert "| bf16 | ok |" in table and proc.stdout.rstrip().endswith(table.rstrip().splitlines()[-1])
