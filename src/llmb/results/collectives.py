@@ -133,17 +133,20 @@ def count_collectives(stream: BinaryIO) -> Counter[tuple[bytes, ...]]:
     return shapes
 
 
-def summarize_nccl_log(stream: BinaryIO, source: str = "<stream>",
-                       shapes: Counter[tuple[bytes, ...]] | None = None) -> TraceSummary:
-    """Collectives of an NCCL INFO log (or of its :func:`count_collectives` already counted).
+def summarize_nccl_log(stream: BinaryIO, source: str = "<stream>") -> TraceSummary:
+    """Collectives of an NCCL INFO log."""
+    return summarize_shapes(count_collectives(stream), source)
+
+
+def summarize_shapes(shapes: Counter[tuple[bytes, ...]], source: str) -> TraceSummary:
+    """The summary of :func:`count_collectives`' shapes.
 
     A rank is one GPU of one process: NCCL's host and pid with its device number (a process
     driving several GPUs, as JAX does, is several ranks); ``dev<N>`` when the line has no
     host:pid:tid prefix."""
     summary = TraceSummary(source, "nccl-log")
     ranks: dict[tuple[bytes, bytes], str] = {}
-    for (token, dev, op, count, dtype, nranks), calls in (shapes if shapes is not None
-                                                          else count_collectives(stream)).items():
+    for (token, dev, op, count, dtype, nranks), calls in shapes.items():
         code = int(dtype)
         rank = ranks.get((token, dev))
         if rank is None:
@@ -172,7 +175,7 @@ def summarize_nccl_file(path: Path) -> TraceSummary:
                 shapes: Counter[tuple[bytes, ...]] = Counter()
                 for part in split.map_ranges(str(path), fh, cuts, count_collectives):
                     shapes.update(part)
-                return summarize_nccl_log(fh, str(path), shapes=shapes)
+                return summarize_shapes(shapes, str(path))
             except split.Fallback:
                 pass
         fh.seek(0)

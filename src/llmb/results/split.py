@@ -221,8 +221,7 @@ class SplitStream:
                 self.malformed += part.malformed
                 if self.first_error_at is None and part.first_error_at is not None:
                     self.first_error_at = (part.first_error_at[0] + offset, part.first_error_at[1])
-                lines = part.lines
-                offset += lines
+                offset += part.lines
                 nbytes += part.bytes
                 ended = part.ended_with_newline
             self.state.lines, self.state.bytes, self.state.ended_with_newline = offset, nbytes, ended

@@ -110,6 +110,7 @@ class LogStream:
                 got = read_chunk(self._layout, chunk, line_no)
                 if got is not None:
                     records, planned, self.state.chunk_newlines = got
+                    self.fast_chunks += 1
                     if records:
                         self._progress(records, planned)
                         yield records
@@ -130,7 +131,6 @@ class LogStream:
             yield list(self.parser.finish())
 
     def _progress(self, records: list[StepRecord], planned: list[int]) -> None:
-        self.fast_chunks += 1
         progress_of = self.parser.progress_of  # type: ignore[union-attr]
         last = dict(zip(map(attrgetter("rank"), records), zip(map(attrgetter("iteration"), records), planned)))
         self.parser.progress.update({rank: progress_of(it, plan) for rank, (it, plan) in last.items()})  # type: ignore[union-attr]
