@@ -126,10 +126,16 @@ def nsys_prefix(exp_dir: str, capture: str = "cudaProfilerApi") -> list[str]:
             "-o", f"{exp_dir}/profiles/nsys_%h_%p"]
 
 
+def admit(run: ResolvedRun, backend: str, reason: str | None) -> None:
+    """Refuse the run in one line when the backend's ``supports`` gave a reason."""
+    if reason:
+        raise refuse(backend, f"cannot express {run.recipe.workload.name}: {reason}")
+
+
 def no_moe(run: ResolvedRun, backend: str, why: str) -> None:
     if run.model.moe is not None:
         raise refuse(backend, f"{run.recipe.workload.name} is a mixture-of-experts model: {why}")
 
 
-__all__ = ["ENGINE_ONLY_OPTIONS", "FrameworkLaunch", "NCCL_TRACE_STEPS", "Target", "check_data", "check_options",
+__all__ = ["ENGINE_ONLY_OPTIONS", "FrameworkLaunch", "NCCL_TRACE_STEPS", "Target", "admit", "check_data", "check_options",
            "no_moe", "nsys_prefix", "refuse", "start_checkpoint", "steps_of", "trace_env"]

@@ -14,7 +14,16 @@ catalog's size with data-parallel replicas on top, ``per_device_batch_size`` = M
 from __future__ import annotations
 
 from llmb.launch.backends.base import (
-    FrameworkLaunch, Target, check_data, check_options, no_moe, nsys_prefix, refuse, start_checkpoint, steps_of,
+    FrameworkLaunch,
+    Target,
+    admit,
+    check_data,
+    check_options,
+    no_moe,
+    nsys_prefix,
+    refuse,
+    start_checkpoint,
+    steps_of,
     trace_env,
 )
 from llmb.plan.run import ResolvedRun
@@ -76,9 +85,7 @@ def mesh(run: ResolvedRun, target: Target) -> dict[str, int]:
 
 
 def keys(run: ResolvedRun, target: Target) -> dict[str, object]:
-    reason = supports(run)
-    if reason:
-        raise refuse(NAME, f"cannot express {run.recipe.workload.name}: {reason}")
+    admit(run, NAME, supports(run))
     no_moe(run, NAME, "not in this recipe's MaxText")
     check_options(run, NAME)
     check_data(run, NAME, indexed_ok=False)

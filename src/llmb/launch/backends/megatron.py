@@ -16,7 +16,15 @@ llmb mounts ``backends.megatron.source`` (cluster_config.yaml) at :data:`SOURCE_
 from __future__ import annotations
 
 from llmb.launch.backends.base import (
-    FrameworkLaunch, Target, check_data, check_options, nsys_prefix, refuse, start_checkpoint, steps_of,
+    FrameworkLaunch,
+    Target,
+    admit,
+    check_data,
+    check_options,
+    nsys_prefix,
+    refuse,
+    start_checkpoint,
+    steps_of,
     trace_env,
 )
 from llmb.plan.run import ResolvedRun
@@ -130,9 +138,7 @@ def _precision_flags(dtype: str) -> list[str]:
 
 def render(run: ResolvedRun, target: Target, source: str | None = None) -> FrameworkLaunch:
     """``source``: the Megatron-LM checkout as the job sees it (default: the container's mount)."""
-    reason = supports(run)
-    if reason:
-        raise refuse(NAME, f"cannot express {run.recipe.workload.name}: {reason}")
+    admit(run, NAME, supports(run))
     check_options(run, NAME)
     data = check_data(run, NAME, indexed_ok=True)
     req, opts, exp = run.request, run.options, target.exp_dir

@@ -18,7 +18,16 @@ import re
 import shlex
 
 from llmb.launch.backends.base import (
-    FrameworkLaunch, Target, check_data, check_options, refuse, start_checkpoint, steps_of, trace_env,
+    FrameworkLaunch,
+    Target,
+    admit,
+    check_data,
+    check_options,
+    no_moe,
+    refuse,
+    start_checkpoint,
+    steps_of,
+    trace_env,
 )
 from llmb.plan.run import ResolvedRun
 
@@ -55,14 +64,10 @@ def _v(value: object) -> str:
 
 def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> list[str]:
     """Hydra overrides (``key=value``; ``+key=value`` for keys the base config lacks)."""
-    reason = supports(run)
-    if reason:
-        raise refuse(NAME, f"cannot express {run.recipe.workload.name}: {reason}")
-    if run.model.moe is not None:
-        # Grok-1's NeMo 1 runs are mixture-of-experts: NeMo 1's MoE settings (and Grok's soft cap,
-        # multipliers and extra norms) are not mapped yet.
-        raise refuse(NAME, f"llmb does not map {run.recipe.workload.name}'s mixture-of-experts model to NeMo 1 "
-                     "settings yet")
+    admit(run, NAME, supports(run))
+    # Grok-1's NeMo 1 runs: NeMo 1's MoE settings (and Grok's soft cap, multipliers and extra
+    # norms) are not mapped yet.
+    no_moe(run, NAME, "llmb does not map its experts, soft cap, multipliers and extra norms to NeMo 1 settings yet")
     if run.layout.fsdp:
         raise refuse(NAME, "an FSDP group size has no NeMo 1 setting")
     if run.model.rope_scaling is not None:

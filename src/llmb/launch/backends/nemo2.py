@@ -16,7 +16,16 @@ Values reach the script as Python literals (``repr``), never as code.
 from __future__ import annotations
 
 from llmb.launch.backends.base import (
-    FrameworkLaunch, Target, check_data, check_options, nsys_prefix, refuse, start_checkpoint, steps_of, trace_env,
+    FrameworkLaunch,
+    Target,
+    admit,
+    check_data,
+    check_options,
+    nsys_prefix,
+    refuse,
+    start_checkpoint,
+    steps_of,
+    trace_env,
 )
 from llmb.plan.run import ResolvedRun
 
@@ -94,9 +103,7 @@ def _assign(prefix: str, values: dict[str, object]) -> list[str]:
 
 def script(run: ResolvedRun, target: Target) -> str:
     """The text of ``nemo2_pretrain.py``."""
-    reason = supports(run)
-    if reason:
-        raise refuse(NAME, f"cannot express {run.recipe.workload.name}: {reason}")
+    admit(run, NAME, supports(run))
     if run.recipe.dtype == "fp32":
         raise refuse(NAME, "the NeMo 2 recipes train in bf16 or fp8 (bf16_mixed / bf16_with_fp8_mixed); use --dtype bf16")
     if run.layout.fsdp:

@@ -21,7 +21,16 @@ import json
 from importlib import resources
 
 from llmb.launch.backends.base import (
-    FrameworkLaunch, Target, check_data, check_options, no_moe, refuse, start_checkpoint, steps_of, trace_env,
+    FrameworkLaunch,
+    Target,
+    admit,
+    check_data,
+    check_options,
+    no_moe,
+    refuse,
+    start_checkpoint,
+    steps_of,
+    trace_env,
 )
 from llmb.plan.run import ResolvedRun
 
@@ -69,9 +78,7 @@ def model_args(run: ResolvedRun) -> dict[str, object]:
 
 
 def job_config(run: ResolvedRun, target: Target) -> dict[str, dict[str, object]]:
-    reason = supports(run)
-    if reason:
-        raise refuse(NAME, f"cannot express {run.recipe.workload.name}: {reason}")
+    admit(run, NAME, supports(run))
     no_moe(run, NAME, "not expressed")
     check_options(run, NAME)
     check_data(run, NAME, indexed_ok=False)
