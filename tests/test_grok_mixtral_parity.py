@@ -27,6 +27,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
+from _engine_models import llmb_model, rel  # noqa: E402
+
 from llmb.catalog import default_catalog  # noqa: E402
 from llmb.plan.proxy import ProxySpec, shrink_model  # noqa: E402
 
@@ -105,28 +107,6 @@ def _mapped(named) -> dict[str, torch.Tensor]:
     return out
 
 
-def _llmb(spec, seed: int = 0):
-    from llmb.engine.models.layers import Norm
-    from llmb.engine.models.transformer import build_model
-
-    model = build_model(spec, "cpu")
-    model.init_weights(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            for leaf, p in module.named_parameters(recurse=False):
-                noise = torch.randn(p.shape, generator=gen)
-                if isinstance(module, Norm):
-                    p.copy_(0.1 * noise + 1.0)
-                else:
-                    p.copy_(noise / (p.shape[-2] if p.dim() == 3 else p.shape[-1]) ** 0.5)
-    return model
-
-
-def _rel(a, b) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
 def test_moe_block_equals_mixtral_sparse_moe_block():
     """The block alone: same tokens in, same output and input gradient out."""
     from llmb.engine.models.moe import MoE
@@ -146,13 +126,13 @@ def test_moe_block_equals_mixtral_sparse_moe_block():
     a, b = ours(x), theirs(x2)
     a.square().sum().backward()
     b.square().sum().backward()
-    diff = {"out": _rel(a.detach(), b.detach()), "grad": _rel(x.grad, x2.grad)}
+    diff = {"out": rel(a.detach(), b.detach()), "grad": rel(x.grad, x2.grad)}
     print(f"grok MoE block vs MixtralSparseMoeBlock: {diff}")
     assert diff["out"] <= LOGITS_TOL and diff["grad"] <= GRAD_TOL, diff
 
 
 def _compare(spec, hf) -> dict[str, float]:
-    model = _llmb(spec)
+    model = llmb_model(spec)
     hf.load_state_dict(_mapped((n, p.detach().clone()) for n, p in model.named_parameters()), strict=True)
     window = torch.randint(0, spec.vocab, (BATCH, SEQ + 1), generator=torch.Generator().manual_seed(2))
     logits = model(window[:, :SEQ])
@@ -163,9 +143,9 @@ def _compare(spec, hf) -> dict[str, float]:
     grads = _mapped((n, p.grad) for n, p in model.named_parameters())
     hf_grads = dict(hf.named_parameters())
     return {
-        "logits": _rel(logits.detach(), out.logits[:, :SEQ].detach()),
+        "logits": rel(logits.detach(), out.logits[:, :SEQ].detach()),
         "loss": abs(float(loss.detach()) - float(out.loss.detach())) / abs(float(out.loss.detach())),
-        "grad": max(_rel(g, hf_grads[name].grad) for name, g in grads.items()),
+        "grad": max(rel(g, hf_grads[name].grad) for name, g in grads.items()),
     }
 
 

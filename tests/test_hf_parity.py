@@ -36,6 +36,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
+from _engine_models import llmb_model, rel  # noqa: E402
+
 from llmb.catalog import default_catalog  # noqa: E402
 from llmb.catalog.hf_config import architecture_differences, spec_from_hf  # noqa: E402
 from llmb.plan.proxy import ProxySpec, shrink_model  # noqa: E402
@@ -85,35 +87,11 @@ def _hf_model(config):
     return cls(config).float()
 
 
-def _llmb_model(spec, seed: int = 0):
-    """The engine's model with weights large enough that every part moves the logits."""
-    from llmb.engine.models.layers import Norm
-    from llmb.engine.models.transformer import build_model
-
-    model = build_model(spec, "cpu")
-    model.init_weights(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            for leaf, p in module.named_parameters(recurse=False):
-                noise = torch.randn(p.shape, generator=gen)
-                if isinstance(module, Norm):
-                    p.copy_(0.1 * noise + (module.weight_init if leaf == "weight" else 0.0))
-                elif p.dim() >= 2:
-                    fan_in = p.shape[-2] if p.dim() == 3 else p.shape[-1]
-                    p.copy_(noise / fan_in**0.5)
-    return model
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
-
-
 def _compare(spec, hf, seed: int = 0) -> dict[str, float]:
     """Max relative differences of logits, loss and gradients (llmb vs transformers)."""
     from llmb.engine.hf import to_hf
 
-    model = _llmb_model(spec, seed)
+    model = llmb_model(spec, seed)
     weights: dict[str, torch.Tensor] = {}
     for fqn, p in model.named_parameters():
         to_hf(spec, fqn, p.detach().clone(), weights)
@@ -129,9 +107,9 @@ def _compare(spec, hf, seed: int = 0) -> dict[str, float]:
         to_hf(spec, fqn, p.grad, grads)
     hf_grads = dict(hf.named_parameters())
     return {
-        "logits": _rel(logits.detach(), out.logits[:, :SEQ].detach()),
+        "logits": rel(logits.detach(), out.logits[:, :SEQ].detach()),
         "loss": abs(float(loss.detach()) - float(out.loss.detach())) / abs(float(out.loss.detach())),
-        "grad": max(_rel(g, hf_grads[name].grad) for name, g in grads.items()),
+        "grad": max(rel(g, hf_grads[name].grad) for name, g in grads.items()),
     }
 
 
