@@ -8,6 +8,7 @@ global gradient norms are compared too: AdamW hides a wrongly scaled gradient fr
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -44,7 +45,8 @@ def _losses(workload: str, nproc: int, overrides: dict, dp_mode: str = "fsdp") -
     return [r.loss for r in results] + [r.grad_norm for r in results]
 
 
-def _worker(rank, nproc, port, out_dir, workload, overrides, dp_mode):
+def _gloo_worker(rank, nproc, port, out_dir, fn, args):
+    """One rank of a gloo group: ``fn(*args)``, its repr written to ``rank<N>.txt``."""
     import torch
     import torch.distributed as dist
 
@@ -52,21 +54,24 @@ def _worker(rank, nproc, port, out_dir, workload, overrides, dp_mode):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=nproc)
     try:
-        losses = _losses(workload, nproc, overrides, dp_mode)
+        value = fn(*args)
         with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
-            f.write("\n".join(repr(x) for x in losses))
+            f.write(repr(value))
         dist.barrier()  # no rank tears down gloo while a peer still talks to it
     finally:
         dist.destroy_process_group()
 
 
-def _distributed_losses(workload, nproc, overrides, dp_mode="fsdp") -> list[list[float]]:
+def _on_ranks(nproc: int, fn, *args) -> list:
+    """``fn(*args)`` on every rank of a fresh gloo group of ``nproc`` processes; each rank's result."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_worker, args=(nproc, _free_port(), out, workload, overrides, dp_mode), nprocs=nproc)
-        return [
-            [float(x) for x in open(os.path.join(out, f"rank{r}.txt")).read().split()]
-            for r in range(nproc)
-        ]
+        mp.spawn(_gloo_worker, args=(nproc, _free_port(), out, fn, args), nprocs=nproc)
+        floats = {"nan": math.nan, "inf": math.inf}  # what repr() of a diverged loss prints
+        return [eval(open(os.path.join(out, f"rank{r}.txt")).read(), floats) for r in range(nproc)]
+
+
+def _distributed_losses(workload, nproc, overrides, dp_mode="fsdp") -> list[list[float]]:
+    return _on_ranks(nproc, _losses, workload, nproc, overrides, dp_mode)
 
 
 _REFERENCE: dict[str, list[float]] = {}
@@ -134,35 +139,25 @@ def test_layout_matches_one_process(workload, nproc, overrides, dp_mode):
     assert ref[0] != ref[STEPS - 1]
 
 
-def _bf16_tp_worker(rank, nproc, port, out_dir):
+def _bf16_tp_dtypes(nproc):
     import warnings
 
     import torch
-    import torch.distributed as dist
     from torch.distributed.tensor import DTensor
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=nproc)
-    try:
-        from llmb.engine.parallel import build_parallel
-        from llmb.engine.train import Trainer
-        from llmb.plan.run import RunRequest, resolve_run
+    from llmb.engine.parallel import build_parallel
+    from llmb.engine.train import Trainer
+    from llmb.plan.run import RunRequest, resolve_run
 
-        run = resolve_run(RunRequest(workload="llama3.1", proxy="cpu-tiny", dtype="bf16", nproc=nproc, steps=2,
-                                     overrides={"cp": 1, "tp": 2, "mbs": 2, "gbs": 4}))
-        trainer = Trainer(run, build_parallel(run.parallel_dims), torch.device("cpu"))
-        dtypes = {str((p.to_local() if isinstance(p, DTensor) else p).dtype)
-                  for m in trainer.parts.modules for p in m.parameters()}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            trainer.step()
-        mismatch = [str(w.message) for w in caught if "Mismatch dtype" in str(w.message)]
-        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
-            f.write(repr((sorted(dtypes), mismatch)))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    run = resolve_run(RunRequest(workload="llama3.1", proxy="cpu-tiny", dtype="bf16", nproc=nproc, steps=2,
+                                 overrides={"cp": 1, "tp": 2, "mbs": 2, "gbs": 4}))
+    trainer = Trainer(run, build_parallel(run.parallel_dims), torch.device("cpu"))
+    dtypes = {str((p.to_local() if isinstance(p, DTensor) else p).dtype)
+              for m in trainer.parts.modules for p in m.parameters()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.step()
+    return sorted(dtypes), [str(w.message) for w in caught if "Mismatch dtype" in str(w.message)]
 
 
 @pytest.mark.slow
@@ -170,11 +165,8 @@ def test_bf16_tensor_parallel_weights_are_bf16_shards():
     """bf16 without FSDP casts the model's weights; a DTensor's local shard must be cast too
     (``p.data = ...`` changed only the wrapper's dtype: the TP run computed in fp32 and the
     fused RMSNorm warned about an fp32 input with a "bf16" weight)."""
-    with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_bf16_tp_worker, args=(2, _free_port(), out), nprocs=2)
-        for r in range(2):
-            dtypes, mismatch = eval(open(os.path.join(out, f"rank{r}.txt")).read())
-            assert dtypes == ["torch.bfloat16"] and mismatch == [], (r, dtypes, mismatch)
+    for r, (dtypes, mismatch) in enumerate(_on_ranks(2, _bf16_tp_dtypes, 2)):
+        assert dtypes == ["torch.bfloat16"] and mismatch == [], (r, dtypes, mismatch)
 
 
 # -- --init-from hf:DIR in every kind of layout ---------------------------------------------------
@@ -229,22 +221,6 @@ def _init_losses(workload, nproc, overrides, hf_dir):
     return [loss, hooks.initialized_from.elements_read, param_count(run.model).total]
 
 
-def _init_worker(rank, nproc, port, out_dir, workload, overrides, hf_dir):
-    import torch
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=nproc)
-    try:
-        values = _init_losses(workload, nproc, overrides, hf_dir)
-        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
-            f.write(repr(values))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("workload,overrides", [c[1:] for c in INIT_CASES], ids=[c[0] for c in INIT_CASES])
 def test_init_from_hf_loads_every_layout(workload, overrides, tmp_path):
@@ -253,9 +229,7 @@ def test_init_from_hf_loads_every_layout(workload, overrides, tmp_path):
     hf_dir = _hf_dir(workload, str(tmp_path))
     one_loss, one_read, total = _init_losses(workload, 1, {}, hf_dir)
     assert one_read == total and abs(one_loss - _reference(workload)[0]) > 1e-3
-    mp.spawn(_init_worker, args=(2, _free_port(), str(tmp_path), workload, overrides, hf_dir), nprocs=2)
-    for r in range(2):
-        loss, read, _ = eval(open(os.path.join(tmp_path, f"rank{r}.txt")).read())
+    for r, (loss, read, _) in enumerate(_on_ranks(2, _init_losses, workload, 2, overrides, hf_dir)):
         print(f"{workload} {overrides} rank {r}: read {read / total:.2f} of the weights, "
               f"loss rel diff {abs(loss - one_loss) / one_loss:.1e}")
         assert abs(loss - one_loss) <= REL_TOL * one_loss, (r, loss, one_loss)
