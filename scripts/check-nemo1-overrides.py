@@ -59,7 +59,10 @@ def main() -> int:
                 node = cfg
                 for part in key.split("."):
                     node = node[part]
-                assert str(node) == given[key], (key, node, given[key])
+                assert ("null" if node is None else str(node)) == given[key], (key, node, given[key])
+            moe = {k: v for k, v in given.items() if k.startswith("model.") and "moe" in k}
+            for key, value in moe.items():  # the appended MoE keys land in the model's config
+                assert str(cfg.model[key.split(".", 1)[1]]).lower() == value.lower(), (key, value)
             ok += 1
             print(f"accepted {name} {heading}: TP{cfg.model.tensor_model_parallel_size} "
                   f"PP{cfg.model.pipeline_model_parallel_size} VP{cfg.model.virtual_pipeline_model_parallel_size} "

@@ -188,7 +188,7 @@ NEMO2_CLASSES = {
     "ModelCheckpoint": "nemo/lightning/pytorch/callbacks/model_checkpoint.py",
 }
 #: the recipes llmb's nemo2 backend uses (llmb.launch.backends.nemo2.RECIPES)
-NEMO2_MODEL_RECIPES = ["llama31_8b", "llama31_70b", "llama31_405b", "llama3_8b", "llama3_70b", "llama4_e128",
+NEMO2_MODEL_RECIPES = ["llama31_8b", "llama31_70b", "llama31_405b", "llama3_8b", "llama3_70b", "llama4_e128", "mixtral_8x22b",
                        "nemotron4_340b"]
 NEMO2_MODULES = {
     "nemo.collections.llm.gpt.data.mock": "nemo/collections/llm/gpt/data/mock.py",
@@ -269,7 +269,7 @@ def nemo2(repo: Path) -> dict:
         "model_classes": recipe_model_classes(repo, ref, NEMO2_MODEL_RECIPES),
         "model_class_defaults": {
             k: v for k, v in class_defaults([show(repo, ref, f"nemo/collections/llm/gpt/model/{m}.py")
-                                            for m in ("llama", "nemotron")]).items()
+                                            for m in ("llama", "nemotron", "mixtral")]).items()
             if k in set(recipe_model_classes(repo, ref, NEMO2_MODEL_RECIPES).values())},
         "recipe_paths_assigned": sorted(paths),
     }

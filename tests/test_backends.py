@@ -54,8 +54,25 @@ def _rows():
 ROWS = list(_rows())
 
 
-def _resolve(workload, size, dtype, gpus, gpu_type):
-    req = RunRequest(workload=workload, size=size, dtype=dtype, proxy=None, gpus=gpus, gpu_type=gpu_type)
+def _release_rows():
+    """(row, release) for every layout row bound to releases other than the newest at its
+    scale, which ROWS (resolved without --release) does not reach: e.g. Grok-1's NeMo 1 row
+    at 512 GPUs, next to its NeMo 2 row."""
+    cat = default_catalog()
+    for wl in cat.workloads.values():
+        for size, spec in wl.sizes.items():
+            for row in spec.layouts:
+                for release in row.releases:
+                    for dtype in row.dtypes:
+                        yield (wl.name, size, dtype, row.gpus, row.gpu_type), release
+
+
+RELEASE_ROWS = sorted(set(_release_rows()))
+
+
+def _resolve(workload, size, dtype, gpus, gpu_type, release=None):
+    req = RunRequest(workload=workload, size=size, dtype=dtype, proxy=None, gpus=gpus, gpu_type=gpu_type,
+                     release=release)
     return resolve_run(req, check_files=False)
 
 
@@ -125,27 +142,36 @@ def test_launch_matches_its_golden_file(backend, workload, size):
         f"{backend} launch of {workload} {size} drifted from {path} (LLMB_REGEN_GOLDEN=1 rewrites it after review)")
 
 
-#: catalog workloads no backend renders yet (said in the README; each refused in one line)
-NOT_YET = {"grok1": "nemo1"}
-
-
 def test_every_catalog_row_has_a_recipe_launch():
-    """The issue's "done when": every row's --backend recipe renders (and which backend that is),
-    except the workloads listed in NOT_YET, which are refused in one line."""
-    seen = {}
+    """The issue's "done when": every row's --backend recipe renders, with the framework of
+    the row's published baseline (Grok-1's NeMo 1 releases and its NeMo 2 releases)."""
+    seen: dict[str, set[str]] = {}
     for row in ROWS:
         run = _resolve(*row)
-        name = backends.backend_name("recipe", run.recipe.workload.framework)
-        if row[0] in NOT_YET:
-            assert name == NOT_YET[row[0]]
-            with pytest.raises(LlmbError, match="does not map"):
-                backends.render(name, run, _target(row[3], row[4]))
-            continue
+        name = backends.backend_name("recipe", run.recipe.framework)
         launch = backends.render(name, run, _target(row[3], row[4]))
         assert launch.backend == name and launch.command
-        seen.setdefault(row[0], name)
-    assert seen == {"llama2-maxtext": "maxtext", "llama3.1": "nemo2", "llama4-maverick": "nemo2",
-                    "megatron-llama3": "megatron", "nemotron4": "nemo1"}
+        seen.setdefault(row[0], set()).add(name)
+    assert seen == {"llama2-maxtext": {"maxtext"}, "llama3.1": {"nemo2"}, "llama4-maverick": {"nemo2"},
+                    "megatron-llama3": {"megatron"}, "nemotron4": {"nemo1"}, "grok1": {"nemo1", "nemo2"}}
+
+
+@pytest.mark.parametrize("row, release", RELEASE_ROWS, ids=[f"{r}-{rel}" for r, rel in RELEASE_ROWS])
+def test_every_release_bound_row_has_its_releases_launch(row, release):
+    """Rows of one scale published by several releases (Grok-1 at 512 GPUs: NeMo 1 in 24.11.1
+    and 25.02, NeMo 2 in 25.05.x) each render with ``--release``, in their own framework and
+    with their own layout."""
+    run = _resolve(*row, release=release)
+    assert run.recipe.release == release
+    wl = run.recipe.workload
+    want = {wl.framework_of(s) for s, src in wl.sources.items() if src.release == release}
+    assert run.recipe.framework in want
+    name = backends.backend_name("recipe", run.recipe.framework)
+    launch = backends.render(name, run, _target(row[3], row[4]))
+    layout_row = run.recipe.row
+    assert layout_row is not None and release in layout_row.releases
+    text = " ".join(launch.command) + "".join(launch.files.values())
+    assert str(layout_row.tp) in text and launch.backend == name
 
 
 # --- Megatron-LM --------------------------------------------------------------------------
@@ -333,13 +359,24 @@ def test_megatron_core_accepts_the_nemo2_layout(row, run, launch):
     assert nemo_only <= set(NEMO2["gpt_config_fields"]), nemo_only
     model = {k: v for k, v in model.items() if k in mcore}
     model["add_bias_linear"] = False  # NeMo's Llama and Nemotron configs: no linear biases
-    if run.model.moe is not None:
+    recipe = re.search(r"recipes\.(\w+) import", launch.files["nemo2_pretrain.py"]).group(1)
+    if recipe == "llama4_e128":
         # What the script keeps of the recipe's own Llama4Experts128Config
         # (nemo/collections/llm/gpt/model/llama.py @ v2.3.0); its MoE layer pattern must be the catalog's.
         freq = [0, 1] * 24
         assert [int(run.model.is_moe_layer(i)) for i in range(run.model.layers)] == freq
         model.update(moe_layer_freq=freq, moe_router_score_function="sigmoid", moe_router_pre_softmax=False,
                      moe_token_dispatcher_type="alltoall", moe_apply_probs_on_input=True)
+    elif recipe == "mixtral_8x22b":
+        # What the script keeps of MixtralConfig (nemo/collections/llm/gpt/model/mixtral.py @ v2.3.0):
+        # every layer MoE, all-to-all dispatch, the aux loss; its own router setting is overridden.
+        assert all(map(run.model.is_moe_layer, range(run.model.layers)))
+        defaults = NEMO2["model_class_defaults"]["MixtralConfig8x22B"]
+        model.update({k: defaults[k] for k in ("moe_token_dispatcher_type", "moe_aux_loss_coeff",
+                                              "moe_router_load_balancing_type")})
+        assert model["moe_router_pre_softmax"] is (not run.model.moe.normalize_top_k) and model["gated_linear_unit"]
+    else:
+        assert run.model.moe is None, recipe
     cfg = _mcore_config(**model, bf16=True, **{k: v for k, v in strat.items() if v is not None})
     assert cfg.pipeline_model_parallel_size == run.layout.pp and cfg.context_parallel_size == run.layout.cp
 
@@ -364,9 +401,58 @@ def test_nemo1_overrides_name_its_config_keys(row, run, launch):
             assert key in keys, f"{key} is not a key of megatron_gpt_config.yaml @ {NEMO1['ref']} (needs +)"
     got = dict(o.lstrip("+").split("=", 1) for o in overrides)
     assert got["model.tensor_model_parallel_size"] == str(run.layout.tp)
-    assert got["model.virtual_pipeline_model_parallel_size"] == str(run.layout.vp)
-    assert got["model.activation"] == "squared-relu" and got["model.normalization"] == "layernorm1p"
+    vp = run.layout.vp if run.layout.pp > 1 and (run.layout.vp or 1) > 1 else None
+    assert got["model.virtual_pipeline_model_parallel_size"] == ("null" if vp is None else str(vp))
+    if run.recipe.workload.name == "nemotron4":
+        assert got["model.activation"] == "squared-relu" and got["model.normalization"] == "layernorm1p"
     assert got["model.fp8"] == ("true" if run.recipe.dtype == "fp8" else "false")
+    if run.model.moe is not None:
+        # NeMo 1 hands every model key named like a Megatron-Core TransformerConfig field to
+        # that field (megatron_base_model.py build_transformer_config @ v2.0.0): the appended
+        # MoE keys must be such fields. Grok-1's published recipe (dgxc-benchmarking
+        # grok1/grok1_314b.yaml) sets these same keys and values.
+        moe = {k[len("+model."):] for k in (o.partition("=")[0] for o in overrides) if k.startswith("+model.moe_")}
+        assert moe and moe <= set(MEGATRON["transformer_config_fields"]), moe - set(MEGATRON["transformer_config_fields"])
+        assert got["model.num_moe_experts"] == str(run.model.moe.num_experts)
+        assert got["model.moe_router_topk"] == str(run.model.moe.top_k)
+        assert got["model.expert_model_parallel_size"] == str(run.layout.ep)
+        assert got["model.activation"] == "fast-geglu" and got["model.normalization"] == "rmsnorm"
+
+
+@pytest.mark.parametrize("row, run, launch", [t for t in NEMO1_LAUNCHES if t[1].model.moe is not None],
+                         ids=[str(t[0]) for t in NEMO1_LAUNCHES if t[1].model.moe is not None])
+def test_megatron_core_accepts_the_nemo1_moe_model(row, run, launch):
+    """What NeMo 1 builds from the overrides (megatron_base_model.py build_transformer_config @
+    v2.0.0: ``activation`` -> gated + F.gelu for fast-geglu, every other TransformerConfig field
+    by name) is a config megatron-core accepts, with the catalog's experts and layout."""
+    import torch.nn.functional as F
+
+    got = dict(o.lstrip("+").split("=", 1) for o in launch.command[3:])
+    model = {k.split(".", 1)[1]: v for k, v in got.items() if k.startswith("model.")}
+    as_bool = {"true": True, "false": False}
+    vp = model["virtual_pipeline_model_parallel_size"]
+    cfg = _mcore_config(
+        num_layers=int(model["num_layers"]), hidden_size=int(model["hidden_size"]),
+        ffn_hidden_size=int(model["ffn_hidden_size"]), num_attention_heads=int(model["num_attention_heads"]),
+        num_query_groups=int(model["num_query_groups"]), kv_channels=int(model["kv_channels"]),
+        gated_linear_unit=model["activation"].endswith("glu"), activation_func=F.gelu, add_bias_linear=False,
+        normalization="RMSNorm", bf16=True,
+        tensor_model_parallel_size=int(model["tensor_model_parallel_size"]),
+        pipeline_model_parallel_size=int(model["pipeline_model_parallel_size"]),
+        virtual_pipeline_model_parallel_size=None if vp == "null" else int(vp),
+        context_parallel_size=int(model.get("context_parallel_size", 1)),
+        expert_model_parallel_size=int(model["expert_model_parallel_size"]),
+        sequence_parallel=as_bool[model["sequence_parallel"]],
+        num_moe_experts=int(model["num_moe_experts"]), moe_router_topk=int(model["moe_router_topk"]),
+        moe_token_dispatcher_type=model["moe_token_dispatcher_type"],
+        moe_grouped_gemm=as_bool[model["moe_grouped_gemm"]],
+        moe_pad_expert_input_to_capacity=as_bool[model["moe_pad_expert_input_to_capacity"]],
+        moe_expert_capacity_factor=float(model["moe_expert_capacity_factor"]),
+        moe_aux_loss_coeff=float(model["moe_aux_loss_coeff"]))
+    m = run.model
+    assert (cfg.num_moe_experts, cfg.moe_router_topk, cfg.num_layers, cfg.ffn_hidden_size) == \
+        (m.moe.num_experts, m.moe.top_k, m.layers, m.moe.expert_ffn_hidden)
+    assert cfg.expert_model_parallel_size == run.layout.ep and cfg.context_parallel_size == run.layout.cp
 
 
 # --- MaxText ------------------------------------------------------------------------------
@@ -565,7 +651,7 @@ def test_a_frameworks_own_checkpoint_path_only_needs_to_exist(tmp_path):
 @pytest.mark.parametrize("row", ROWS, ids=[str(r) for r in ROWS])
 def test_submit_dry_run_prints_every_rows_recipe_launch(row, tmp_path, monkeypatch, capsys):
     """``llmb submit ... --backend recipe --dry-run`` for every catalog row: the batch script
-    runs the framework's own command; nothing is written. (A NOT_YET workload: exit 1.)"""
+    runs the framework's own command (that of the row's baseline); nothing is written."""
     from llmb.cli import main
 
     monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "experiments"))
@@ -575,19 +661,36 @@ def test_submit_dry_run_prints_every_rows_recipe_launch(row, tmp_path, monkeypat
     argv = ["submit", workload, "--size", size, "--dtype", dtype, "--scale", str(gpus), "--gpu-type", gpu_type,
             "--gpus-per-node", str(GPUS_PER_NODE[gpu_type]), "--backend", "recipe", "--dry-run", "--json"]
     capsys.readouterr()
-    if workload in NOT_YET:
-        assert main(argv) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "does not map" in err[0] and not (tmp_path / "experiments").exists()
-        return
     assert main(argv) == 0
     (out,) = json.loads(capsys.readouterr().out)
-    framework = default_catalog().workload(workload).framework
+    framework = _resolve(*row).recipe.framework
     assert out["backend"] == framework
     entry = {"nemo2": "nemo2_pretrain.py", "nemo1": "megatron_gpt_pretraining.py", "megatron": "pretrain_gpt.py",
              "maxtext": "MaxText/train.py"}[framework]
     assert entry in out["script"] and "--container-image=" in out["script"]
     assert f"--nodes={max(1, gpus // GPUS_PER_NODE[gpu_type])}" in out["script"]
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_submit_release_picks_that_releases_framework(tmp_path, monkeypatch, capsys):
+    """``--release`` on submit: Grok-1 at 512 GPUs is NeMo 2 by default (25.05.02, ETP 1) and
+    NeMo 1 with --release 25.02 (its own layout); an unknown release is one line, exit 1."""
+    from llmb.cli import main
+
+    monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "experiments"))
+    monkeypatch.delenv("LLMB_CLUSTER_CONFIG", raising=False)
+    base = ["submit", "grok1", "-s", "314b", "-n", "512", "--backend", "recipe", "--dry-run", "--json"]
+    got = {}
+    for release in (None, "25.02", "v24.11.1"):
+        capsys.readouterr()
+        assert main(base + (["--release", release] if release else [])) == 0
+        (out,) = json.loads(capsys.readouterr().out)
+        got[release] = out["backend"]
+    assert got == {None: "nemo2", "25.02": "nemo1", "v24.11.1": "nemo1"}
+    capsys.readouterr()
+    assert main(base + ["--release", "26.01"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: grok1 314b has no release '26.01' (releases: 24.11.1, 25.02, 25.05.01, 25.05.02)"]
     assert not (tmp_path / "experiments").exists()
 
 
@@ -723,6 +826,9 @@ def test_the_nemo2_recipes_model_class_is_the_catalogs_model(row, run, launch):
     cls = NEMO2["model_classes"][recipe]
     d = NEMO2["model_class_defaults"][cls]
     m = run.model
+    if recipe in backends.nemo2.STAND_INS:
+        _check_stand_in(run, launch, d)
+        return
     layers = d["num_layers"] if run.recipe.size != "405b-proxy" else m.layers
     assert (layers, d["hidden_size"], d["ffn_hidden_size"], d["num_attention_heads"], d["num_query_groups"]) == \
         (m.layers, m.hidden, m.ffn_hidden, m.heads, m.query_groups), cls
@@ -740,6 +846,30 @@ def test_the_nemo2_recipes_model_class_is_the_catalogs_model(row, run, launch):
         assert (d["num_moe_experts"], d["moe_router_topk"], d["moe_ffn_hidden_size"],
                 d["moe_shared_expert_intermediate_size"]) == \
             (m.moe.num_experts, m.moe.top_k, m.moe.expert_ffn_hidden, m.moe.shared_expert_ffn_hidden)
+
+
+def _check_stand_in(run, launch, d):
+    """A stand-in recipe (NeMo has no recipe of the workload): its model class is the same
+    architecture as the catalog's (RMSNorm, RoPE, no linear biases, a gated MLP, every layer
+    MoE with top-k softmax routing), and the script sets every constant in which the two differ,
+    so nothing of the stand-in's own sizes survives."""
+    m = run.model
+    assert (d["normalization"], d["position_embedding_type"], d["add_bias_linear"], d["gated_linear_unit"]) == \
+        ("RMSNorm" if m.norm == "rmsnorm" else "LayerNorm", "rope", False, True)
+    assert m.moe is not None and m.moe.router_score == "softmax" and m.moe.shared_experts == 0
+    set_ = {path.split(".", 2)[2]: v for path, v in _assignments(ast.parse(launch.files["nemo2_pretrain.py"]))
+            if path.startswith("model.config.")}
+    ours = {"num_layers": m.layers, "hidden_size": m.hidden, "ffn_hidden_size": m.ffn_hidden,
+            "num_attention_heads": m.heads, "num_query_groups": m.query_groups, "seq_length": m.seq_len,
+            "rotary_base": m.rope_theta, "num_moe_experts": m.moe.num_experts, "moe_router_topk": m.moe.top_k,
+            "moe_router_pre_softmax": not m.moe.normalize_top_k, "layernorm_epsilon": m.norm_eps,
+            "share_embeddings_and_output_weights": m.tied_embeddings}
+    for key, want in ours.items():
+        if d.get(key) != want:
+            assert key in set_ and ast.literal_eval(set_[key]) == want, (key, d.get(key), want)
+    act = ast.unparse(set_["activation_func"])
+    assert act == {"geglu": "torch.nn.functional.gelu", "swiglu": "torch.nn.functional.silu"}[m.activation]
+    assert any("has no setting for attn_logit_softcap" in n for n in launch.notes) == (m.attn_logit_softcap is not None)
 
 
 @pytest.mark.parametrize("row, run, launch", MAXTEXT_LAUNCHES, ids=[str(r) for r, _, _ in MAXTEXT_LAUNCHES])

@@ -95,6 +95,7 @@ def run_cmd(
     gbs: Optional[int] = typer.Option(None, "--gbs", help="layout override (env GBS)"),
     layers: Optional[int] = typer.Option(None, "--layers", help="transformer layers (the tables' Layers column)"),
     pp_split: str = typer.Option("auto", "--pp-split", help="pipeline split: account (embedding and loss as layers), plain or auto"),
+    release: Optional[str] = typer.Option(None, "--release", help="recipe release whose layout and baseline to follow (default: the newest)"),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="steps left out of the statistics"),
     window: Optional[int] = typer.Option(None, "--window", help="steps in the statistics window"),
     seed: int = typer.Option(1234, "--seed"),
@@ -139,7 +140,7 @@ def run_cmd(
         dict(size=size, dtype=dtype, gpu_type=gpu_type, max_steps=steps,
              tp=tp, pp=pp, cp=cp, vp=vp, ep=ep, etp=etp, mbs=mbs, gbs=gbs, layers=layers),
         os.environ, proxy=None if proxy.lower() == "none" else proxy, nproc=nproc, options=options,
-        settings=dict(seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data, pp_split=pp_split,
+        settings=dict(seed=seed, lr=lr, warmup_steps=warmup_steps, window=window, data=data, pp_split=pp_split, release=release,
                       dp_mode="ddp" if ddp else "fsdp", compile=compile_, flops_convention=convention),
     )
     from llmb.launch import backends

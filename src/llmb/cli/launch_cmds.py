@@ -179,6 +179,7 @@ def submit(
     backend: str = typer.Option("llmb", "--backend", help="llmb (this engine), megatron, nemo2, nemo1, maxtext, torchtitan, or recipe (the framework of the workload's baseline)."),
     container: bool = typer.Option(True, "--container/--no-container", help="Run a framework in its container image (Pyxis), or in the nodes' own environment."),
     data: Optional[str] = typer.Option(None, "--data", help="Indexed dataset PREFIX (.bin/.idx) for the frameworks that read it (default: mock data)."),
+    release: Optional[str] = typer.Option(None, "--release", help="Recipe release whose layout and baseline to follow (default: the newest)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Submit benchmark jobs to Slurm (one, a scale sweep, or a bulk spec)."""
@@ -219,7 +220,7 @@ def submit(
         planned = sub.planned_from(catalog, wl.name, size_key, d, scales, repeats, knobs.get("gpu_type"), proxy, {})
 
     prepared = [sub.prepare(p, cluster, knobs, os.environ, max_restarts=max_restarts, backend=backend,
-                            container=container, data=data) for p in planned]
+                            container=container, data=data, release=release) for p in planned]
     if dry_run:
         out = [{"title": p.title, "backend": p.backend, "experiment_dir": str(p.experiment_dir), "script": p.script,
                 "files": p.launch.files if p.launch is not None else {}, "sbatch": sbatch_argv(p)} for p in prepared]

@@ -77,11 +77,13 @@ def prepare(
     backend: str | None = None,
     container: bool = True,
     data: str | None = None,
+    release: str | None = None,
 ) -> Prepared:
     """Resolve one planned run into a batch job (validating everything the engine would).
     ``backend``: ``llmb`` (default), a framework, or ``recipe`` (the workload's own framework);
     ``container``: run a framework in its container image (Pyxis), else in the nodes' own
-    environment; ``data``: an indexed dataset prefix (default: mock data)."""
+    environment; ``data``: an indexed dataset prefix (default: mock data); ``release``: the
+    recipe release to follow (default: the newest at that scale)."""
     gpus_per_node = int(knobs.get("gpus_per_node") or cluster.gpus_per_node)
     nodes, ranks_per_node = nodes_for(planned.gpus, gpus_per_node)
     proxy = planned.proxy if planned.proxy is not None else ("default" if cluster.accelerator == "cpu" else None)
@@ -94,7 +96,7 @@ def prepare(
     request = RunRequest(
         workload=planned.workload, size=planned.size, dtype=planned.dtype, proxy=proxy, nproc=planned.gpus,
         gpus=planned.gpus if proxy is None else None, gpu_type=planned.gpu_type or knobs.get("gpu_type"),
-        overrides=overrides, steps=steps, options=options, data=data,
+        overrides=overrides, steps=steps, options=options, data=data, release=release,
     )
     root = experiments_root or Path(cluster.experiments_path)
     # Every configuration mistake surfaces here, before sbatch: fp8 on a CPU cluster too.

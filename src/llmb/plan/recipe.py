@@ -50,6 +50,20 @@ class Recipe:
         return self.layout.gpus
 
     @property
+    def framework(self) -> str:
+        """The framework this recipe's published numbers were measured with: the baseline's
+        source's, else that of a source of the same release, else the workload's (Grok-1's
+        NeMo 1 releases and its NeMo 2 releases are one workload)."""
+        wl = self.workload
+        if self.baseline is not None:
+            return wl.framework_of(self.baseline.source)
+        if self.release is not None:
+            for name, src in wl.sources.items():
+                if src.release == self.release:
+                    return wl.framework_of(name)
+        return wl.framework
+
+    @property
     def peak_flops(self) -> float:
         if self.peak_override is not None:
             return self.peak_override[0]

@@ -35,6 +35,8 @@ class RunRequest(BaseModel):
     gpu_type: str | None = None
     overrides: dict[str, int | None] = Field(default_factory=dict)  # layout knobs (plan.layout.LAYOUT_KNOBS)
     pp_split: Literal["auto", "account", "plain"] = "auto"  # plan.layout.PP_SPLITS
+    #: the recipe release whose layout and baseline to follow (None: the newest at that scale)
+    release: str | None = None
     steps: int | None = None
     seed: int = 1234
     lr: float = 3e-4

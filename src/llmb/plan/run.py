@@ -199,7 +199,8 @@ def resolve_run(
 
     if req.proxy is None:
         gpus = req.gpus or req.nproc
-        recipe = resolve(catalog, wl.name, size_key, req.dtype, gpus, req.gpu_type, overrides, req.pp_split)
+        recipe = resolve(catalog, wl.name, size_key, req.dtype, gpus, req.gpu_type, overrides, req.pp_split,
+                         req.release)
         if req.nproc is not None and recipe.gpus != req.nproc:
             raise LlmbError(
                 f"the full-size layout needs {recipe.gpus} processes but --nproc is {req.nproc} "
@@ -215,7 +216,8 @@ def resolve_run(
         if dtype not in DTYPES:
             raise CatalogError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
         published = {d for r in spec.layouts for d in r.dtypes}
-        base = resolve(catalog, wl.name, size_key, dtype if dtype in published else None, None, req.gpu_type)
+        base = resolve(catalog, wl.name, size_key, dtype if dtype in published else None, None, req.gpu_type,
+                       release=req.release)
         model = shrink_model(base.model, pspec)
         layers = overrides.pop("layers", None)
         if layers is not None:  # the proxy's own layer count (the layout below splits them)

@@ -6,7 +6,8 @@ launch (:class:`~llmb.launch.backends.base.FrameworkLaunch`): ``megatron`` (Mega
 ``pretrain_gpt.py``), ``nemo2`` (a NeMo 2 recipe), ``nemo1`` (the NeMo Launcher's training
 stage), ``maxtext`` (``MaxText/train.py`` with ``base.yml`` keys), ``torchtitan`` (a TOML job
 config). ``recipe`` is the framework the workload's published baseline was measured with
-(``Workload.framework`` in the catalog).
+(:attr:`llmb.plan.recipe.Recipe.framework`: its baseline's source's, so one workload's
+releases may name different frameworks).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def resolve(request, choice: str | None, *, accelerator: str | None, experiments
     from llmb.plan.run import resolve_run
 
     probe = resolve_run(request, accelerator=accelerator, experiments_root=experiments_root, check_files=False)
-    name = backend_name(choice, probe.recipe.workload.framework)
+    name = backend_name(choice, probe.recipe.framework)
     if name == ENGINE:
         return resolve_run(request, accelerator=accelerator, experiments_root=experiments_root), name
     load = request.options.load

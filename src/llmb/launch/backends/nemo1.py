@@ -9,7 +9,9 @@ against the key list extracted from that file. The model constants are the catal
 Launcher's ``conf/training/nemotron/nemotron_340b.yaml`` at tag 24.09 sets the same ones).
 
 NeMo 1 builds a real tokenizer even on mock data: ``backends.nemo1.tokenizer_model`` in
-cluster_config.yaml names a SentencePiece model (256000 tokens for Nemotron-4).
+cluster_config.yaml names a SentencePiece model (256000 tokens for Nemotron-4). Grok-1's recipe
+uses the Hugging Face Llama 3 tokenizer as its proxy (128256 tokens, ``meta-llama/Meta-Llama-3-70B``,
+which needs the model's licence accepted); ``tokenizer_model`` then names a local copy instead.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from llmb.launch.backends.base import (
     admit,
     check_data,
     check_options,
-    no_moe,
     refuse,
     start_checkpoint,
     steps_of,
@@ -40,18 +41,50 @@ TOKENIZER_UNSET = "TOKENIZER_MODEL_NOT_SET"
 CHECKED_AGAINST = (
     "NVIDIA/NeMo examples/nlp/language_modeling/conf/megatron_gpt_config.yaml @ v2.0.0 (e938df327c6d)",
     "NVIDIA/NeMo-Framework-Launcher launcher_scripts/conf/training/nemotron/nemotron_340b.yaml @ 24.09 (35e439393e2e)",
+    "NVIDIA/dgxc-benchmarking grok1/grok1_314b.yaml + grok1/configure.sh (v25.02, the NeMo 1 Grok-1 recipe)",
 )
-_ACT = {"squared_relu": "squared-relu", "swiglu": "fast-swiglu", "gelu": "gelu"}
+_ACT = {"squared_relu": "squared-relu", "swiglu": "fast-swiglu", "gelu": "gelu", "geglu": "fast-geglu"}
+#: The MoE settings of the published Grok-1 NeMo 1 recipe (dgxc-benchmarking grok1/grok1_314b.yaml):
+#: token-choice all-to-all dispatch, experts padded to a capacity factor of 1.0, the aux loss,
+#: no grouped GEMM. NeMo 1 reads every Megatron-Core TransformerConfig field of ``model`` by its
+#: name (megatron_base_model.py ``build_transformer_config`` @ v2.0.0), so they are appended keys.
+RECIPE_MOE = {"moe_token_dispatcher_type": "alltoall", "moe_grouped_gemm": False,
+              "moe_pad_expert_input_to_capacity": True, "moe_expert_capacity_factor": 1.0, "moe_aux_loss_coeff": 0.01}
+#: workloads whose published NeMo 1 recipe names a Hugging Face tokenizer (library, name)
+HF_TOKENIZER = {"grok1": ("huggingface", "meta-llama/Meta-Llama-3-70B")}
+#: what the catalog's Grok-1 has that no NeMo 1 setting expresses (nor does the published recipe set it)
+GROK_EXTRAS = ("attn_logit_softcap", "embedding_multiplier", "output_multiplier", "sandwich_norm")
 #: what a Hydra override value may hold unquoted (its grammar gives quotes, blanks, brackets,
 #: commas and $ meanings of their own)
 _HYDRA_SAFE = re.compile(r"^[A-Za-z0-9_./+:-]*$")
 
 
 def supports(run: ResolvedRun) -> str | None:
-    if run.recipe.workload.framework != "nemo1":
+    wl = run.recipe.workload
+    if "nemo1" not in {wl.framework_of(s) for s in wl.sources} | {wl.framework}:
         return ("llmb's nemo1 backend renders the NeMo Launcher's training stage for the recipes published with it "
-                "(nemotron4); use --backend nemo2")
+                "(nemotron4, grok1); use --backend nemo2")
     return None
+
+
+def _moe(run: ResolvedRun) -> dict[str, object]:
+    """The experts as NeMo 1 (Megatron-Core 0.9 in nemo:24.09) settings; one line for what it
+    cannot express."""
+    m, moe = run.model, run.model.moe
+    assert moe is not None
+    if not all(map(m.is_moe_layer, range(m.layers))):
+        raise refuse(NAME, "NeMo 1 makes every layer a MoE layer; this model interleaves dense layers")
+    if moe.shared_experts:
+        raise refuse(NAME, "NeMo 1 (Megatron-Core 0.9) has no shared-expert setting")
+    if moe.expert_ffn_hidden != m.ffn_hidden:
+        raise refuse(NAME, "NeMo 1's experts are ffn_hidden_size wide; this model's experts differ from its FFN")
+    if moe.router_score != "softmax" or not moe.normalize_top_k:
+        raise refuse(NAME, "NeMo 1's router is Megatron-Core's default (softmax over the top-k, renormalised); "
+                     "this model's gating differs")
+    if run.derived.etp != run.layout.tp:
+        raise refuse(NAME, f"Megatron-Core 0.9 splits experts over TP ({run.layout.tp}); ETP {run.derived.etp} has no "
+                     "NeMo 1 setting")
+    return {"num_moe_experts": moe.num_experts, "moe_router_topk": moe.top_k, **RECIPE_MOE}
 
 
 def _v(value: object) -> str:
@@ -62,12 +95,19 @@ def _v(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _tokenizer(run: ResolvedRun, tokenizer_model: str | None) -> dict[str, object]:
+    hf = HF_TOKENIZER.get(run.recipe.workload.name)
+    if hf is not None:
+        return {"model.tokenizer.library": hf[0], "model.tokenizer.type": tokenizer_model or hf[1],
+                "model.tokenizer.model": None}
+    return {"model.tokenizer.library": "sentencepiece", "model.tokenizer.type": None,
+            "model.tokenizer.model": tokenizer_model or TOKENIZER_UNSET}
+
+
 def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> list[str]:
     """Hydra overrides (``key=value``; ``+key=value`` for keys the base config lacks)."""
     admit(run, NAME, supports(run))
-    # Grok-1's NeMo 1 runs: NeMo 1's MoE settings (and Grok's soft cap, multipliers and extra
-    # norms) are not mapped yet.
-    no_moe(run, NAME, "llmb does not map its experts, soft cap, multipliers and extra norms to NeMo 1 settings yet")
+    moe = _moe(run) if run.model.moe is not None else {}
     if run.layout.fsdp:
         raise refuse(NAME, "an FSDP group size has no NeMo 1 setting")
     if run.model.rope_scaling is not None:
@@ -87,6 +127,7 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         "model.mcore_gpt": True, "model.transformer_engine": True,
         "model.micro_batch_size": lay.mbs, "model.global_batch_size": lay.gbs,
         "model.tensor_model_parallel_size": lay.tp, "model.pipeline_model_parallel_size": lay.pp,
+        **({"model.expert_model_parallel_size": lay.ep} if moe else {}),
         "model.virtual_pipeline_model_parallel_size": lay.vp if lay.pp > 1 and (lay.vp or 1) > 1 else None,
         "model.sequence_parallel": lay.tp > 1,
         "model.encoder_seq_length": m.seq_len, "model.max_position_embeddings": m.seq_len,
@@ -101,8 +142,7 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         "model.optim.lr": req.lr, "model.optim.weight_decay": req.weight_decay,
         "model.optim.sched.min_lr": req.lr * req.min_lr_ratio,
         "model.optim.sched.warmup_steps": min(run.lr_warmup_steps, steps - 1),
-        "model.tokenizer.library": "sentencepiece", "model.tokenizer.type": None,
-        "model.tokenizer.model": tokenizer_model or TOKENIZER_UNSET,
+        **_tokenizer(run, tokenizer_model),
         "model.fp8": dtype == "fp8", "model.fp8_hybrid": True, "model.fp8_amax_history_len": 1024,
         "model.fp8_amax_compute_algo": "max",
     }
@@ -129,9 +169,10 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         appended["model.context_parallel_size"] = lay.cp
     if m.rope_theta != 10000.0:
         appended["model.rotary_base"] = m.rope_theta
+    appended.update({f"model.{k}": v for k, v in moe.items()})
     if opts.save_at_end:
         appended["exp_manager.checkpoint_callback_params.every_n_train_steps"] = steps
-    paths = {"exp_manager.explicit_log_dir": f"{exp}/nemo", "model.tokenizer.model": tokenizer_model or "",
+    paths = {"exp_manager.explicit_log_dir": f"{exp}/nemo", "backends.nemo1.tokenizer_model": tokenizer_model or "",
              "--data": data or "", "LOAD_CHECKPOINT_PATH": load or ""}
     for what, value in paths.items():
         if not _HYDRA_SAFE.match(value):
@@ -140,11 +181,23 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
     return [f"{k}={_v(v)}" for k, v in o.items()] + [f"+{k}={_v(v)}" for k, v in appended.items()]
 
 
+def extras_note(run: ResolvedRun, backend: str) -> tuple[str, ...]:
+    """Grok-1's soft cap, multipliers and post-norms: said, since the framework trains without them."""
+    m = run.model
+    missing = [f for f in GROK_EXTRAS if getattr(m, f, None) not in (None, False, 1.0)]
+    if not missing:
+        return ()
+    return (f"{backend} has no setting for {', '.join(missing)} and the published recipe sets none of them: this "
+            f"launch trains the benchmark's model (a Mixtral-style GPT of {run.recipe.workload.name}'s sizes), "
+            "not the reference architecture llmb's engine trains",)
+
+
 def render(run: ResolvedRun, target: Target, tokenizer_model: str | None = None) -> FrameworkLaunch:
     over = overrides(run, target, tokenizer_model)
-    notes = ()
-    if tokenizer_model is None:
+    notes: tuple[str, ...] = ()
+    if tokenizer_model is None and run.recipe.workload.name not in HF_TOKENIZER:
         notes = (f"set backends.nemo1.tokenizer_model in cluster_config.yaml: the command names {TOKENIZER_UNSET}",)
+    notes += extras_note(run, NAME)
     # Profiling: NeMo 1 calls cudaProfilerStart/Stop itself (model.nsys_profile); nsys is the
     # process's wrapper, one per task.
     wrapper = ("nsys", "profile", "--force-overwrite=true", "--trace=cuda,nvtx,osrt", "--capture-range=cudaProfilerApi",

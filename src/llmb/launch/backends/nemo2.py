@@ -51,7 +51,15 @@ RECIPES = {
     ("megatron-llama3", "405b"): "llama31_405b",
     ("llama4-maverick", "400b"): "llama4_e128",
     ("nemotron4", "340b"): "nemotron4_340b",
+    ("grok1", "314b"): "mixtral_8x22b",
 }
+#: Recipes that stand in for a model NeMo has no recipe of: the recipe's model class is the
+#: same architecture (Mixtral: a top-2 softmax-routed MoE GPT) and the script sets every
+#: constant of the catalog's model on it. NeMo v2.3.0 has no Grok-1 model or recipe; the
+#: published NeMo 2 Grok-1 runs (dgxc-benchmarking 25.05) trained such a Mixtral-style GPT.
+STAND_INS = {"mixtral_8x22b"}
+#: catalog activation -> the Megatron-Core activation_func a stand-in's config is given
+_ACTIVATION = {"geglu": "torch.nn.functional.gelu", "swiglu": "torch.nn.functional.silu"}
 
 _RECOMPUTE = {"full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1},
               "selective": {"recompute_granularity": "selective"}}
@@ -77,9 +85,23 @@ def _model_config(run: ResolvedRun) -> dict[str, object]:
         cfg.update(num_moe_experts=m.moe.num_experts, moe_router_topk=m.moe.top_k,
                    moe_ffn_hidden_size=m.moe.expert_ffn_hidden,
                    moe_shared_expert_intermediate_size=m.moe.shared_expert_ffn_hidden * m.moe.shared_experts or None)
+        if m.moe.router_score == "softmax":
+            # Megatron-Core: softmax over all logits then top-k (not renormalised), or top-k then
+            # softmax (renormalised); MixtralConfig's default is the former
+            cfg["moe_router_pre_softmax"] = not m.moe.normalize_top_k
     row = run.recipe.row
     cfg.update(_RECOMPUTE.get(row.recompute if row is not None else "", {}))
     return cfg
+
+
+def _activation(run: ResolvedRun, module: str) -> list[str]:
+    """A stand-in recipe's activation, set to the catalog's (a function: not a literal)."""
+    if module not in STAND_INS:
+        return []
+    act = run.model.activation
+    if act not in _ACTIVATION:
+        raise refuse(NAME, f"no Megatron-Core gated activation for {act!r} in the {module} stand-in")
+    return [f"recipe.model.config.activation_func = {_ACTIVATION[act]}", "recipe.model.config.gated_linear_unit = True"]
 
 
 def _strategy(run: ResolvedRun) -> dict[str, object]:
@@ -130,8 +152,10 @@ def script(run: ResolvedRun, target: Target) -> str:
         f"recipe = pretrain_recipe(dir={exp + '/nemo'!r}, name={name!r}, num_nodes={target.nodes}, "
         f"num_gpus_per_node={target.ranks_per_node}, performance_mode=False)",
         "",
-        "# The catalog's model constants (the recipe's own model class, e.g. Llama31Config8B).",
+        ("# The catalog's model constants (the recipe's own model class, e.g. Llama31Config8B)." if module not in STAND_INS
+         else f"# The catalog's model, every constant set on {module}'s model class (a stand-in: NeMo has no such recipe)."),
         *_assign("recipe.model.config", _model_config(run)),
+        *_activation(run, module),
         "",
         "# The layout.",
         *_assign("recipe.trainer.strategy", _strategy(run)),
@@ -180,10 +204,19 @@ def script(run: ResolvedRun, target: Target) -> str:
 
 
 def render(run: ResolvedRun, target: Target) -> FrameworkLaunch:
+    from llmb.launch.backends.nemo1 import extras_note
+
     text = script(run, target)
+    notes = extras_note(run, NAME)
+    module = RECIPES[(run.recipe.workload.name, run.recipe.size)]
+    if module in STAND_INS:
+        notes += (f"{VERSION} has no {run.recipe.workload.name} recipe: the script sets the catalog's model on "
+                  f"{module}'s pretrain_recipe (the same architecture); the published runs' own NeMo 2 script is "
+                  "not public",)
     path = f"{target.exp_dir}/{SCRIPT}"
     return FrameworkLaunch(
         backend=NAME, log_format=LOG_FORMAT, launcher="torchrun", command=(path,), files={SCRIPT: text},
         env={"CUDA_DEVICE_MAX_CONNECTIONS": "1", **trace_env(run)}, image=IMAGE, workdir=target.exp_dir,
         wrapper=tuple(nsys_prefix(target.exp_dir)) if run.options.profile else (), checked_against=CHECKED_AGAINST,
+        notes=notes,
     )
