@@ -14,6 +14,7 @@ Usage::
         absl-py==2.1.0 numpy==1.26.4 ml-dtypes==0.4.1 chex==0.1.87 PyYAML
     .venv/bin/python scripts/check-maxtext-config.py /tmp/maxtext-0fe43b7 /tmp/mt-venv/bin/python
     .venv/bin/python scripts/check-maxtext-config.py /tmp/maxtext-0fe43b7 /tmp/mt-venv/bin/python --as-launched
+    .venv/bin/python scripts/check-maxtext-config.py ... --as-launched --no-rendezvous   # must refuse
 
 ``MaxText/`` is all this needs (the mirror lacks the test-asset blobs, so ``git archive`` of
 more fails, and of this prints one "invalid object" line and succeeds). The packages are the
@@ -56,16 +57,18 @@ What is not as on the cluster, stated plainly:
   appends ``compile_topology_num_slices=<nodes>``, which pyconfig's ``get_num_slices`` returns
   instead (it is read nowhere else on this path: ``compile_topology`` stays empty). Nodes are
   GPUs / GPUs per node (8 for h100, 4 for gb200, as the goldens were rendered).
-* ``jax.distributed.initialize`` is replaced by a no-op that records the call (MaxText makes it
-  for ``hardware=gpu_multiprocess``, or ``gpu`` with ``JAX_COORDINATOR_IP``): on the cluster
-  it joins the job's processes, here there are none to join; the output says when it happened.
-* ``--as-launched`` instead runs each launch as one node's process sees it when MaxText starts
-  no ``jax.distributed`` (see above): the node's GPUs as devices, nothing appended (a launch
-  whose pyconfig does call it is checked as the whole job). llmb's launch sets no
-  ``JAX_COORDINATOR_IP``, so this is how its ``hardware=gpu`` runs under srun: a launch of more
-  than one node then fails MaxText's "DCN parallelism requested but only one slice available"
-  (``hardware=gpu_multiprocess`` is the setting that calls ``jax.distributed.initialize()``,
-  which finds its peers from Slurm).
+* ``jax.distributed.initialize`` is replaced by a no-op that records its arguments (MaxText
+  calls it for ``hardware=gpu`` when ``JAX_COORDINATOR_IP`` is set): on the cluster it joins the
+  job's processes, here there are none to join; the output says when it happened.
+* ``--as-launched`` runs each launch first as one node's process sees it under llmb's batch
+  script: the node's GPUs as devices, nothing appended, and the variables the script exports
+  for the launcher ``node`` (``JAX_COORDINATOR_IP``, ``JAX_COORDINATOR_PORT``, ``NNODES``,
+  ``NODE_RANK``; here 127.0.0.1, 29500, the launch's nodes and 0). A launch of more than one
+  node must make MaxText call ``jax.distributed.initialize`` with the coordinator, ``NNODES``
+  processes and ``NODE_RANK`` (what joins the nodes into one job of several slices), and is
+  then checked as the whole job. Without those variables (``--as-launched --no-rendezvous``,
+  how llmb launched before 2026-12-02) every multi-node launch fails MaxText's "DCN
+  parallelism requested but only one slice available".
 
 Exit code 1 when any launch is refused or reads back wrong. Not part of ``make test``: the
 config code is MaxText's (read from a checkout) and needs jax, flax, orbax, aqt and grain.
@@ -145,14 +148,15 @@ def run_child(python: str, checkout: Path, env: dict, argv: list[str], devices: 
 def main() -> int:
     if len(sys.argv) >= 2 and sys.argv[1] == "--child":
         return child()
-    args = [a for a in sys.argv[1:] if a != "--as-launched"]
+    args = [a for a in sys.argv[1:] if a not in ("--as-launched", "--no-rendezvous")]
     as_launched = "--as-launched" in sys.argv[1:]
+    rendezvous = "--no-rendezvous" not in sys.argv[1:]
     if len(args) != 2:
         print(__doc__)
         return 2
     checkout, python = Path(args[0]).resolve(), args[1]
     sys.path.insert(0, str(ROOT / "src"))
-    mode = "as launched" if as_launched else "whole job"
+    mode = ("as launched" + ("" if rendezvous else ", no rendezvous variables")) if as_launched else "whole job"
     ok = bad = 0
     for path, heading, env, command in launches():
         gpus, gpu_type = int(heading.split()[0]), heading.split()[2]
@@ -160,11 +164,19 @@ def main() -> int:
         argv = command[2:]  # sys.argv of train.py: MaxText/train.py MaxText/configs/base.yml key=value ...
         whole = ([f"compile_topology_num_slices={nodes}"] if nodes > 1 else [])
         devices, slices, added = gpus, nodes, whole
-        result = None
+        result, joined = None, None
         if as_launched:  # one node's process; the whole job only if MaxText starts jax.distributed
-            result = run_child(python, checkout, env, argv, gpus // nodes, [])
-            if result.get("distributed"):
-                result = None
+            node_env = dict(env)
+            if rendezvous:  # what llmb's batch script exports for the launcher "node" (sbatch.render)
+                node_env.update(JAX_COORDINATOR_IP="127.0.0.1", JAX_COORDINATOR_PORT="29500", NNODES=str(nodes),
+                                NODE_RANK="0")
+            result = run_child(python, checkout, node_env, argv, gpus // nodes, [])
+            calls = result.get("distributed") or []
+            want = {"coordinator_address": "127.0.0.1:29500", "num_processes": nodes, "process_id": 0}
+            if calls and calls[0] != want:
+                result = {"failed": f"MaxText called jax.distributed.initialize({calls[0]}), expected {want}"}
+            elif calls:
+                result, joined = None, calls[0]
             else:
                 devices, slices, added = gpus // nodes, 1, []
         if result is None:
@@ -193,7 +205,7 @@ def main() -> int:
         ici = "x".join(str(cfg[f"ici_{a}_parallelism"]) for a in ("data", "fsdp", "tensor", "pipeline"))
         dcn = "x".join(str(cfg[f"dcn_{a}_parallelism"]) for a in ("data", "fsdp", "tensor", "pipeline"))
         notes = ([f"check appended {' '.join(added)}"] if added else []) + (
-            ["MaxText called jax.distributed.initialize (stubbed)"] if result.get("distributed") else [])
+            [f"one node's process joins the job: jax.distributed.initialize({joined}) (stubbed)"] if joined else [])
         print(f"accepted {where}: {devices} devices, {cfg['num_slices']} slice(s), ici dp x fsdp x tp x pp {ici}, "
               f"dcn {dcn}, per_device_batch_size {cfg['per_device_batch_size']:g} x GA "
               f"{cfg['gradient_accumulation_steps']} -> GBS {cfg['global_batch_size_to_train_on']}, "
@@ -237,7 +249,7 @@ def child() -> int:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if "MaxText" in f.filename]
         at = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
         print(json.dumps({"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}", "at": at,
-                          "distributed": bool(calls)}))
+                          "distributed": calls}))
         return 0
     mismatches = []
     for arg in req["argv"][2:]:
@@ -257,7 +269,7 @@ def child() -> int:
             else str(v)
 
     print(json.dumps({"config": {k: plain(keys[k]) for k in READ}, "mismatches": mismatches,
-                      "distributed": bool(calls)}))
+                      "distributed": calls}))
     return 0
 
 

@@ -277,3 +277,34 @@ def test_two_submits_at_once_keep_the_store_intact(tmp_path):
     job_ids = [r[0] for r in db.execute("SELECT job_id FROM runs")]
     assert sorted(job_ids) == [str(n) for n in range(101, 109)]
     assert len(list((tmp_path / "exp").rglob("launch.sbatch"))) == 8
+
+
+def test_node_launcher_gives_each_node_maxtexts_rendezvous(tmp_path):
+    """The one-process-per-node launcher (MaxText) hands every node's process what MaxText's
+    ``hardware=gpu`` joins the job with (max_utils.initialize_jax_for_gpu @ 0fe43b75a285:
+    JAX_COORDINATOR_IP/PORT, NNODES, NODE_RANK): the script runs here under a stub ``srun``
+    that starts the command once per node with Slurm's per-task SLURM_NODEID."""
+    import json
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(
+        '#!/bin/bash\nif [ "$2" = hostnames ]; then echo node-a; echo node-b; else echo "NodeName=node-a NodeAddr=10.0.0.7 State=IDLE"; fi\n')
+    (bin_dir / "srun").write_text(  # drop srun's own options, then one task per node
+        '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
+        'for i in $(seq 0 $((SLURM_JOB_NUM_NODES - 1))); do SLURM_NODEID=$i "$@"; done\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    probe = "import json, os; print(json.dumps({k: os.environ[k] for k in ('JAX_COORDINATOR_IP', " \
+            "'JAX_COORDINATOR_PORT', 'NNODES', 'NODE_RANK')}))"
+    job = _job(tmp_path, launcher="node", nodes=2, ranks_per_node=8, command=[sys.executable, "-c", probe])
+    script = tmp_path / "job.sbatch"
+    script.write_text(render(job))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_JOB_ID": "4321",
+           "SLURM_JOB_NUM_NODES": "2"}
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    seen = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    port = str(29500 + 4321 % 1000)
+    assert seen == [{"JAX_COORDINATOR_IP": "10.0.0.7", "JAX_COORDINATOR_PORT": port, "NNODES": "2", "NODE_RANK": r}
+                    for r in ("0", "1")]

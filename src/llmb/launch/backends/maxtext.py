@@ -1,5 +1,8 @@
 """MaxText (JAX): ``MaxText/train.py MaxText/configs/base.yml key=value ...``, one process per
-node driving all of its GPUs (``hardware=gpu``; ``jax.distributed`` finds its peers from Slurm),
+node driving all of its GPUs (``hardware=gpu``: MaxText starts ``jax.distributed`` from the
+``JAX_COORDINATOR_IP``/``JAX_COORDINATOR_PORT``/``NNODES``/``NODE_RANK`` that llmb's batch
+script gives the launcher ``node``; ``hardware=gpu_multiprocess`` would instead let jax read
+Slurm's task variables, which assume one process per GPU),
 in ``ghcr.io/nvidia/jax:maxtext-2024-12-09`` as the seed runs it.
 
 Keys are those of ``MaxText/configs/base.yml`` at AI-Hypercomputer/maxtext ``0fe43b75a285``
