@@ -79,13 +79,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT / "tests" / "golden" / "backends" / "maxtext"
+import golden_launches  # noqa: E402 - scripts/ is sys.path[0] when run as a script
 GPUS_PER_NODE = {"h100": 8, "gb200": 4}  # as tests/test_backends.py renders the goldens
 ICI = ("data", "pipeline", "fsdp", "fsdp_transpose", "sequence", "tensor", "expert", "autoregressive")
 MODEL = ("decoder_block", "emb_dim", "num_query_heads", "num_kv_heads", "mlp_dim", "num_decoder_layers", "head_dim",
@@ -98,15 +97,8 @@ READ = (*MODEL, *(f"{p}_{a}_parallelism" for p in ("ici", "dcn") for a in ICI), 
 
 def launches():
     """(file, heading, env, command) of every launch in the golden files (refusals skipped)."""
-    for path in sorted(GOLDEN.glob("*.txt")):
-        for block in path.read_text(encoding="utf-8").split("\n### ")[1:]:
-            if "REFUSED:" in block:
-                continue
-            heading = block.splitlines()[0]
-            env = dict(line[5:].split("=", 1) for line in block.splitlines() if line.startswith("env: "))
-            command = block.split("command:\n", 1)[1].split("\n---", 1)[0]
-            argv = [shlex.split(line.strip())[0] for line in command.splitlines() if line.strip()]
-            yield path, heading, env, argv
+    for g in golden_launches.launches("maxtext"):
+        yield g.path, g.heading, g.env, g.argv
 
 
 def expected(path: Path, heading: str) -> dict:

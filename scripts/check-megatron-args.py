@@ -21,25 +21,16 @@ megatron-core wheel has only ``megatron.core``), so it needs a checkout.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "backends" / "megatron"
+import golden_launches  # noqa: E402 - scripts/ is sys.path[0] when run as a script
 
 
 def launches():
     """(file, heading, env, argv) of every launch in the golden files (refusals skipped)."""
-    for path in sorted(GOLDEN.glob("*.txt")):
-        for block in path.read_text(encoding="utf-8").split("\n### ")[1:]:
-            if "REFUSED:" in block:
-                continue
-            heading = block.splitlines()[0]
-            env = dict(line[5:].split("=", 1) for line in block.splitlines() if line.startswith("env: "))
-            command = block.split("command:\n", 1)[1].split("\n---", 1)[0]
-            argv = [shlex.split(line.strip())[0] for line in command.splitlines() if line.strip()]
-            yield path.name, heading, env, argv
+    for g in golden_launches.launches("megatron"):
+        yield g.path.name, g.heading, g.env, g.argv
 
 
 def main() -> int:

@@ -18,21 +18,15 @@ any is refused. Not part of ``make test``: the config file is NeMo's (read from 
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "backends" / "nemo1"
+import golden_launches  # noqa: E402 - scripts/ is sys.path[0] when run as a script
 
 
 def launches():
-    for path in sorted(GOLDEN.glob("*.txt")):
-        for block in path.read_text(encoding="utf-8").split("\n### ")[1:]:
-            if "REFUSED:" in block:
-                continue
-            command = block.split("command:\n", 1)[1].split("\n---", 1)[0]
-            argv = [shlex.split(line.strip())[0] for line in command.splitlines() if line.strip()]
-            yield path.name, block.splitlines()[0], argv[3:]
+    for g in golden_launches.launches("nemo1"):
+        yield g.path.name, g.heading, g.argv[3:]
 
 
 def main() -> int:

@@ -46,9 +46,8 @@ from __future__ import annotations
 import ast
 import sys
 import traceback
-from pathlib import Path
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden" / "backends" / "nemo2"
+import golden_launches  # noqa: E402 - scripts/ is sys.path[0] when run as a script
 #: fusions whose kernels come from Transformer Engine or Apex (off for the CPU build only)
 NEEDS_TE = ("apply_rope_fusion", "bias_activation_fusion", "bias_dropout_fusion", "masked_softmax_fusion",
             "gradient_accumulation_fusion", "cross_entropy_loss_fusion")
@@ -56,11 +55,9 @@ NEEDS_TE = ("apply_rope_fusion", "bias_activation_fusion", "bias_dropout_fusion"
 
 def launches():
     """(file, heading, script text) of every launch (refusals skipped)."""
-    for path in sorted(GOLDEN.glob("*.txt")):
-        for block in path.read_text(encoding="utf-8").split("\n### ")[1:]:
-            if "REFUSED:" in block or "--- nemo2_pretrain.py\n" not in block:
-                continue
-            yield path, block.splitlines()[0], block.split("--- nemo2_pretrain.py\n", 1)[1]
+    for g in golden_launches.launches("nemo2"):
+        if "nemo2_pretrain.py" in g.files:
+            yield g.path, g.heading, g.files["nemo2_pretrain.py"]
 
 
 def assigned(text: str) -> dict[str, object]:
