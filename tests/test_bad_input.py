@@ -132,6 +132,8 @@ CASES = [
     (["search", "llama4", "-s", "400b", "--release", "25.02"], {}, "llama4-maverick 400b has no release '25.02' (releases: 25.04.01)"),
     (["compare", "--workload", "grok1", "--release", "1.0"], {}, "grok1 has no release '1.0' (releases: 24.11.1, 25.02, 25.05.01, 25.05.02)"),
     (["report", "--workload", "nemotron4", "--release", "25.02"], {}, "nemotron4 has no release '25.02' (releases: 24.09)"),
+    (["run", "grok1", "--release", "24.01", "--dry-run"], {}, "grok1 314b has no release '24.01' (releases: 24.11.1, 25.02, 25.05.01, 25.05.02)"),
+    (["submit", "grok1", "-n", "512", "--release", "x", "--dry-run"], {}, "grok1 314b has no release 'x'"),
     (["show", "llama3.1", "-s", "405b-proxy", "-n", "256"], {}, "no rule extends them to 256 GPUs"),
     (["data", "info", "{not_a_log}"], {}, "no indexed dataset"),
     (["report", "{not_a_log}", "--out", "{not_a_log}"], {}, "cannot create"),
