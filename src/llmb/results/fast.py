@@ -34,13 +34,23 @@ def read_chunk(layout: FastLayout, chunk: bytes, line_no: int) -> tuple[list[Ste
     """The records of every step line in ``chunk`` (which starts in line ``line_no`` and ends
     at a line break or the end of the file), each one's planned last iteration and the
     chunk's number of line breaks; or ``None`` when the chunk must be read line by line."""
+    got = read_columns(layout, chunk, line_no)
+    if got is None:
+        return None
+    cols, planned, newlines = got
+    return (list(map(_new, repeat(StepRecord), zip(*cols))) if planned else []), planned, newlines
+
+
+def read_columns(layout: FastLayout, chunk: bytes, line_no: int) -> tuple[list[list], list[int], int] | None:
+    """:func:`read_chunk`'s records as columns, one list per :class:`StepRecord` field in
+    order (what a split worker sends back: no record is built twice)."""
     if b"\r" in chunk or b"\x1b" in chunk:
         return None
     matches = list(layout.regex.finditer(chunk))
     if len(matches) != chunk.count(layout.marker):
         return None
     if not matches:
-        return [], [], chunk.count(b"\n")
+        return [[] for _ in _FIELDS], [], chunk.count(b"\n")
     starts = list(map(_start, matches))
     # The usual case: every step head starts its line (a chunk starts a line), so no line
     # has a rank prefix or anything else before its head.
@@ -67,12 +77,13 @@ def read_chunk(layout: FastLayout, chunk: bytes, line_no: int) -> tuple[list[Ste
         return None
     # no line break between a line's start and its head: counting up to the heads is the same
     lines = list(accumulate(map(chunk.count, repeat(b"\n"), [0, *starts[:-1]], starts), initial=line_no))[1:]
+    n = len(matches)
     distinct = set(prefixes) if prefixes is not None else {b""}
     if distinct == {b""}:
-        ranks = repeat(None)
+        ranks = [None] * n
     else:
         rank = {p: rank_of(p) for p in distinct} if len(distinct) < 64 else None
-        ranks = map(rank.__getitem__, prefixes) if rank is not None else map(rank_of, prefixes)
-    cols = [iterations, lines, *(values.get(f, repeat(None)) for f in _VALUE_FIELDS), ranks]
+        ranks = list(map(rank.__getitem__, prefixes) if rank is not None else map(rank_of, prefixes))
+    cols = [iterations, lines, *(values.get(f) or [None] * n for f in _VALUE_FIELDS), ranks]
     newlines = lines[-1] - line_no + chunk.count(b"\n", starts[-1])
-    return list(map(_new, repeat(StepRecord), zip(*cols))), planned, newlines
+    return cols, planned, newlines

@@ -13,7 +13,8 @@ import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import islice
+from operator import attrgetter, lt
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -88,7 +89,21 @@ def _gc_paused():
         yield
     finally:
         if enabled:
+            # What was made meanwhile goes straight to the oldest generation (freeze, then
+            # unfreeze into it): the first young collection would otherwise scan every record
+            # once more for nothing (0.3 s for 1.4 M records). They stay collectable.
+            gc.freeze()
             gc.enable()
+            gc.unfreeze()
+
+
+def _in_order(kept: dict[int, StepRecord]) -> tuple[StepRecord, ...]:
+    """The kept records by iteration: as inserted when that already is the order (a log's
+    usual case, checked at C speed), else sorted."""
+    its = list(kept)
+    if all(map(lt, its, islice(its, 1, None))):
+        return tuple(kept.values())
+    return tuple(sorted(kept.values(), key=_ITERATION))
 
 
 def _parse(stream: LogStream | SplitStream, rank: int | None, path: str | None) -> ParsedLog:
@@ -149,7 +164,7 @@ def _parse(stream: LogStream | SplitStream, rank: int | None, path: str | None) 
     return ParsedLog(
         path=path,
         format=parser.name if parser else None,
-        records=tuple(sorted(kept.values(), key=_ITERATION)),
+        records=_in_order(kept),
         rank=chosen,
         ranks=tuple(sorted(ranks)),
         iteration_base=parser.iteration_base if parser else None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -97,10 +98,24 @@ class _Part:
 def _read_range(path: str, start: int, end: int, fmt: str, layout: FastLayout) -> _Part:
     with open(path, "rb") as fh:
         stream = LogStream(_Slice(fh, start, end), fmt, layout=layout)  # type: ignore[arg-type]
-        records = [rec for batch in stream.batches() for rec in batch]
+        columns = [[] for _ in StepRecord._fields]
+        for batch in stream.column_batches():
+            for col, part in zip(columns, batch):
+                col += part
     assert stream.parser is not None
-    return _Part(list(zip(*records)), stream.parser.progress, stream.malformed, stream.first_error_at,
+    return _Part(list(map(_packed, columns)) if columns[0] else [], stream.parser.progress, stream.malformed, stream.first_error_at,
                  stream.state.lines, stream.state.bytes, stream.state.ended_with_newline)
+
+
+def _packed(column: list[Any]) -> Any:
+    """A column as an ``array`` when it holds only floats or only ints (pickled as its bytes,
+    not as millions of objects); as it is otherwise. Iterating it gives the same values."""
+    kinds = set(map(type, column))
+    if kinds == {float}:
+        return array("d", column)
+    if kinds == {int} and -(1 << 62) < min(column) and max(column) < 1 << 62:
+        return array("q", column)
+    return column
 
 
 def fork(fn: Callable[..., Any], *args: Any) -> tuple[int, int]:
@@ -215,7 +230,7 @@ class SplitStream:
                 part = collect(*started.pop(0))
                 if part.columns:
                     cols = part.columns
-                    cols[1] = tuple(map(add, cols[1], repeat(offset)))
+                    cols[1] = list(map(add, cols[1], repeat(offset)))
                     yield list(map(_new, repeat(StepRecord), zip(*cols)))
                 progress.update(part.progress)
                 self.malformed += part.malformed

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from operator import attrgetter
+from itertools import repeat
 from typing import BinaryIO
 
 from llmb.errors import LlmbError
-from llmb.results.fast import read_chunk
+from llmb.results.fast import read_columns
 from llmb.results.parsers import FORMATS, PARSERS, Parser
 from llmb.results.parsers.base import FastLayout
 from llmb.results.reader import Decoder, ScanState, chunks, clean, segments
@@ -21,6 +21,7 @@ _ANY_MARKER = re.compile("|".join(p.marker.pattern for p in PARSERS.values()))
 _DETECT_BUFFER = 64
 #: chunks offered to a parser to learn its fast layout from before it is given up on
 _LAYOUT_TRIES = 3
+_new = tuple.__new__  # StepRecord._make without its Python frame
 
 
 def check_format(fmt: str | None) -> str | None:
@@ -104,16 +105,30 @@ class LogStream:
     def batches(self) -> Iterator[list[StepRecord]]:
         """The records chunk by chunk: through the parser's compiled layout where it has one
         (:mod:`llmb.results.fast`), else line by line."""
+        for batch in self._batches():
+            yield batch if isinstance(batch, list) else list(map(_new, repeat(StepRecord), zip(*batch)))
+
+    def column_batches(self) -> Iterator[list[list]]:
+        """:meth:`batches` as columns (one list per :class:`StepRecord` field), built as such
+        by the fast path: what a split worker sends back without building records."""
+        for batch in self._batches():
+            if not isinstance(batch, list):
+                yield list(batch)
+            elif batch:
+                yield [list(c) for c in zip(*batch)]
+
+    def _batches(self) -> Iterator[list[StepRecord] | tuple[list, ...]]:
+        """Record lists (read line by line) or tuples of columns (the fast path)."""
         decode = Decoder()
         for line_no, chunk in chunks(self.fh, self.state):
             if self._layout is not None and not decode.pending:
-                got = read_chunk(self._layout, chunk, line_no)
+                got = read_columns(self._layout, chunk, line_no)
                 if got is not None:
-                    records, planned, self.state.chunk_newlines = got
+                    cols, planned, self.state.chunk_newlines = got
                     self.fast_chunks += 1
-                    if records:
-                        self._progress(records, planned)
-                        yield records
+                    if planned:
+                        self._progress(cols[0], cols[-1], planned)
+                        yield tuple(cols)
                     continue
                 self._misses += 1
                 if self._misses > 4 + self.fast_chunks // 4:
@@ -130,9 +145,9 @@ class LogStream:
         if self.parser is not None:
             yield list(self.parser.finish())
 
-    def _progress(self, records: list[StepRecord], planned: list[int]) -> None:
+    def _progress(self, iterations: list[int], ranks: list[int | None], planned: list[int]) -> None:
         progress_of = self.parser.progress_of  # type: ignore[union-attr]
-        last = dict(zip(map(attrgetter("rank"), records), zip(map(attrgetter("iteration"), records), planned)))
+        last = dict(zip(ranks, zip(iterations, planned)))
         self.parser.progress.update({rank: progress_of(it, plan) for rank, (it, plan) in last.items()})  # type: ignore[union-attr]
 
     def _lines(self, body: str, line_no: int) -> Iterator[StepRecord]:
