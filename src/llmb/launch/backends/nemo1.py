@@ -25,6 +25,7 @@ from llmb.launch.backends.base import (
     admit,
     check_data,
     check_options,
+    extras_note,
     refuse,
     start_checkpoint,
     steps_of,
@@ -52,8 +53,6 @@ RECIPE_MOE = {"moe_token_dispatcher_type": "alltoall", "moe_grouped_gemm": False
               "moe_pad_expert_input_to_capacity": True, "moe_expert_capacity_factor": 1.0, "moe_aux_loss_coeff": 0.01}
 #: workloads whose published NeMo 1 recipe names a Hugging Face tokenizer (library, name)
 HF_TOKENIZER = {"grok1": ("huggingface", "meta-llama/Meta-Llama-3-70B")}
-#: what the catalog's Grok-1 has that no NeMo 1 setting expresses (nor does the published recipe set it)
-GROK_EXTRAS = ("attn_logit_softcap", "embedding_multiplier", "output_multiplier", "sandwich_norm")
 #: what a Hydra override value may hold unquoted (its grammar gives quotes, blanks, brackets,
 #: commas and $ meanings of their own)
 _HYDRA_SAFE = re.compile(r"^[A-Za-z0-9_./+:-]*$")
@@ -179,17 +178,6 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
             raise refuse(NAME, f"{what} {value}: NeMo 1 reads its settings as Hydra overrides, which llmb writes only "
                          "for paths of letters, digits and _./+-:")
     return [f"{k}={_v(v)}" for k, v in o.items()] + [f"+{k}={_v(v)}" for k, v in appended.items()]
-
-
-def extras_note(run: ResolvedRun, backend: str) -> tuple[str, ...]:
-    """Grok-1's soft cap, multipliers and post-norms: said, since the framework trains without them."""
-    m = run.model
-    missing = [f for f in GROK_EXTRAS if getattr(m, f, None) not in (None, False, 1.0)]
-    if not missing:
-        return ()
-    return (f"{backend} has no setting for {', '.join(missing)} and the published recipe sets none of them: this "
-            f"launch trains the benchmark's model (a Mixtral-style GPT of {run.recipe.workload.name}'s sizes), "
-            "not the reference architecture llmb's engine trains",)
 
 
 def render(run: ResolvedRun, target: Target, tokenizer_model: str | None = None) -> FrameworkLaunch:

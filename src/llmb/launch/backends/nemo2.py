@@ -21,6 +21,7 @@ from llmb.launch.backends.base import (
     admit,
     check_data,
     check_options,
+    extras_note,
     nsys_prefix,
     refuse,
     start_checkpoint,
@@ -204,8 +205,6 @@ def script(run: ResolvedRun, target: Target) -> str:
 
 
 def render(run: ResolvedRun, target: Target) -> FrameworkLaunch:
-    from llmb.launch.backends.nemo1 import extras_note
-
     text = script(run, target)
     notes = extras_note(run, NAME)
     module = RECIPES[(run.recipe.workload.name, run.recipe.size)]
