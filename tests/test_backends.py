@@ -870,6 +870,10 @@ def _check_stand_in(run, launch, d):
     act = ast.unparse(set_["activation_func"])
     assert act == {"geglu": "torch.nn.functional.gelu", "swiglu": "torch.nn.functional.silu"}[m.activation]
     assert any("has no setting for attn_logit_softcap" in n for n in launch.notes) == (m.attn_logit_softcap is not None)
+    set_extras = [f for f in ("attn_logit_softcap", "embedding_multiplier", "output_multiplier", "sandwich_norm")
+                  if getattr(m, f) not in (None, False)]
+    (note,) = [n for n in launch.notes if "has no setting for" in n]
+    assert all(f in note for f in set_extras) and "sandwich_norm" in set_extras  # Grok-1 sets all four
 
 
 @pytest.mark.parametrize("row, run, launch", MAXTEXT_LAUNCHES, ids=[str(r) for r, _, _ in MAXTEXT_LAUNCHES])

@@ -144,7 +144,7 @@ REFERENCE_EXTRAS = ("attn_logit_softcap", "embedding_multiplier", "output_multip
 def extras_note(run: ResolvedRun, backend: str) -> tuple[str, ...]:
     """Grok-1's soft cap, multipliers and post-norms: said, since the framework trains without them."""
     m = run.model
-    missing = [f for f in REFERENCE_EXTRAS if getattr(m, f, None) not in (None, False, 1.0)]
+    missing = [f for f in REFERENCE_EXTRAS if getattr(m, f) is not None and getattr(m, f) is not False]
     if not missing:
         return ()
     return (f"{backend} has no setting for {', '.join(missing)} and the published recipe sets none of them: this "
