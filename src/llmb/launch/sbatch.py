@@ -151,19 +151,17 @@ def render(job: SlurmJob, now: datetime | None = None) -> str:
         srun.append("--chdir=" + job.workdir)
     q = lambda args: " ".join(shlex.quote(a) for a in args)  # noqa: E731
     tee = f" 2>&1 | tee -a {shlex.quote(str(job.log_file))}" if job.log_file is not None else ""
-    if job.launcher == "node":
-        # One process per node (MaxText): it joins the others through jax.distributed, which
-        # MaxText's hardware=gpu starts from these variables (max_utils.initialize_jax_for_gpu
-        # @ 0fe43b75a285: coordinator JAX_COORDINATOR_IP:JAX_COORDINATOR_PORT, NNODES
-        # processes, this one NODE_RANK); each task's rank is its node's index.
-        lines += ['export JAX_COORDINATOR_IP="$head_addr" JAX_COORDINATOR_PORT="$rdzv_port" '
-                  'NNODES="$SLURM_JOB_NUM_NODES"', ""]
-        node_rank = ["bash", "-c", 'NODE_RANK="$SLURM_NODEID" exec "$@"', "node-rank"]
-        groups = [q(srun), q(node_rank)] + ([q(job.wrapper)] if job.wrapper else []) + [q(job.command)]
-        lines.append(" \\\n    ".join(groups) + tee)
-        return "\n".join(lines) + "\n"
     if job.launcher != "torchrun":
-        groups = [q(srun)] + ([q(job.wrapper)] if job.wrapper else []) + [q(job.command)]
+        groups = [q(srun)]
+        if job.launcher == "node":
+            # One process per node (MaxText): it joins the others through jax.distributed, which
+            # MaxText's hardware=gpu starts from these variables (max_utils.initialize_jax_for_gpu
+            # @ 0fe43b75a285: coordinator JAX_COORDINATOR_IP:JAX_COORDINATOR_PORT, NNODES
+            # processes, this one NODE_RANK); each task's rank is its node's index.
+            lines += ['export JAX_COORDINATOR_IP="$head_addr" JAX_COORDINATOR_PORT="$rdzv_port" '
+                      'NNODES="$SLURM_JOB_NUM_NODES"', ""]
+            groups.append(q(["bash", "-c", 'NODE_RANK="$SLURM_NODEID" exec "$@"', "node-rank"]))
+        groups += ([q(job.wrapper)] if job.wrapper else []) + [q(job.command)]
         lines.append(" \\\n    ".join(groups) + tee)
         return "\n".join(lines) + "\n"
     torchrun = [

@@ -38,7 +38,12 @@ def read_chunk(layout: FastLayout, chunk: bytes, line_no: int) -> tuple[list[Ste
     if got is None:
         return None
     cols, planned, newlines = got
-    return (list(map(_new, repeat(StepRecord), zip(*cols))) if planned else []), planned, newlines
+    return records_of(cols), planned, newlines
+
+
+def records_of(columns) -> list[StepRecord]:
+    """Records from columns (one sequence per :class:`StepRecord` field, in order)."""
+    return list(map(_new, repeat(StepRecord), zip(*columns)))
 
 
 def read_columns(layout: FastLayout, chunk: bytes, line_no: int) -> tuple[list[list], list[int], int] | None:

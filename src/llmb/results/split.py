@@ -22,6 +22,7 @@ from itertools import repeat
 from operator import add
 from typing import Any, BinaryIO
 
+from llmb.results.fast import records_of
 from llmb.results.parsers.base import FastLayout, Parser
 from llmb.results.reader import ScanState
 from llmb.results.record import StepRecord
@@ -31,7 +32,6 @@ from llmb.results.stream import LogStream
 MIN_BYTES_PER_WORKER = 48 << 20
 PROBE_BYTES = 1 << 20
 MAX_WORKERS = 8
-_new = tuple.__new__
 
 
 class Fallback(Exception):
@@ -231,7 +231,7 @@ class SplitStream:
                 if part.columns:
                     cols = part.columns
                     cols[1] = list(map(add, cols[1], repeat(offset)))
-                    yield list(map(_new, repeat(StepRecord), zip(*cols)))
+                    yield records_of(cols)
                 progress.update(part.progress)
                 self.malformed += part.malformed
                 if self.first_error_at is None and part.first_error_at is not None:

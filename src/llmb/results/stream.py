@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from itertools import repeat
 from typing import BinaryIO
 
 from llmb.errors import LlmbError
-from llmb.results.fast import read_columns
+from llmb.results.fast import read_columns, records_of
 from llmb.results.parsers import FORMATS, PARSERS, Parser
 from llmb.results.parsers.base import FastLayout
 from llmb.results.reader import Decoder, ScanState, chunks, clean, segments
@@ -21,7 +20,6 @@ _ANY_MARKER = re.compile("|".join(p.marker.pattern for p in PARSERS.values()))
 _DETECT_BUFFER = 64
 #: chunks offered to a parser to learn its fast layout from before it is given up on
 _LAYOUT_TRIES = 3
-_new = tuple.__new__  # StepRecord._make without its Python frame
 
 
 def check_format(fmt: str | None) -> str | None:
@@ -106,7 +104,7 @@ class LogStream:
         """The records chunk by chunk: through the parser's compiled layout where it has one
         (:mod:`llmb.results.fast`), else line by line."""
         for batch in self._batches():
-            yield batch if isinstance(batch, list) else list(map(_new, repeat(StepRecord), zip(*batch)))
+            yield batch if isinstance(batch, list) else records_of(batch)
 
     def column_batches(self) -> Iterator[list[list]]:
         """:meth:`batches` as columns (one list per :class:`StepRecord` field), built as such

@@ -66,6 +66,10 @@ _RECOMPUTE = {"full": {"recompute_granularity": "full", "recompute_method": "uni
               "selective": {"recompute_granularity": "selective"}}
 
 
+def _module(run: ResolvedRun) -> str:
+    return RECIPES[(run.recipe.workload.name, run.recipe.size)]
+
+
 def supports(run: ResolvedRun) -> str | None:
     key = (run.recipe.workload.name, run.recipe.size)
     if key not in RECIPES:
@@ -135,7 +139,7 @@ def script(run: ResolvedRun, target: Target) -> str:
     data = check_data(run, NAME, indexed_ok=True)
     opts, req, exp, lay = run.options, run.request, target.exp_dir, run.layout
     steps = steps_of(run)
-    module = RECIPES[(run.recipe.workload.name, run.recipe.size)]
+    module = _module(run)
     name = f"{run.recipe.workload.name}_{run.size_label}_{run.recipe.dtype}_{run.world}"
     lines = [
         f"# Written by llmb: NeMo 2 pretraining of {run.title} on {target.nodes} node(s) x {target.ranks_per_node} GPU(s).",
@@ -207,7 +211,7 @@ def script(run: ResolvedRun, target: Target) -> str:
 def render(run: ResolvedRun, target: Target) -> FrameworkLaunch:
     text = script(run, target)
     notes = extras_note(run, NAME)
-    module = RECIPES[(run.recipe.workload.name, run.recipe.size)]
+    module = _module(run)
     if module in STAND_INS:
         notes += (f"{VERSION} has no {run.recipe.workload.name} recipe: the script sets the catalog's model on "
                   f"{module}'s pretrain_recipe (the same architecture); the published runs' own NeMo 2 script is "
