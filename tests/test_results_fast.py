@@ -114,6 +114,9 @@ def generated_log(seed: int, kind: str, steps: int, tricky: float) -> bytes:
                 "\x1b[2K[rank1]:\x1b[0m" + good,
                 good.replace("1", "\u0661", 1),  # an Arabic-Indic digit: Python's \\d takes it
                 good + " | extra: 1",
+                good.replace(" | global_batch_size: 128", " | global_batch_size: 12|8"),  # "|" inside a value
+                good.replace(" | global_batch_size: 128", " | global_batch_size: 12\t8"),  # a tab inside one
+                good + " | Training epoch note: 1",  # the marker again, after the head
             ]))
         prefix = rnd.choice(["", "", "", "[rank0]:", "[rank1]:", "0: "]) if seed % 2 else ""
         step = it % 60 if seed % 3 == 0 else it  # a third of the logs restart (and repeat steps)
@@ -167,9 +170,9 @@ def test_the_compiled_layout_reads_its_own_line_as_the_parser_does(parser, line)
 
     layout = parser.layout(line)
     assert layout is not None
-    records, planned, newlines = read_chunk(layout, (line + "\n\nnoise\n").encode(), 41)
+    records, last, newlines = read_chunk(layout, (line + "\n\nnoise\n").encode(), 41)
     want = parser.feed(line, 41, None)
-    assert records == [want] and planned == [99 if isinstance(parser, Nemo2Parser) else 100] and newlines == 3
+    assert records == [want] and last == {None: (3, 99 if isinstance(parser, Nemo2Parser) else 100)} and newlines == 3
 
 
 # ---------------------------------------------------------------- one log, several processes
@@ -238,3 +241,64 @@ def test_a_format_settled_only_at_the_probe_end_is_not_split(tmp_path, monkeypat
     want = parse_stream(io.BytesIO(data), fast=False, path=str(log))
     assert want.format == "mbridge"
     assert same(parse_file(log), want)
+
+
+# ---------------------------------------------------------------- mapped files, lazy records
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 4])
+def test_a_mapped_file_reads_as_a_stream_does(tmp_path, seed):
+    """parse_file maps the file and cuts its chunks from the mapping (reader.FileRange); the
+    records are those of the stream read line by line."""
+    from llmb.results.parse import parse_file
+
+    data = generated_log(seed, "nemo2" if seed % 2 else "megatron", steps=500, tricky=0.05)
+    log = tmp_path / "run.log"
+    log.write_bytes(data)
+    mapped = parse_file(log)
+    want = parse_stream(io.BytesIO(data), fast=False, path=str(log))
+    assert same(mapped, want)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_mapped_and_read_pieces_end_at_separators(tmp_path, monkeypatch, chunk):
+    """Both ways of cutting a file (from the mapping, or as read) give pieces that make up the
+    file, none empty, each ending at a line break or a carriage return unless it is an
+    overlong run or the file's end."""
+    rnd = random.Random(chunk)
+    monkeypatch.setattr(reader, "MAX_LINE_CHARS", 300)
+    monkeypatch.setattr(reader, "FIRST_CHUNK_BYTES", 5)
+    data = b"".join(rnd.choice([b"a", b"bb ", b"\n", b"\r", b"x" * 400, b"step 1\r\n"]) for _ in range(600)) + b"tail"
+    log = tmp_path / "any.log"
+    log.write_bytes(data)
+    with open(log, "rb") as fh:
+        mapped = reader.FileRange(fh, 0, len(data))
+        assert mapped.map is not None
+        cut_from_map = list(mapped.pieces(chunk))
+    for pieces in (cut_from_map, list(reader._read_pieces(io.BytesIO(data), chunk))):
+        assert b"".join(pieces) == data and all(pieces)
+        assert all(p[-1:] in (b"\n", b"\r") or len(p) >= 300 for p in pieces[:-1]) and pieces[-1].endswith(b"tail")
+        overlong = [p for p in pieces[:-1] if p[-1:] not in (b"\n", b"\r")]
+        assert overlong and all(b"\n" not in p and b"\r" not in p for p in overlong)
+
+
+def test_records_kept_as_columns_behave_as_their_tuple():
+    """A parsed log's records (record.StepRecords) built from columns, lists and arrays mixed,
+    as the split fast path leaves them: they index, slice, compare and print as the tuple."""
+    import numpy as np
+
+    from llmb.results.record import StepRecord, StepRecords, columns_of
+
+    recs = [StepRecord(iteration=i, raw_line_no=10 + i, step_time_s=1.0 + i / 8, loss=None if i % 2 else 2.5)
+            for i in range(7)]
+    first, second = columns_of(recs[:3]), columns_of(recs[3:])
+    second = [np.asarray(c) if c[0] is not None and all(v is not None for v in c) else c for c in second]
+    second[StepRecord._fields.index("grad_norm")] = None  # a field no record of a batch has
+    lazy = StepRecords.of_columns([first, second])
+    assert len(lazy) == 7 and lazy[4] == recs[4] and lazy[-1] == recs[-1]
+    assert type(lazy[5].iteration) is int and type(lazy[5].step_time_s) is float
+    assert lazy.column("step_time_s") == [r.step_time_s for r in recs]
+    assert lazy.column("grad_norm") == [None] * 7
+    with pytest.raises(IndexError):
+        lazy[7]
+    assert lazy == tuple(recs) and repr(lazy) == repr(tuple(recs)) and lazy[1:3] == tuple(recs[1:3])
+    assert list(lazy) == recs and StepRecords(recs) == lazy

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from llmb.errors import LlmbError
-from llmb.results.reader import ScanState, chunks
+from llmb.results.reader import FileRange, ScanState, chunks
 
 # ncclDataType_t, in enum order (nccl.h): element sizes in bytes.
 NCCL_DTYPE_BYTES = {0: 1, 1: 1, 2: 4, 3: 4, 4: 8, 5: 8, 6: 2, 7: 4, 8: 8, 9: 2, 10: 1, 11: 1}
@@ -178,8 +178,7 @@ def summarize_nccl_file(path: Path) -> TraceSummary:
                 return summarize_shapes(shapes, str(path))
             except split.Fallback:
                 pass
-        fh.seek(0)
-        return summarize_nccl_log(fh, str(path))
+        return summarize_nccl_log(FileRange(fh, 0, size), str(path))  # type: ignore[arg-type]
 
 
 def _numel(dims: object) -> int:

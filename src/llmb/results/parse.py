@@ -8,19 +8,21 @@ logs the same iterations again, and the newer ones are the ones that ran to the 
 
 from __future__ import annotations
 
-import gc
 import math
 import os
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from operator import attrgetter, lt
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import numpy as np
+
 from llmb.errors import LlmbError
 from llmb.results.parsers.mbridge import MbridgeParser
-from llmb.results.record import StepRecord
+from llmb.results.record import Columns, StepRecord, StepRecords, gc_paused, joined, records_of
+from llmb.results.reader import FileRange
 from llmb.results.stream import LogStream, check_format, detect_line
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ class ParsedLog:
 
     path: str | None
     format: str | None
-    records: tuple[StepRecord, ...]
+    records: StepRecords
     rank: int | None = None
     ranks: tuple[int, ...] = ()
     iteration_base: int | None = None
@@ -61,7 +63,6 @@ class ParsedLog:
         return self.progress[1] if self.progress else None
 
 
-_RANK = attrgetter("rank")
 _ITERATION = attrgetter("iteration")
 
 
@@ -75,44 +76,80 @@ def parse_stream(fh: BinaryIO, fmt: str | None = None, rank: int | None = None, 
     """Parse an open binary log; keep ``rank`` (default: the lowest rank that logged steps).
     ``fast=False`` reads every chunk line by line (slower; the same result)."""
     stream = LogStream(fh, fmt, fast=fast)
-    with _gc_paused():
+    with gc_paused():
         return _parse(stream, rank, path)
 
 
-@contextmanager
-def _gc_paused():
-    """Millions of records and no reference cycles: the cyclic collector would only rescan
-    them, again and again, as they accumulate (a third of the time of a big log)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            # What was made meanwhile goes straight to the oldest generation (freeze, then
-            # unfreeze into it): the first young collection would otherwise scan every record
-            # once more for nothing (0.3 s for 1.4 M records). They stay collectable.
-            gc.freeze()
-            gc.enable()
-            gc.unfreeze()
-
-
 def _in_order(kept: dict[int, StepRecord]) -> tuple[StepRecord, ...]:
-    """The kept records by iteration: as inserted when that already is the order (a log's
-    usual case, checked at C speed), else sorted."""
+    """The kept records by iteration: as inserted when that already is the order, else sorted."""
     its = list(kept)
     if all(map(lt, its, islice(its, 1, None))):
         return tuple(kept.values())
     return tuple(sorted(kept.values(), key=_ITERATION))
 
 
+def _increasing(its: Sequence[int]) -> bool:
+    """Whether the iterations strictly increase (a list's or an array's, at C speed)."""
+    if isinstance(its, np.ndarray):
+        return bool((its[1:] > its[:-1]).all())
+    return all(map(lt, its, islice(its, 1, None)))
+
+
+class _Kept:
+    """One rank's records, each iteration once (the last occurrence wins), by iteration.
+
+    While the batches' iterations increase, within each and from one to the next (a log's
+    usual case, checked at C speed), the batches are kept as the columns they came as: no
+    record is built or looked up here. The first one out of order (a restart logs iterations
+    again) turns what was kept into a dict by iteration."""
+
+    def __init__(self) -> None:
+        self.parts: list[Columns] = []
+        self.last: int | None = None
+        self.by_iteration: dict[int, StepRecord] | None = None
+        self.duplicates = 0
+
+    def add(self, columns: Columns) -> None:
+        its = columns[0]
+        if self.by_iteration is None:
+            first, last = int(its[0]), int(its[-1])
+            if (self.last is None or first > self.last) and _increasing(its):
+                self.parts.append(columns)
+                self.last = last
+                return
+            self._to_dict()
+        self.update(records_of(columns))
+
+    def update(self, records: list[StepRecord]) -> None:
+        if self.by_iteration is None:
+            self._to_dict()
+        assert self.by_iteration is not None
+        before = len(self.by_iteration)
+        self.by_iteration.update(zip(map(_ITERATION, records), records))
+        self.duplicates += before + len(records) - len(self.by_iteration)
+
+    def _to_dict(self) -> None:
+        records = records_of(joined(self.parts)) if self.parts else []
+        self.by_iteration = dict(zip(map(_ITERATION, records), records))
+        self.parts = []
+
+    def __bool__(self) -> bool:
+        return bool(self.parts or self.by_iteration)
+
+    def records(self) -> StepRecords:
+        if self.by_iteration is not None:
+            return StepRecords(_in_order(self.by_iteration))
+        if not self.parts:
+            return StepRecords()
+        return StepRecords.of_columns(self.parts)
+
+
 def _parse(stream: LogStream | SplitStream, rank: int | None, path: str | None) -> ParsedLog:
-    kept: dict[int, StepRecord] = {}
+    kept = _Kept()
     best: float | None = None
-    duplicates = 0
     ranks: set[int] = set()
-    for batch in stream.batches():
-        in_batch = set(map(_RANK, batch))
+    for columns in stream.column_batches():
+        in_batch = {None} if columns[-1] is None else set(columns[-1])
         ranks |= in_batch - {None}
         if len(in_batch) == 1:  # the usual case: one rank logs the steps; kept in bulk
             (only,) = in_batch
@@ -122,15 +159,14 @@ def _parse(stream: LogStream | SplitStream, rank: int | None, path: str | None) 
             else:
                 key = _rank_key(only)
                 if best is None or key < best:
-                    best, duplicates = key, 0
-                    kept.clear()
+                    best = key
+                    kept = _Kept()
                 elif key > best:
                     continue
-            before = len(kept)
-            kept.update(zip(map(_ITERATION, batch), batch))
-            duplicates += before + len(batch) - len(kept)
+            kept.add(columns)
             continue
-        for rec in batch:
+        batch: list[StepRecord] = []
+        for rec in records_of(columns):
             if rank is not None:
                 if rec.rank != rank:
                     continue
@@ -139,13 +175,14 @@ def _parse(stream: LogStream | SplitStream, rank: int | None, path: str | None) 
                 if best is None or key < best:
                     # A lower rank appeared: its records are the ones to keep. (The lowest rank
                     # overall is kept from its first line, so nothing of it is ever dropped.)
-                    best, duplicates = key, 0
-                    kept.clear()
+                    best = key
+                    kept, batch = _Kept(), []
                 elif key > best:
                     continue
-            if rec.iteration in kept:
-                duplicates += 1
-            kept[rec.iteration] = rec
+            batch.append(rec)
+        if batch:
+            kept.update(batch)
+    duplicates = kept.duplicates
     parser = stream.parser
     chosen = rank if rank is not None else (None if best in (None, math.inf) else int(best))
     notes: list[str] = []
@@ -164,7 +201,7 @@ def _parse(stream: LogStream | SplitStream, rank: int | None, path: str | None) 
     return ParsedLog(
         path=path,
         format=parser.name if parser else None,
-        records=_in_order(kept),
+        records=kept.records(),
         rank=chosen,
         ranks=tuple(sorted(ranks)),
         iteration_base=parser.iteration_base if parser else None,
@@ -201,11 +238,11 @@ def parse_file(path: str | os.PathLike[str], fmt: str | None = None, rank: int |
         workers = workers_for(size)
         if workers > 1:
             try:
-                with _gc_paused():
+                with gc_paused():
                     return _parse(SplitStream(str(path), fh, size, workers, fmt), rank, str(path))
             except Fallback:
-                fh.seek(0)
-        return parse_stream(fh, fmt=fmt, rank=rank, path=str(path))
+                pass
+        return parse_stream(FileRange(fh, 0, size), fmt=fmt, rank=rank, path=str(path))  # type: ignore[arg-type]
 
 
 LOG_SUFFIXES = (".log", ".out", ".err", ".txt")

@@ -12,15 +12,19 @@ carriage returns and each rewrite is a separate update.
 from __future__ import annotations
 
 import codecs
+import io
+import mmap
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-CHUNK_BYTES = 4 << 20
+#: small enough for a chunk and what is made of it to stay in a core's cache: a 4 MB chunk
+#: made the fast path 1.5x slower
+CHUNK_BYTES = 256 << 10
 #: the first read of a log is smaller: its format and step-line layout are learned from it
 #: line by line, and everything after goes the fast way (llmb.results.fast)
-FIRST_CHUNK_BYTES = 256 << 10
+FIRST_CHUNK_BYTES = 64 << 10
 #: A run of text this long without any line separator is scanned as it is rather than
 #: carried over forever (binary junk, or a progress bar that never ends its line).
 MAX_LINE_CHARS = 1 << 20
@@ -44,41 +48,105 @@ class ScanState:
     ended_with_newline: bool = True
 
 
+class FileRange:
+    """The bytes ``[start, end)`` of an open binary file, as a readable stream.
+
+    A regular file is mapped into memory, and :func:`chunks` cuts its pieces from the mapping
+    at line breaks: one copy of each byte, no system call, nothing carried from one piece to
+    the next (a third of the time the fast path took to read a big log went to reading it).
+    Anything that cannot be mapped is read."""
+
+    def __init__(self, fh: BinaryIO, start: int, end: int):
+        self.fh, self.pos, self.end = fh, start, end
+        self.map: mmap.mmap | None = None
+        if end > start:
+            try:
+                self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                self.map = None  # a pipe, an in-memory file, a file system without mmap
+            else:
+                self.end = min(end, len(self.map))
+                if hasattr(self.map, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
+                    self.map.madvise(mmap.MADV_SEQUENTIAL)
+        if self.map is None:
+            fh.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        hi = self.end if n < 0 else min(self.end, self.pos + n)
+        if hi <= self.pos:
+            return b""
+        data = self.map[self.pos:hi] if self.map is not None else self.fh.read(hi - self.pos)
+        self.pos += len(data)
+        return data
+
+    def pieces(self, size: int) -> Iterator[bytes]:
+        """The range in pieces as :func:`_read_pieces` cuts a stream (each window of ``size``
+        bytes starts at the previous cut here, not where the previous read ended)."""
+        assert self.map is not None
+        mm, first = self.map, True
+        while self.pos < self.end:
+            lo = self.pos
+            hi = min(self.end, lo + (min(size, FIRST_CHUNK_BYTES) if first else size))
+            first = False
+            cut = mm.rfind(b"\n", lo, hi) + 1 or mm.rfind(b"\r", lo, hi) + 1
+            while not cut and hi < self.end and hi - lo < MAX_LINE_CHARS:
+                grown = min(self.end, hi + size)
+                cut = mm.rfind(b"\n", hi, grown) + 1 or mm.rfind(b"\r", hi, grown) + 1
+                hi = grown
+            if not cut:
+                cut = hi  # the end, or an overlong run without a separator: cut anyway
+            self.pos = cut
+            yield mm[lo:cut]
+
+
 def chunks(fh: BinaryIO, state: ScanState, chunk_bytes: int | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line_no, chunk)``: the file in pieces that end at a line separator (``\\n`` or
     ``\\r``; only an overlong run without one is cut elsewhere), with the 1-based number of the
     line each piece starts in. Counts bytes and lines into ``state`` as it goes."""
     line_no = 1
-    carry = b""
     last = b"\n"
     size = chunk_bytes or CHUNK_BYTES
+    mapped = isinstance(fh, FileRange) and fh.map is not None
+    for body in fh.pieces(size) if mapped else _read_pieces(fh, size):  # type: ignore[attr-defined]
+        state.bytes += len(body)
+        last = body[-1:]
+        yield line_no, body
+        counted, state.chunk_newlines = state.chunk_newlines, None
+        line_no += body.count(b"\n") if counted is None else counted
+    state.ended_with_newline = last == b"\n"
+    # A file ending in "\n" has as many lines as newlines; otherwise the last one is partial.
+    state.lines = line_no - 1 if state.ended_with_newline else line_no
+
+
+def _read_pieces(fh: BinaryIO, size: int) -> Iterator[bytes]:
+    """The stream in pieces of about ``size`` bytes (the first smaller), each cut after its
+    last line break, or after its last ``\\r`` where it has none (looking for both would scan
+    every piece twice, the second time in vain in most logs); a run of ``MAX_LINE_CHARS``
+    without either is cut anyway, and the rest at the end. None is empty."""
+    carry = b""
     first = True
     while True:
         data = fh.read(min(size, FIRST_CHUNK_BYTES) if first else size)
         first = False
-        final = not data
-        state.bytes += len(data)
-        buf = carry + data if carry else data
-        if final:
-            cut = len(buf)
-        else:
-            cut = max(buf.rfind(b"\n"), buf.rfind(b"\r")) + 1
-            if cut == 0 and len(buf) < MAX_LINE_CHARS:
-                carry = buf
-                continue
-            if cut == 0:
-                cut = len(buf)
-        body, carry = (buf, b"") if cut == len(buf) else (buf[:cut], buf[cut:])
-        if body:
-            last = body[-1:]
-            yield line_no, body
-            counted, state.chunk_newlines = state.chunk_newlines, None
-            line_no += body.count(b"\n") if counted is None else counted
-        if final:
-            break
-    state.ended_with_newline = last == b"\n"
-    # A file ending in "\n" has as many lines as newlines; otherwise the last one is partial.
-    state.lines = line_no - 1 if state.ended_with_newline else line_no
+        if not data:
+            if carry:
+                yield carry
+            return
+        # the carried rest holds no line break: the last one is in the new data, if anywhere
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            whole = data if cut == len(data) else memoryview(data)[:cut]
+            yield b"".join((carry, whole)) if carry else bytes(whole)
+            carry = data[cut:]
+            continue
+        carry += data
+        cut = carry.rfind(b"\r") + 1
+        if cut:
+            yield carry[:cut]
+            carry = carry[cut:]
+        elif len(carry) >= MAX_LINE_CHARS:
+            yield carry
+            carry = b""
 
 
 class Decoder:

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from llmb.errors import LlmbError
-from llmb.results.fast import read_columns, records_of
+from llmb.results.fast import read_columns
 from llmb.results.parsers import FORMATS, PARSERS, Parser
 from llmb.results.parsers.base import FastLayout
 from llmb.results.reader import Decoder, ScanState, chunks, clean, segments
-from llmb.results.record import StepRecord
+from llmb.results.record import Columns, StepRecord, columns_of, records_of
 
 _ANY_MARKER = re.compile("|".join(p.marker.pattern for p in PARSERS.values()))
 #: Lines buffered while the format is still ambiguous (a Megatron iteration line could be
@@ -106,14 +106,15 @@ class LogStream:
         for batch in self._batches():
             yield batch if isinstance(batch, list) else records_of(batch)
 
-    def column_batches(self) -> Iterator[list[list]]:
-        """:meth:`batches` as columns (one list per :class:`StepRecord` field), built as such
-        by the fast path: what a split worker sends back without building records."""
+    def column_batches(self) -> Iterator[Columns]:
+        """:meth:`batches` as columns (one list per :class:`StepRecord` field, ``None`` for a
+        field no record of the batch has), built as such by the fast path: what a big log is
+        kept as until its records are read (:class:`~llmb.results.record.StepRecords`)."""
         for batch in self._batches():
             if not isinstance(batch, list):
                 yield list(batch)
             elif batch:
-                yield [list(c) for c in zip(*batch)]
+                yield columns_of(batch)
 
     def _batches(self) -> Iterator[list[StepRecord] | tuple[list, ...]]:
         """Record lists (read line by line) or tuples of columns (the fast path)."""
@@ -122,10 +123,10 @@ class LogStream:
             if self._layout is not None and not decode.pending:
                 got = read_columns(self._layout, chunk, line_no)
                 if got is not None:
-                    cols, planned, self.state.chunk_newlines = got
+                    cols, last, self.state.chunk_newlines = got
                     self.fast_chunks += 1
-                    if planned:
-                        self._progress(cols[0], cols[-1], planned)
+                    if last:
+                        self._progress(last)
                         yield tuple(cols)
                     continue
                 self._misses += 1
@@ -143,9 +144,8 @@ class LogStream:
         if self.parser is not None:
             yield list(self.parser.finish())
 
-    def _progress(self, iterations: list[int], ranks: list[int | None], planned: list[int]) -> None:
+    def _progress(self, last: dict[int | None, tuple[int, int]]) -> None:
         progress_of = self.parser.progress_of  # type: ignore[union-attr]
-        last = dict(zip(ranks, zip(iterations, planned)))
         self.parser.progress.update({rank: progress_of(it, plan) for rank, (it, plan) in last.items()})  # type: ignore[union-attr]
 
     def _lines(self, body: str, line_no: int) -> Iterator[StepRecord]:

@@ -67,8 +67,8 @@ def require_throughput(*values: float | None) -> None:
 #
 # A log's step lines all share one layout (the same keys in the same order), so once the
 # first step line has been read the usual way, a parser can compile that layout into one bytes
-# regex from the step head to the end of the line. :func:`llmb.results.fast.read_chunk` then
-# finds every step line of a multi-MB chunk and converts the columns at C speed. The compiled
+# regex from the step head to the end of the line. :func:`llmb.results.fast.read_columns` then
+# finds every step line of a chunk and converts the columns at C speed. The compiled
 # layout is stricter than the parser: a step line it does not match sends the whole chunk back
 # to the line-by-line path, so both paths always give the same records.
 
@@ -87,6 +87,10 @@ class FastLayout:
     head_word: bytes
     fields: tuple[str, ...]
     divisors: tuple[float | None, ...]
+    #: when the step head begins with the marker itself (NeMo 2's ``Training epoch``): the
+    #: marker, then the rest of the layout *or nothing*, so that one search finds every marker
+    #: and says which ones a step line follows (``None``: the marker is counted separately)
+    each_marker: re.Pattern[bytes] | None = None
 
 
 def compile_layout(head: bytes, head_word: bytes, pieces: list[bytes], fields: list[str], marker: str,
@@ -95,10 +99,18 @@ def compile_layout(head: bytes, head_word: bytes, pieces: list[bytes], fields: l
     nothing in it may match a line break), the regex pieces of the sample line's fields in
     order (each capturing piece holds one group) and the record field each capturing piece
     fills."""
+    tail = b"".join(pieces) + rb"(?=\n|\Z)"
+    literal = marker.encode()
+    # The marker as a regex is the marker itself, the head begins with it, and no key of the
+    # layout holds it (a value holds no blank; backslashes off, the pieces are the keys' text).
+    own = (all(c.isalnum() or c == " " for c in marker) and head.startswith(literal)
+           and literal not in b"".join(pieces).replace(b"\\", b""))
     return FastLayout(
-        regex=re.compile(head + b"".join(pieces) + rb"(?=\n|\Z)"),
-        marker=marker.encode(),
+        regex=re.compile(head + tail),
+        marker=literal,
         head_word=head_word,
         fields=tuple(fields),
         divisors=tuple((divisors or {}).get(f) for f in fields),
+        each_marker=(re.compile(re.escape(literal) + b"(?:" + head[len(literal):] + tail + b"|)")
+                     if own else None),
     )
