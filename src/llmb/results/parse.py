@@ -17,8 +17,6 @@ from operator import attrgetter, lt
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
-
 from llmb.errors import LlmbError
 from llmb.results.parsers.mbridge import MbridgeParser
 from llmb.results.record import Columns, StepRecord, StepRecords, gc_paused, joined, records_of
@@ -89,8 +87,8 @@ def _in_order(kept: dict[int, StepRecord]) -> tuple[StepRecord, ...]:
 
 
 def _increasing(its: Sequence[int]) -> bool:
-    """Whether the iterations strictly increase (a list's or an array's, at C speed)."""
-    if isinstance(its, np.ndarray):
+    """Whether the iterations strictly increase (a list's or a numpy array's, at C speed)."""
+    if not isinstance(its, list):
         return bool((its[1:] > its[:-1]).all())
     return all(map(lt, its, islice(its, 1, None)))
 

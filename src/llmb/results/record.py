@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from itertools import chain, repeat
 from typing import Any, NamedTuple, overload
 
-import numpy as np
-
 GIB = 2**30
 MIB = 2**20
 
@@ -63,8 +61,8 @@ _new = tuple.__new__  # StepRecord._make without its Python frame
 
 
 def plain(column: Any) -> list[Any]:
-    """A column as a list of Python values (a numpy array's ``tolist``, at C speed)."""
-    return column.tolist() if isinstance(column, np.ndarray) else column
+    """A column as a list of Python values (an array's ``tolist``, at C speed)."""
+    return column if isinstance(column, list) else column.tolist()
 
 
 def records_of(columns: Sequence[Any]) -> list[StepRecord]:
@@ -88,7 +86,9 @@ def joined(parts: Iterable[Columns]) -> Columns:
         col = [p[i] for p in parts]
         if all(c is None for c in col):
             out.append(None)
-        elif all(isinstance(c, np.ndarray) for c in col):
+        elif not any(c is None or isinstance(c, list) for c in col):
+            import numpy as np  # not at import: the CLI starts without it
+
             out.append(np.concatenate(col))
         else:
             out.append(list(chain.from_iterable(repeat(None, len(p[0])) if c is None else plain(c)

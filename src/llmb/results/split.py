@@ -21,8 +21,6 @@ from itertools import repeat
 from operator import add
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from llmb.results.parsers.base import FastLayout, Parser
 from llmb.results.reader import FileRange, ScanState
 from llmb.results.record import Columns, joined
@@ -215,7 +213,7 @@ class SplitStream:
                 part = collect(*started.pop(0))
                 if part.columns:
                     cols = part.columns
-                    cols[1] = cols[1] + offset if isinstance(cols[1], np.ndarray) else list(map(add, cols[1], repeat(offset)))
+                    cols[1] = list(map(add, cols[1], repeat(offset))) if isinstance(cols[1], list) else cols[1] + offset
                     yield cols
                 progress.update(part.progress)
                 self.malformed += part.malformed
