@@ -290,7 +290,10 @@ def test_node_launcher_gives_each_node_maxtexts_rendezvous(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(
-        '#!/bin/bash\nif [ "$2" = hostnames ]; then echo node-a; echo node-b; else echo "NodeName=node-a NodeAddr=10.0.0.7 State=IDLE"; fi\n')
+        # a long node list (beyond a pipe's buffer): reading only its first line would kill
+        # scontrol with SIGPIPE, and pipefail the job
+        '#!/bin/bash\nif [ "$2" = hostnames ]; then echo node-a; echo node-b; for i in $(seq 30000); do echo node-x$i; done\n'
+        'else echo "NodeName=node-a NodeAddr=10.0.0.7 State=IDLE"; fi\n')
     (bin_dir / "srun").write_text(  # drop srun's own options, then one task per node
         '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
         'for i in $(seq 0 $((SLURM_JOB_NUM_NODES - 1))); do SLURM_NODEID=$i "$@"; done\n')

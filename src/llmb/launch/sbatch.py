@@ -130,7 +130,9 @@ def render(job: SlurmJob, now: datetime | None = None) -> str:
     if job.env or job.secrets_file is not None:
         lines.append("")
     lines += [
-        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        # sed reads the whole list: head would leave scontrol writing into a closed pipe on a
+        # long node list (SIGPIPE), which pipefail turns into the job's failure
+        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
         "head_addr=$(scontrol show node \"$head_node\" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')",
         'head_addr=${head_addr:-$head_node}',
         f"rdzv_port=$(( {job.rdzv_base_port} + SLURM_JOB_ID % 1000 ))",
