@@ -52,11 +52,24 @@ def test_load_factor_is_the_expected_busiest_rank():
 
 def test_router_skew_slows_moe_layers_only():
     skewed = replace(BASE, expert_load_cv=0.5)
-    grok = resolve(CAT, "grok1", "314b", "bf16", 512, release="24.11.1")
-    a, b = _step(grok, BASE), _step(grok, skewed)
+    maverick = resolve(CAT, "llama4-maverick", "400b", "bf16", 512, gpu_type="h100")
+    a, b = _step(maverick, BASE), _step(maverick, skewed)
     assert b.gemm_s > a.gemm_s and b.ep_comm_total_s > a.ep_comm_total_s and b.elementwise_s > a.elementwise_s
     dense = resolve(CAT, "llama3.1", "70b", "bf16", 64)
     assert _step(dense, skewed).step_time_s == _step(dense, BASE).step_time_s
+
+
+def test_a_capacity_factor_bounds_the_busiest_expert_rank():
+    """Grok-1's recipe drops tokens beyond capacity factor 1.0 (dgxc grok1_314b.yaml): no
+    router skew makes its busiest EP rank take more than the even share; without the
+    capacity factor the skew would."""
+    skewed = replace(BASE, expert_load_cv=0.5)
+    grok = resolve(CAT, "grok1", "314b", "bf16", 512, release="24.11.1")
+    assert grok.model.moe.capacity_factor == 1.0
+    assert _step(grok, skewed).step_time_s == _step(grok, BASE).step_time_s
+    dropless = grok.model.model_copy(update={"moe": grok.model.moe.model_copy(update={"capacity_factor": None})})
+    free = replace(grok, model=dropless)
+    assert _step(free, skewed).step_time_s > _step(free, BASE).step_time_s
 
 
 def test_grouped_gemm_knee_charges_fewer_tokens_per_expert_more():

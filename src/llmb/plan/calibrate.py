@@ -30,10 +30,13 @@ Procedure (deterministic, no randomness, numpy not needed):
    of the forecast: ~90 % by construction for the workload-out scheme the bands come from, a
    real test for the others), next to two naive baselines: a constant MFU (the training rows'
    geometric-mean MFU under the ``megatron`` FLOPs convention, fitted per fold) and the
-   uncalibrated roofline (:meth:`Efficiency.roofline`). Every parameter is informed by at
-   least two workloads: the MoE ones by Llama 4 Maverick and Grok-1, ``blackwell`` by Llama
-   3.1 405B and Maverick on GB200; holding out the only GPU type that informs ``blackwell``
-   leaves it at its prior (Hopper's share of peak), which is what the GB200 fold measures.
+   uncalibrated roofline (:meth:`Efficiency.roofline`). The MoE GEMM parameters are informed
+   by Llama 4 Maverick and Grok-1, ``blackwell`` by Llama 3.1 405B and Maverick on GB200; the
+   router skew ``expert_load_cv`` by Maverick alone, because Grok-1's capacity factor of 1.0
+   bounds its load whatever the skew (the one exception to two workloads per parameter, and
+   what the data say rather than a choice). Holding out the only GPU type that informs
+   ``blackwell`` leaves it at its prior (Hopper's share of peak), which is what the GB200 fold
+   measures.
 
 The fitted parameters, the procedure, the catalog fingerprint they were fitted on and the
 cross-validation summary are stored in ``calibration.json`` next to this module.

@@ -58,8 +58,9 @@ The model, per GPU, for one micro-batch through one transformer layer:
   times ``m / (m + expert_knee)`` for ``m`` tokens per local expert (the per-expert fixed
   cost), times ``expert_fp8`` in FP8 runs; and load imbalance: the busiest of the EP ranks
   receives ``1 + expert_load_cv x sqrt(2 ln EP / (E / EP))`` times the mean (the expected
-  maximum of EP loads with the router's skew ``expert_load_cv``), which scales its expert
-  GEMMs, permutation and all-to-all bytes.
+  maximum of EP loads with the router's skew ``expert_load_cv``), at most the recipe's
+  capacity factor where it sets one (tokens beyond it are dropped: Grok-1's 1.0), which
+  scales its expert GEMMs, permutation and all-to-all bytes.
 * **GPU generation**: Blackwell parts (``arch`` in the hardware table) run their tensor-core
   work (GEMMs, attention) at ``blackwell`` times the share of peak a Hopper part reaches;
   their peaks, HBM bandwidth, NVLink rate and domain and NIC come from the hardware table.
@@ -284,12 +285,15 @@ def tensor_scale(eff: Efficiency, arch: str) -> float:
     return eff.blackwell if arch == "blackwell" else 1.0
 
 
-def load_factor(eff: Efficiency, num_experts: int, ep: int) -> float:
-    """How much more than the mean the busiest of ``ep`` expert-parallel ranks receives."""
+def load_factor(eff: Efficiency, num_experts: int, ep: int, capacity_factor: float | None = None) -> float:
+    """How much more than the mean the busiest of ``ep`` expert-parallel ranks receives. With
+    a capacity factor no expert takes more than that multiple of its even share (the rest
+    is dropped), so no rank does either."""
     if ep <= 1 or eff.expert_load_cv <= 0:
         return 1.0
     local = num_experts / ep
-    return 1.0 + eff.expert_load_cv * math.sqrt(2 * math.log(ep) / local)
+    load = 1.0 + eff.expert_load_cv * math.sqrt(2 * math.log(ep) / local)
+    return min(load, capacity_factor) if capacity_factor else load
 
 
 @per_model_cache
@@ -382,7 +386,7 @@ def _layer_cost_cached(
         e_loc = moe.num_experts / ep
         f = moe.expert_ffn_hidden
         up = (2 if gated else 1) * f
-        load = load_factor(eff, moe.num_experts, ep)  # the busiest EP rank's share over the mean
+        load = load_factor(eff, moe.num_experts, ep, moe.capacity_factor)  # the busiest EP rank's share over the mean
         m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert (mean)
         grouped = eff.expert_gemm * m_e / (m_e + eff.expert_knee) * (eff.expert_fp8 if fp8 else 1.0)
         fc2 = load * e_loc * gemm(m_e, h, f / etp) / grouped
