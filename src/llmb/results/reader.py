@@ -52,9 +52,8 @@ class FileRange:
     """The bytes ``[start, end)`` of an open binary file, as a readable stream.
 
     A regular file is mapped into memory, and :func:`chunks` cuts its pieces from the mapping
-    at line breaks: one copy of each byte, no system call, nothing carried from one piece to
-    the next (a third of the time the fast path took to read a big log went to reading it).
-    Anything that cannot be mapped is read."""
+    at line breaks: one copy of each byte, no read call, nothing carried from one piece to the
+    next. Anything that cannot be mapped is read."""
 
     def __init__(self, fh: BinaryIO, start: int, end: int):
         self.fh, self.pos, self.end = fh, start, end

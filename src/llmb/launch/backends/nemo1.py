@@ -46,11 +46,12 @@ CHECKED_AGAINST = (
 )
 _ACT = {"squared_relu": "squared-relu", "swiglu": "fast-swiglu", "gelu": "gelu", "geglu": "fast-geglu"}
 #: The MoE settings of the published Grok-1 NeMo 1 recipe (dgxc-benchmarking grok1/grok1_314b.yaml):
-#: token-choice all-to-all dispatch, experts padded to a capacity factor of 1.0, the aux loss,
-#: no grouped GEMM. NeMo 1 reads every Megatron-Core TransformerConfig field of ``model`` by its
-#: name (megatron_base_model.py ``build_transformer_config`` @ v2.0.0), so they are appended keys.
-RECIPE_MOE = {"moe_token_dispatcher_type": "alltoall", "moe_grouped_gemm": False,
-              "moe_pad_expert_input_to_capacity": True, "moe_expert_capacity_factor": 1.0, "moe_aux_loss_coeff": 0.01}
+#: token-choice all-to-all dispatch, no grouped GEMM, experts padded to the capacity factor (the
+#: catalog's ``capacity_factor``, 1.0 for Grok-1), the aux loss. NeMo 1 reads every Megatron-Core
+#: TransformerConfig field of ``model`` by its name (megatron_base_model.py
+#: ``build_transformer_config`` @ v2.0.0), so they are appended keys.
+RECIPE_MOE = {"moe_token_dispatcher_type": "alltoall", "moe_grouped_gemm": False}
+RECIPE_AUX_LOSS = 0.01
 #: workloads whose published NeMo 1 recipe names a Hugging Face tokenizer (library, name)
 HF_TOKENIZER = {"grok1": ("huggingface", "meta-llama/Meta-Llama-3-70B")}
 #: what a Hydra override value may hold unquoted (its grammar gives quotes, blanks, brackets,
@@ -83,7 +84,10 @@ def _moe(run: ResolvedRun) -> dict[str, object]:
     if run.derived.etp != run.layout.tp:
         raise refuse(NAME, f"Megatron-Core 0.9 splits experts over TP ({run.layout.tp}); ETP {run.derived.etp} has no "
                      "NeMo 1 setting")
-    return {"num_moe_experts": moe.num_experts, "moe_router_topk": moe.top_k, **RECIPE_MOE}
+    capacity = ({"moe_pad_expert_input_to_capacity": True, "moe_expert_capacity_factor": moe.capacity_factor}
+                if moe.capacity_factor else {})
+    return {"num_moe_experts": moe.num_experts, "moe_router_topk": moe.top_k, **RECIPE_MOE, **capacity,
+            "moe_aux_loss_coeff": RECIPE_AUX_LOSS}
 
 
 def _v(value: object) -> str:
