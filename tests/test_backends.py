@@ -153,7 +153,7 @@ def test_every_catalog_row_has_a_recipe_launch():
         assert launch.backend == name and launch.command
         seen.setdefault(row[0], set()).add(name)
     assert seen == {"llama2-maxtext": {"maxtext"}, "llama3.1": {"nemo2"}, "llama4-maverick": {"nemo2"},
-                    "megatron-llama3": {"megatron"}, "nemotron4": {"nemo1"}, "grok1": {"nemo1", "nemo2"}}
+                    "megatron-llama3": {"megatron"}, "nemotron4": {"nemo1", "nemo2"}, "grok1": {"nemo1", "nemo2"}}
 
 
 @pytest.mark.parametrize("row, release", RELEASE_ROWS, ids=[f"{r}-{rel}" for r, rel in RELEASE_ROWS])
@@ -690,7 +690,7 @@ def test_submit_release_picks_that_releases_framework(tmp_path, monkeypatch, cap
     capsys.readouterr()
     assert main(base + ["--release", "26.01"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: grok1 314b has no release '26.01' (releases: 24.11.1, 25.02, 25.05.01, 25.05.02)"]
+    assert err == ["error: grok1 314b has no release '26.01' (releases: 24.11.1, 25.02, 25.05, 25.05.01, 25.05.02)"]
     assert not (tmp_path / "experiments").exists()
 
 

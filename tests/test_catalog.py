@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -24,15 +25,17 @@ def test_row_counts_match_the_seed_tables(catalog):
 
     # Layout rows and baseline columns as printed in ../shared/seeds, plus the rows of
     # ../shared/published/more_published_runs.csv (Llama 3.1 405B GB200: 3 layouts, 6 baselines;
-    # Grok-1: 9 NeMo 1 layouts shared by 24.11.1 and 25.02, 1 NeMo 2 layout, 40 baselines).
+    # Grok-1: 9 NeMo 1 layouts shared by 24.11.1 and 25.02, 1 NeMo 2 layout, 40 baselines),
+    # and dgxc-benchmarking v25.05's NeMo 2 tables (Grok-1 GB200: 3 layouts, 6 baselines;
+    # Nemotron-4 340B: GB200 3 layouts, H100 1, 8 baselines).
     assert count("llama3.1", "layouts") == 5 + 12 + 3 + 3 + 3
     assert count("llama3.1", "baselines") == 10 + 12 + 12 + 6
-    assert count("grok1", "layouts") == 9 + 1
-    assert count("grok1", "baselines") == 36 + 4
+    assert count("grok1", "layouts") == 9 + 1 + 3
+    assert count("grok1", "baselines") == 36 + 4 + 6
     assert count("llama2-maxtext", "layouts") == 6
     assert count("llama2-maxtext", "baselines") == 12
-    assert count("nemotron4", "layouts") == 5
-    assert count("nemotron4", "baselines") == 10
+    assert count("nemotron4", "layouts") == 5 + 4
+    assert count("nemotron4", "baselines") == 10 + 8
     assert count("llama4-maverick", "layouts") == 4
     assert count("llama4-maverick", "baselines") == 8
     assert count("megatron-llama3", "layouts") == 3
@@ -49,7 +52,7 @@ def test_every_layout_row_validates_and_matches_the_printed_dp_and_ga(catalog):
         if row.published.ga is not None:
             assert derived.ga == row.published.ga, (wl.name, size, row.gpus)
         checked += 1
-    assert checked == 41 + 3 + 10
+    assert checked == 41 + 3 + 10 + 7
 
 
 def test_every_baseline_has_a_layout_row(catalog):
@@ -66,9 +69,10 @@ def test_every_baseline_has_a_layout_row(catalog):
 def test_baselines_cite_a_seed_document(catalog):
     for wl in catalog.workloads.values():
         for source in wl.sources.values():
+            tagged = re.fullmatch(r"NVIDIA/dgxc-benchmarking \(git tag v([0-9.]+)\) \S+/README\.md", source.document)
             assert (source.document.startswith("seeds/") and source.document.endswith(".md")) or (
                 source.document == "published/more_published_runs.csv"
-            )
+            ) or (tagged is not None and tagged.group(1) == source.release), source.document
             assert source.release, (wl.name, source.document)
 
 
@@ -78,9 +82,10 @@ def test_every_baseline_names_its_release(catalog):
     assert ("llama4-maverick", "25.04.01") in releases
     assert ("nemotron4", "24.09") in releases
     assert ("llama3.1", "25.05") in releases and ("llama3.1", "unstated") in releases
-    assert {r for w, r in releases if w == "grok1"} == {"24.11.1", "25.02", "25.05.01", "25.05.02"}
+    assert {r for w, r in releases if w == "grok1"} == {"24.11.1", "25.02", "25.05", "25.05.01", "25.05.02"}
+    assert {r for w, r in releases if w == "nemotron4"} == {"24.09", "25.05"}
     # One scale of one workload can carry several releases' numbers.
-    at512 = [b for b in catalog.workload("grok1").sizes["314b"].baselines if b.gpus == 512 and b.dtype == "bf16"]
+    at512 = [b for b in catalog.workload("grok1").sizes["314b"].baselines if b.gpus == 512 and b.dtype == "bf16" and b.gpu_type == "h100"]
     assert sorted(b.step_time_s for b in at512) == [15.933, 16.930, 20.83, 21.01]
 
 

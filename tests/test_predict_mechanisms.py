@@ -103,3 +103,30 @@ def test_all_to_all_stays_on_nvlink_inside_the_72_gpu_domain():
     assert Net.of(h, 1.0, 0.0).all_to_all(nb, 64, 1) == pytest.approx(nb * 56 / 64 / 50e9)
     # beyond the domain the NIC share takes over
     assert Net.of(gb, 1.0, 0.0).all_to_all(nb, 128, 1) == pytest.approx(nb * 56 / 128 / 50e9)
+
+
+def test_a_recipe_without_tp_comm_overlap_exposes_all_its_tp_traffic():
+    """Grok-1's NeMo 1 config sets ub_tp_comm_overlap: false (dgxc-benchmarking v24.11.1
+    grok1/grok1_314b.yaml); its NeMo 2 script turns tp_comm_overlap on (NeMo
+    scripts/performance/llm/pretrain_grok1_314b.py). The catalog row says which."""
+    old = resolve(CAT, "grok1", "314b", "bf16", 512, release="25.02")
+    new = resolve(CAT, "grok1", "314b", "bf16", 512, release="25.05.02")
+    assert (old.tp_comm_overlap, new.tp_comm_overlap) == (False, True)
+    eff = replace(BASE, overlap=0.6)
+    m, d, g = old.model, old.derived, old.gpu
+    off = predict_step(m, d, g, "bf16", eff, "none", tp_overlap=False)
+    on = predict_step(m, d, g, "bf16", eff, "none", tp_overlap=True)
+    assert off.tp_comm_s == pytest.approx(off.tp_comm_total_s, rel=1e-12)
+    assert on.tp_comm_s == pytest.approx(0.4 * on.tp_comm_total_s, rel=1e-9)
+    assert on.pp_comm_s == pytest.approx(off.pp_comm_s, rel=1e-12)  # PP overlap is not TP's
+    assert off.step_time_s > on.step_time_s
+
+
+def test_ep_traffic_hides_only_behind_a_shared_expert():
+    """Maverick's shared expert runs beside the dispatch (moe_shared_expert_overlap); Grok-1
+    has none, so its all-to-alls are all exposed whatever the overlap fraction."""
+    eff = replace(BASE, overlap=0.6)
+    grok = _step(resolve(CAT, "grok1", "314b", "bf16", 512, release="25.02"), eff)
+    assert grok.ep_comm_total_s > 0 and grok.ep_comm_s == pytest.approx(grok.ep_comm_total_s, rel=1e-12)
+    mav = _step(resolve(CAT, "llama4-maverick", "400b", "bf16", 512, "h100"), eff)
+    assert mav.ep_comm_total_s > 0 and mav.ep_comm_s == pytest.approx(0.4 * mav.ep_comm_total_s, rel=1e-9)

@@ -223,6 +223,14 @@ class LayoutRow(Strict):
     )
     embedding_in_pipeline_split: bool = False
     loss_in_pipeline_split: bool = False
+    tp_comm_overlap: bool = Field(
+        default=True,
+        description=(
+            "the recipe overlaps TP communication with compute (Transformer Engine userbuffers: "
+            "NeMo's ub_tp_comm_overlap / tp_comm_overlap, Megatron-LM's --tp-comm-overlap); "
+            "false where its config turns it off"
+        ),
+    )
     recompute: Literal["none", "selective", "mlp", "save_qkv", "full"] | None = Field(
         default=None,
         description=(

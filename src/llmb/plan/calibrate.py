@@ -31,7 +31,8 @@ Procedure (deterministic, no randomness, numpy not needed):
    real test for the others), next to two naive baselines: a constant MFU (the training rows'
    geometric-mean MFU under the ``megatron`` FLOPs convention, fitted per fold) and the
    uncalibrated roofline (:meth:`Efficiency.roofline`). The MoE GEMM parameters are informed
-   by Llama 4 Maverick and Grok-1, ``blackwell`` by Llama 3.1 405B and Maverick on GB200; the
+   by Llama 4 Maverick and Grok-1, ``blackwell`` by four workloads on GB200 (Llama 3.1 405B,
+   Nemotron-4 340B, Maverick, Grok-1: two dense, two MoE); the
    router skew ``expert_load_cv`` by Maverick alone, because Grok-1's capacity factor of 1.0
    bounds its load whatever the skew (the one exception to two workloads per parameter, and
    what the data say rather than a choice). Holding out the only GPU type that informs
@@ -171,7 +172,7 @@ def fingerprint(items: Iterable[Sample]) -> str:
 
 def predict_sample(sample: Sample, eff: Efficiency) -> float:
     r = sample.recipe
-    return predict_step(r.model, r.derived, r.gpu, sample.dtype, eff, sample.recompute).step_time_s
+    return predict_step(r.model, r.derived, r.gpu, sample.dtype, eff, sample.recompute, r.tp_comm_overlap).step_time_s
 
 
 def _weights(items: list[Sample]) -> list[float]:

@@ -100,7 +100,7 @@ def forecast(
         mem = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, recipe.dtype)
     else:
         mem = estimate_memory(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, recompute)
-    br = predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, mem.recompute)
+    br = predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, mem.recompute, recipe.tp_comm_overlap)
     return Forecast(recipe, mem, br, step_band_s(br.step_time_s, band))
 
 

@@ -40,7 +40,12 @@ The model, per GPU, for one micro-batch through one transformer layer:
   - PP: activations forward and gradients backward at every chunk boundary;
   - a fraction ``overlap`` of TP, EP and PP traffic hides behind compute (TE userbuffers,
     the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
-    exposed;
+    exposed. Two exceptions the recipes state: TP traffic is all exposed where the recipe
+    turns TP communication overlap off (``tp_comm_overlap: false`` in its layout row:
+    Grok-1's NeMo 1 config sets ``ub_tp_comm_overlap: false``), and the EP dispatch and
+    combine are all exposed in a model without a shared expert (Grok-1): Megatron-Core's
+    all-to-all dispatcher runs on the compute stream, and only NeMo's
+    ``moe_shared_expert_overlap`` gives it something to hide behind;
   - DP (distributed optimizer): gradient reduce-scatter (bf16) and parameter all-gather
     (bf16; FP8 under NeMo's fp8_param_gather) over the DP x CP group, hidden behind the last
     micro-batch's backward and the first one's forward except for what exceeds them;
@@ -485,8 +490,12 @@ def predict_step(
     dtype: str,
     eff: Efficiency,
     recompute: str = "none",
+    tp_overlap: bool = True,
 ) -> StepBreakdown:
-    """Predicted step time of training ``model`` with ``derived`` on ``gpu``, as a breakdown."""
+    """Predicted step time of training ``model`` with ``derived`` on ``gpu``, as a breakdown.
+
+    ``tp_overlap``: the recipe overlaps TP communication with compute (Transformer Engine
+    userbuffers); False exposes all of it."""
     check_recompute(recompute)
     lay = derived.layout
     tp, pp, cp = lay.tp, lay.pp, lay.cp
@@ -496,6 +505,12 @@ def predict_step(
     t = lay.mbs * model.seq_len / cp
     h, v = model.hidden, model.vocab
     exposed = 1.0 - eff.overlap
+    tp_exposed = exposed if tp_overlap else 1.0
+    # The dispatch / combine hide behind the shared expert's GEMMs (NeMo sets
+    # moe_shared_expert_overlap) by the same fraction as TP and PP traffic; without a shared
+    # expert nothing runs beside them. (Fitting them as fully exposed in Maverick, which has
+    # one, made its H100 rows 15 % too slow.)
+    ep_exposed = exposed if model.moe is not None and model.moe.shared_experts else 1.0
 
     costs = {
         kind: _layer_cost(model, derived, gpu, dtype, eff, kind)
@@ -564,12 +579,9 @@ def predict_step(
                 gemm=g,
                 attn=at,
                 ew=ew,
-                tp=tpc * exposed,
+                tp=tpc * tp_exposed,
                 cp=cp_exposed,
-                # The dispatch all-to-all overlaps the shared expert's GEMMs (NeMo sets
-                # moe_shared_expert_overlap); fitting it as fully exposed made the H100 rows
-                # 15 % too slow, so it shares the TP/PP overlap fraction.
-                ep=epc * exposed,
+                ep=epc * ep_exposed,
                 pp=ppc * exposed,
                 fsdp=fsdp_exposed,
                 tp_total=tpc,

@@ -50,6 +50,12 @@ class Recipe:
         return self.layout.gpus
 
     @property
+    def tp_comm_overlap(self) -> bool:
+        """Whether the recipe overlaps TP communication with compute (its layout row says;
+        a layout of llmb's own, not the catalog's, does)."""
+        return self.row.tp_comm_overlap if self.row is not None else True
+
+    @property
     def framework(self) -> str:
         """The framework this recipe's published numbers were measured with: the baseline's
         source's, else that of a source of the same release, else the workload's (Grok-1's
