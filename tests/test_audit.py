@@ -7,6 +7,9 @@ import json
 from llmb.cli import main
 from llmb.plan.audit import agrees, audit_catalog
 
+#: the catalog's sources for dgxc-benchmarking v25.05's README tables (Nemotron-4, Grok-1 GB200)
+V25_05 = ("nemo2-25.05", "nemo2-gb200-25.05")
+
 
 def test_audit_covers_every_baseline(catalog):
     report = audit_catalog(catalog)
@@ -29,9 +32,8 @@ def test_audit_finds_the_maverick_peak_slip(catalog):
 
 def test_audit_everything_else_outside_405b_agrees(catalog):
     report = audit_catalog(catalog)
-    v2505 = ("nemo2-25.05", "nemo2-gb200-25.05")  # dgxc-benchmarking v25.05's tables, below
     others = [c for c in report.mismatches
-              if "405b" not in c.size and c.workload != "llama4-maverick" and c.source not in v2505]
+              if "405b" not in c.size and c.workload != "llama4-maverick" and c.source not in V25_05]
     # One slip in the published Grok-1 rows beyond the README's list: v25.02 FP8 at 1024 GPUs
     # prints 17.01 s, but its tokens/s (and MFU) imply 17.10 s.
     assert sorted((c.workload, c.gpus, c.dtype, c.metric) for c in others) == [
@@ -43,14 +45,14 @@ def test_audit_everything_else_outside_405b_agrees(catalog):
     # Every tokens/s and days number in the seeds is right (the published CSV's one slip aside;
     # v25.05's are tested below).
     assert not [c for c in report.mismatches if c.metric in ("tokens_per_s", "days_per_1t_tokens")
-                and c.workload != "grok1" and c.source not in v2505]
+                and c.workload != "grok1" and c.source not in V25_05]
 
 
 def test_audit_explains_the_v25_05_tables(catalog):
     """dgxc-benchmarking v25.05: Grok-1's GB200 512-GPU tokens/s and days use the 256-GPU
     column's GBS 512; Nemotron-4's NeMo 2 MFU counts 6 x parameters FLOPs per token, and two of
     its days are truncated, not rounded (96.69 -> 96, 130.95 -> 130)."""
-    found = [c for c in audit_catalog(catalog).mismatches if c.source in ("nemo2-25.05", "nemo2-gb200-25.05")]
+    found = [c for c in audit_catalog(catalog).mismatches if c.source in V25_05]
     grok = sorted((c.gpus, c.dtype, c.metric) for c in found if c.workload == "grok1")
     assert grok == [(512, d, m) for d in ("bf16", "fp8") for m in ("days_per_1t_tokens", "tokens_per_s")]
     assert all(any("uses GBS 512" in x for x in c.causes) for c in found if c.workload == "grok1")
