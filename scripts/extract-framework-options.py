@@ -186,6 +186,7 @@ NEMO2_CLASSES = {
     "AutoResume": "nemo/lightning/resume.py",
     "CosineAnnealingScheduler": "nemo/lightning/pytorch/optim/lr_scheduler.py",
     "ModelCheckpoint": "nemo/lightning/pytorch/callbacks/model_checkpoint.py",
+    "MegatronCommOverlapCallback": "nemo/lightning/pytorch/callbacks/megatron_comm_overlap.py",
 }
 #: the recipes llmb's nemo2 backend uses (llmb.launch.backends.nemo2.RECIPES)
 NEMO2_MODEL_RECIPES = ["llama31_8b", "llama31_70b", "llama31_405b", "llama3_8b", "llama3_70b", "llama4_e128", "mixtral_8x22b",
@@ -196,6 +197,7 @@ NEMO2_MODULES = {
     "nemo.collections.llm.recipes.precision.mixed_precision": "nemo/collections/llm/recipes/precision/mixed_precision.py",
     "nemo.collections.nlp.modules.common.tokenizer_utils": "nemo/collections/nlp/modules/common/tokenizer_utils.py",
     "nemo.lightning.pytorch.callbacks": "nemo/lightning/pytorch/callbacks/__init__.py",
+    "nemo.lightning.pytorch.callbacks.megatron_comm_overlap": "nemo/lightning/pytorch/callbacks/megatron_comm_overlap.py",
     "nemo.lightning": "nemo/lightning/__init__.py",
 }
 

@@ -216,6 +216,10 @@ def test_megatron_flags_are_megatrons(row, run, launch):
     if run.recipe.dtype == "fp8":  # as in examples/llama/train_llama3_8b_h100_fp8.sh
         assert (flags["--fp8-format"], flags["--fp8-amax-history-len"], flags["--fp8-amax-compute-algo"]) == \
             ("hybrid", "1024", "max")
+    # TP comm overlap wherever there is TP to overlap (every catalog row keeps it on); Megatron-LM's
+    # validate_args refuses --tp-comm-overlap without --sequence-parallel
+    assert ("--tp-comm-overlap" in flags) == (lay.tp > 1)
+    assert "--tp-comm-overlap" not in flags or "--sequence-parallel" in flags
 
 
 def test_the_megatron_refusals_are_true_of_its_source():
@@ -334,9 +338,12 @@ def test_nemo2_script_uses_only_nemos_names(row, run, launch):
         else:
             assert path in NEMO2["recipe_paths_assigned"] or path == "resume", \
                 f"recipe.{path}: NeMo v2.3.0's recipes and performance scripts never set it"
-    for cls, kws in _config_calls(tree):
+    calls = list(_config_calls(tree))
+    for cls, kws in calls:
         if cls in params:
             assert set(kws) <= set(params[cls]), (cls, set(kws) - set(params[cls]))
+    # TP comm overlap (the recipes' MegatronCommOverlapCallback) wherever there is TP to overlap
+    assert (("MegatronCommOverlapCallback", ["tp_comm_overlap"]) in calls) == (run.layout.tp > 1)
     recipe = re.search(r"recipes\.(\w+) import pretrain_recipe", text).group(1)
     call = re.search(r"pretrain_recipe\((.*)\)", text).group(1)
     for kw in re.findall(r"(\w+)=", call):
@@ -406,6 +413,14 @@ def test_nemo1_overrides_name_its_config_keys(row, run, launch):
     if run.recipe.workload.name == "nemotron4":
         assert got["model.activation"] == "squared-relu" and got["model.normalization"] == "layernorm1p"
     assert got["model.fp8"] == ("true" if run.recipe.dtype == "fp8" else "false")
+    # both recipes' configure.sh: ub_tp_comm_overlap, sequence_parallel and fp8_params on; the
+    # interleaved schedule's p2p overlapped and unbatched
+    tp = run.layout.tp
+    assert (got["model.ub_tp_comm_overlap"], got["model.sequence_parallel"]) == (("true", "true") if tp > 1
+                                                                                 else ("false", "false"))
+    assert got.get("model.fp8_params") == ("true" if run.recipe.dtype == "fp8" else None)
+    if vp is not None:
+        assert (got["model.overlap_p2p_comm"], got["model.batch_p2p_comm"]) == ("true", "false")
     if run.model.moe is not None:
         # NeMo 1 hands every model key named like a Megatron-Core TransformerConfig field to
         # that field (megatron_base_model.py build_transformer_config @ v2.0.0): the appended
@@ -591,6 +606,29 @@ def _with_options(row, **options):
 KNOB_ROWS = {"megatron": ("megatron-llama3", "8b", "fp8", 8, "h100"), "nemo2": ("llama3.1", "8b", "bf16", 8, "h100"),
              "nemo1": ("nemotron4", "340b", "bf16", 128, "h100"), "maxtext": ("llama2-maxtext", "70b", "bf16", 64, "h100"),
              "torchtitan": ("llama3.1", "8b", "bf16", 8, "h100")}
+
+
+def test_a_row_without_tp_comm_overlap_turns_it_off_in_every_framework():
+    """The layout row's ``tp_comm_overlap`` reaches Megatron-LM (--tp-comm-overlap), NeMo 1
+    (model.ub_tp_comm_overlap) and NeMo 2 (MegatronCommOverlapCallback); off, none of them."""
+    from dataclasses import replace
+
+    cases = {"megatron": (("megatron-llama3", "70b", "fp8", 64, "h100"), "--tp-comm-overlap"),
+             "nemo1": (("nemotron4", "340b", "bf16", 128, "h100"), "model.ub_tp_comm_overlap=true"),
+             "nemo2": (("llama3.1", "70b", "bf16", 64, "h100"), "MegatronCommOverlapCallback, tp_comm_overlap=True")}
+    for backend, (row, mark) in cases.items():
+        run = _resolve(*row)
+        assert run.layout.tp > 1 and run.recipe.tp_comm_overlap, row
+
+        def text(r):
+            launch = backends.render(backend, r, _target(row[3], row[4]))
+            return " ".join(launch.command) + "\n" + "\n".join(launch.files.values())
+
+        assert mark in text(run), backend
+        off = replace(run, recipe=replace(run.recipe, row=run.recipe.row.model_copy(update={"tp_comm_overlap": False})))
+        assert mark not in text(off), backend
+        if backend == "nemo1":
+            assert "model.ub_tp_comm_overlap=false" in text(off)
 
 
 @pytest.mark.parametrize("backend", list(KNOB_ROWS))

@@ -105,13 +105,19 @@ def test_all_to_all_stays_on_nvlink_inside_the_72_gpu_domain():
     assert Net.of(gb, 1.0, 0.0).all_to_all(nb, 128, 1) == pytest.approx(nb * 56 / 128 / 50e9)
 
 
+def test_grok1_overlaps_its_tp_traffic_under_both_launchers():
+    """Grok-1's NeMo 1 yaml says ub_tp_comm_overlap: false, but the configure.sh that launches
+    it overrides model.ub_tp_comm_overlap=true (dgxc-benchmarking v24.11.1 and v25.02
+    grok1/configure.sh); its NeMo 2 script turns tp_comm_overlap on (NeMo
+    scripts/performance/llm/pretrain_grok1_314b.py). Every release's row keeps the default."""
+    for release in ("24.11.1", "25.02", "25.05.01", "25.05.02"):
+        assert resolve(CAT, "grok1", "314b", "bf16", 512, release=release).tp_comm_overlap, release
+
+
 def test_a_recipe_without_tp_comm_overlap_exposes_all_its_tp_traffic():
-    """Grok-1's NeMo 1 config sets ub_tp_comm_overlap: false (dgxc-benchmarking v24.11.1
-    grok1/grok1_314b.yaml); its NeMo 2 script turns tp_comm_overlap on (NeMo
-    scripts/performance/llm/pretrain_grok1_314b.py). The catalog row says which."""
+    """A layout row with ``tp_comm_overlap: false`` exposes all its TP traffic; PP's overlap
+    is not TP's."""
     old = resolve(CAT, "grok1", "314b", "bf16", 512, release="25.02")
-    new = resolve(CAT, "grok1", "314b", "bf16", 512, release="25.05.02")
-    assert (old.tp_comm_overlap, new.tp_comm_overlap) == (False, True)
     eff = replace(BASE, overlap=0.6)
     m, d, g = old.model, old.derived, old.gpu
     off = predict_step(m, d, g, "bf16", eff, "none", tp_overlap=False)

@@ -41,8 +41,8 @@ The model, per GPU, for one micro-batch through one transformer layer:
   - a fraction ``overlap`` of TP, EP and PP traffic hides behind compute (TE userbuffers,
     the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
     exposed. Two exceptions the recipes state: TP traffic is all exposed where the recipe
-    turns TP communication overlap off (``tp_comm_overlap: false`` in its layout row:
-    Grok-1's NeMo 1 config sets ``ub_tp_comm_overlap: false``), and the EP dispatch and
+    turns TP communication overlap off (``tp_comm_overlap: false`` in its layout row; every
+    published recipe in the catalog turns it on), and the EP dispatch and
     combine are all exposed in a model without a shared expert (Grok-1): Megatron-Core's
     all-to-all dispatcher runs on the compute stream, and only NeMo's
     ``moe_shared_expert_overlap`` gives it something to hide behind;

@@ -70,6 +70,10 @@ def _layout_flags(run: ResolvedRun) -> list[str]:
     ]
     if lay.tp > 1:
         flags.append("--sequence-parallel")
+        if run.recipe.tp_comm_overlap:
+            # TE userbuffers overlap of the TP collectives with the GEMMs (needs sequence
+            # parallelism), as NeMo's performance scripts the seed follows turn it on
+            flags.append("--tp-comm-overlap")
     vp = lay.vp or 1
     if lay.pp > 1 and vp > 1:
         if lay.embedding_in_pipeline_split or lay.loss_in_pipeline_split:

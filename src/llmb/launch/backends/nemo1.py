@@ -43,6 +43,7 @@ CHECKED_AGAINST = (
     "NVIDIA/NeMo examples/nlp/language_modeling/conf/megatron_gpt_config.yaml @ v2.0.0 (e938df327c6d)",
     "NVIDIA/NeMo-Framework-Launcher launcher_scripts/conf/training/nemotron/nemotron_340b.yaml @ 24.09 (35e439393e2e)",
     "NVIDIA/dgxc-benchmarking grok1/grok1_314b.yaml + grok1/configure.sh (v25.02, the NeMo 1 Grok-1 recipe)",
+    "NVIDIA/dgxc-benchmarking nemotron/configure.sh (v24.11.1, the NeMo 1 Nemotron-4 340B recipe's overrides)",
 )
 _ACT = {"squared_relu": "squared-relu", "swiglu": "fast-swiglu", "gelu": "gelu", "geglu": "fast-geglu"}
 #: The MoE settings of the published Grok-1 NeMo 1 recipe (dgxc-benchmarking grok1/grok1_314b.yaml):
@@ -133,6 +134,10 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         **({"model.expert_model_parallel_size": lay.ep} if moe else {}),
         "model.virtual_pipeline_model_parallel_size": lay.vp if lay.pp > 1 and (lay.vp or 1) > 1 else None,
         "model.sequence_parallel": lay.tp > 1,
+        # TE userbuffers overlap of the TP all-gathers/reduce-scatters with the GEMMs, as the
+        # recipes' configure.sh turns it on (model.ub_tp_comm_overlap=true for Nemotron-4 and
+        # Grok-1; the base config's default is false); it needs sequence parallelism.
+        "model.ub_tp_comm_overlap": lay.tp > 1 and run.recipe.tp_comm_overlap,
         "model.encoder_seq_length": m.seq_len, "model.max_position_embeddings": m.seq_len,
         "model.num_layers": m.layers, "model.hidden_size": m.hidden, "model.ffn_hidden_size": m.ffn_hidden,
         "model.num_attention_heads": m.heads, "model.num_query_groups": m.query_groups,
@@ -149,6 +154,10 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         "model.fp8": dtype == "fp8", "model.fp8_hybrid": True, "model.fp8_amax_history_len": 1024,
         "model.fp8_amax_compute_algo": "max",
     }
+    if lay.pp > 1 and (lay.vp or 1) > 1:
+        # the interleaved schedule's p2p sends overlapped with compute, unbatched (both
+        # recipes' settings: Nemotron-4's configure.sh, Grok-1's grok1_314b.yaml)
+        o.update({"model.overlap_p2p_comm": True, "model.batch_p2p_comm": False})
     if data:
         o.update({"model.data.data_impl": "mmap", "model.data.data_prefix": f"[1.0,{data}]",
                   "model.data.splits_string": "100,0,0"})
@@ -173,6 +182,10 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
     if m.rope_theta != 10000.0:
         appended["model.rotary_base"] = m.rope_theta
     appended.update({f"model.{k}": v for k, v in moe.items()})
+    if dtype == "fp8":
+        # weights kept in FP8, so the distributed optimizer gathers FP8 parameters (both recipes'
+        # configure.sh: model.fp8_params=${FP8}); the base config lacks the key
+        appended["model.fp8_params"] = True
     if opts.save_at_end:
         appended["exp_manager.checkpoint_callback_params.every_n_train_steps"] = steps
     paths = {"exp_manager.explicit_log_dir": f"{exp}/nemo", "backends.nemo1.tokenizer_model": tokenizer_model or "",

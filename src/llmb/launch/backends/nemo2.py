@@ -153,6 +153,7 @@ def script(run: ResolvedRun, target: Target) -> str:
         "from nemo.collections.llm.recipes.precision.mixed_precision import bf16_mixed, bf16_with_fp8_mixed",
         "from nemo.collections.nlp.modules.common.tokenizer_utils import get_nmt_tokenizer",
         "from nemo.lightning.pytorch.callbacks import NsysCallback",
+        "from nemo.lightning.pytorch.callbacks.megatron_comm_overlap import MegatronCommOverlapCallback",
         "",
         f"recipe = pretrain_recipe(dir={exp + '/nemo'!r}, name={name!r}, num_nodes={target.nodes}, "
         f"num_gpus_per_node={target.ranks_per_node}, performance_mode=False)",
@@ -167,6 +168,11 @@ def script(run: ResolvedRun, target: Target) -> str:
     ]
     if lay.pp > 1:
         lines.append("recipe.trainer.strategy.pipeline_dtype = torch.bfloat16")
+    if lay.tp > 1 and run.recipe.tp_comm_overlap:
+        # the recipes' performance optimisation this script keeps: TE userbuffers overlap of the
+        # TP collectives (TE's default userbuffer settings, not the performance scripts' per-shape ones)
+        lines += ["# TP communication overlapped with the GEMMs, as the published runs' recipe does.",
+                  "recipe.trainer.callbacks.append(run.Config(MegatronCommOverlapCallback, tp_comm_overlap=True))"]
     tokenizer = (f"run.Config(get_nmt_tokenizer, library='null', model_name='NullTokenizer', "
                  f"vocab_size={run.model.vocab})")
     if data:
