@@ -92,8 +92,11 @@ def test_stored_calibration_holds_every_cross_validation():
         assert set(cv["all"]) == set(cal.MODELS)
         assert cv["all"]["calibrated"]["n"] == len(stored.rows)
         assert 0 <= cv["all"]["calibrated"]["coverage"] <= 100
-    # Holding out one table is milder than holding out a whole workload.
-    assert stored.cv_table["all"]["calibrated"]["mape"] <= stored.cv["all"]["calibrated"]["mape"]
+    # Holding out one table is milder than holding out a whole workload where a workload's own
+    # tables agree (dense). Not for MoE: Grok-1's NeMo 2 tables run the same layout 10-20 %
+    # faster than its NeMo 1 tables, so a held-out NeMo 1 table is predicted from a fit that the
+    # other releases pulled toward them (README, "What the held-out numbers say").
+    assert stored.cv_table["dense"]["calibrated"]["mape"] <= stored.cv["dense"]["calibrated"]["mape"]
     assert all("held_out_table_calibrated_s" in row and "held_out_gpu_type_calibrated_s" in row for row in stored.rows)
 
 

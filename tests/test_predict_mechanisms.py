@@ -10,7 +10,7 @@ import pytest
 
 from llmb.catalog import default_catalog
 from llmb.plan.network import Net
-from llmb.plan.predict import Efficiency, load_factor, predict_step, tensor_scale
+from llmb.plan.predict import Efficiency, _hw_of, _layer_cost, ceiling_ratio, load_factor, predict_step, tensor_scale
 from llmb.plan.recipe import resolve
 
 CAT = default_catalog()
@@ -30,7 +30,9 @@ def test_hardware_table_states_the_generation_and_the_nvl72_domain():
 
 def test_blackwell_scales_tensor_core_time_on_blackwell_only():
     slow = replace(BASE, blackwell=0.5)
-    assert tensor_scale(slow, "blackwell") == 0.5 and tensor_scale(slow, "hopper") == 1.0
+    gb_hw, h_hw = _hw_of(CAT.gpu("gb200"), "bf16"), _hw_of(CAT.gpu("h100"), "bf16")
+    assert tensor_scale(slow, gb_hw) == pytest.approx(0.5 * tensor_scale(BASE, gb_hw), rel=1e-12)
+    assert tensor_scale(slow, h_hw) == 1.0
     gb = resolve(CAT, "llama3.1", "405b", "bf16", 128, "gb200")
     a, b = _step(gb, BASE), _step(gb, slow)
     assert b.gemm_s == pytest.approx(2 * a.gemm_s, rel=1e-9)
@@ -38,6 +40,38 @@ def test_blackwell_scales_tensor_core_time_on_blackwell_only():
     assert b.elementwise_s == pytest.approx(a.elementwise_s, rel=1e-12)  # HBM-bound work is not tensor-core work
     h = resolve(CAT, "llama3.1", "405b", "bf16", 512)
     assert _step(h, slow).step_time_s == pytest.approx(_step(h, BASE).step_time_s, rel=1e-12)
+
+
+def test_measured_matmul_ceilings_are_below_peak_and_cited():
+    """The hardware table's achievable_tflops are MAMF measurements (stas00/ml-engineering
+    compute/accelerator/README.md @ 744d01e): below the datasheet peak, with their source."""
+    measured = [(k, g) for k, g in CAT.gpus.items() if g.achievable_tflops]
+    assert {k for k, _ in measured} >= {"h100", "gb200", "b200"}
+    for key, g in measured:
+        for dtype, tflops in g.achievable_tflops.items():
+            assert 0.4 * g.peak_tflops[dtype] < tflops < g.peak_tflops[dtype], (key, dtype)
+        assert "ml-engineering" in g.source and "MAMF" in g.source, key
+
+
+def test_a_gpus_tensor_core_efficiency_follows_its_measured_ceiling():
+    """GB200's ceiling is 1822 / 2450 of its BF16 peak against H100's 794.5 / 989, 3615.6 / 4900
+    against 1402.6 / 1979 in FP8; H100 is the reference (1) and an unmeasured GPU keeps it."""
+    gb, h = CAT.gpu("gb200"), CAT.gpu("h100")
+    assert ceiling_ratio(gb, "bf16") == pytest.approx((1822 / 2450) / (794.5 / 989), rel=1e-12)
+    assert ceiling_ratio(gb, "fp8") == pytest.approx((3615.6 / 4900) / (1402.6 / 1979), rel=1e-12)
+    assert ceiling_ratio(h, "bf16") == ceiling_ratio(h, "fp8") == 1.0
+    assert ceiling_ratio(CAT.gpu("h200"), "fp8") == 1.0
+    ignore = replace(BASE, measured_ceiling=0.0)
+    for dtype in ("bf16", "fp8"):
+        r = resolve(CAT, "llama3.1", "405b", dtype, 128, "gb200")
+        a, b = (_layer_cost(r.model, r.derived, r.gpu, dtype, e, False) for e in (BASE, ignore))
+        assert b.gemm_fwd_s == pytest.approx(ceiling_ratio(gb, dtype) * a.gemm_fwd_s, rel=1e-9)
+        # attention runs in BF16 whatever the GEMMs do
+        assert b.attention_fwd_s == pytest.approx(ceiling_ratio(gb, "bf16") * a.attention_fwd_s, rel=1e-9)
+        assert b.elementwise_fwd_s == pytest.approx(a.elementwise_fwd_s, rel=1e-12)
+    h100 = resolve(CAT, "llama3.1", "405b", "bf16", 512)
+    assert _step(h100, ignore).step_time_s == pytest.approx(_step(h100, BASE).step_time_s, rel=1e-12)
+    assert Efficiency.roofline().measured_ceiling == 0.0  # the roofline is the datasheet's
 
 
 def test_load_factor_is_the_expected_busiest_rank():

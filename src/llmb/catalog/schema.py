@@ -382,8 +382,19 @@ class GpuSpec(Strict):
     nvlink_gbps: float = Field(gt=0)
     nvlink_domain: int = Field(gt=0)
     nic_gbps: float = Field(gt=0)
+    achievable_tflops: dict[Dtype, float] = Field(
+        default_factory=dict,
+        description="measured best-case dense matmul TFLOP/s (MAMF: a search over GEMM shapes on one GPU); "
+                    "the predictor scales this GPU's tensor-core efficiency by its share of peak against H100's",
+    )
     source: str
     notes: str = ""
+
+    def achievable_share(self, dtype: str) -> float | None:
+        """The measured matmul ceiling as a share of the dense peak (None: not measured)."""
+        if dtype not in self.achievable_tflops or dtype not in self.peak_tflops:
+            return None
+        return self.achievable_tflops[dtype] / self.peak_tflops[dtype]  # type: ignore[index]
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak in FLOP/s for ``dtype``; a clear error when the GPU lacks it."""

@@ -36,7 +36,8 @@ Procedure (deterministic, no randomness, numpy not needed):
    router skew ``expert_load_cv`` by Maverick alone, because Grok-1's capacity factor of 1.0
    bounds its load whatever the skew (the one exception to two workloads per parameter, and
    what the data say rather than a choice). Holding out the only GPU type that informs
-   ``blackwell`` leaves it at its prior (Hopper's share of peak), which is what the GB200 fold
+   ``blackwell`` leaves it at its prior (1: GB200 at the share of peak its measured matmul
+   ceiling predicts, the hardware table's ``achievable_tflops``), which is what the GB200 fold
    measures.
 
 The fitted parameters, the procedure, the catalog fingerprint they were fitted on and the
@@ -48,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from statistics import median
@@ -78,6 +79,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "expert_fp8": (0.2, 1.0, "log"),
     "expert_load_cv": (0.01, 3.0, "log"),
     "blackwell": (0.3, 1.5, "log"),
+    "blackwell_fp8": (0.3, 1.5, "log"),
     "ring_step_us": (1.0, 200.0, "log"),
 }
 # Prior (center, standard deviation) of each parameter, from public microbenchmarks rather
@@ -87,7 +89,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 # traffic hidden by userbuffers / overlapped p2p; routed experts as efficient as dense GEMMs
 # of their size, a grouped-GEMM fixed cost of one 128-token M tile per expert, FP8 grouped
 # GEMMs as efficient as dense FP8, a router skew of 0.3 (coefficient of variation of the
-# experts' loads); Blackwell at Hopper's share of its peak; a ring step across the network 14 us (NCCL's tuning model, src/graph/
+# experts' loads); Blackwell at the share of its peak its measured matmul ceiling predicts; a ring step across the network 14 us (NCCL's tuning model, src/graph/
 # tuning.cc: hwLat NET / Ring / Simple) (the centers are :class:`Efficiency`'s defaults,
 # also the fit's start).
 # Standard deviations are wide (25 % for efficiencies, a factor e for the knee and the ring
@@ -222,16 +224,15 @@ def fit(items: list[Sample], start: Efficiency = FIT_START) -> tuple[Efficiency,
         improved = True
         while improved:
             improved = False
-            for f in fields(Efficiency):
-                lo, hi, scale = BOUNDS[f.name]
+            for name, (lo, hi, scale) in BOUNDS.items():  # the fitted parameters
                 for direction in (1, -1):
                     while True:
-                        value = getattr(current, f.name)
+                        value = getattr(current, name)
                         new = value * math.exp(direction * step) if scale == "log" else value + direction * step
                         new = min(hi, max(lo, new))
                         if new == value:
                             break
-                        trial = replace(current, **{f.name: new})
+                        trial = replace(current, **{name: new})
                         trial_loss = objective(items, trial)
                         if trial_loss < best - 1e-12:
                             current, best, improved = trial, trial_loss, True

@@ -66,22 +66,26 @@ The model, per GPU, for one micro-batch through one transformer layer:
   maximum of EP loads with the router's skew ``expert_load_cv``), at most the recipe's
   capacity factor where it sets one (tokens beyond it are dropped: Grok-1's 1.0), which
   scales its expert GEMMs, permutation and all-to-all bytes.
-* **GPU generation**: Blackwell parts (``arch`` in the hardware table) run their tensor-core
-  work (GEMMs, attention) at ``blackwell`` times the share of peak a Hopper part reaches;
-  their peaks, HBM bandwidth, NVLink rate and domain and NIC come from the hardware table.
+* **GPU generation**: the efficiencies are shares of H100's peaks. Another GPU's tensor-core
+  work (GEMMs, attention) runs at them times its measured matmul ceiling's share of peak over
+  H100's (``achievable_tflops`` in the hardware table: MAMF measurements, per dtype; GB200
+  0.93 in BF16 and 1.04 in FP8), and Blackwell parts (``arch``) also at ``blackwell``, fitted:
+  what they lose beyond that ceiling. Peaks, HBM bandwidth, NVLink rate and domain and NIC
+  come from the hardware table.
 * **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
   bubble (PP - 1) / (VP x GA) of the steady state.
 * **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
 
 The efficiency parameters are global (one set for every workload) and fitted by
 :mod:`llmb.plan.calibrate`; ``Efficiency.roofline()`` is the uncalibrated roofline (every
-efficiency 1, nothing overlapped, no ring latency).
+efficiency 1, nothing overlapped, no ring latency, datasheet peaks).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
@@ -129,9 +133,15 @@ class Efficiency:
     # expected maximum of EP loads of that spread. Prior: 0.3 (dropless routing of mock data
     # without an auxiliary loss is not balanced), wide.
     expert_load_cv: float = 0.3
-    # Blackwell's tensor cores reach this multiple of Hopper's share of their datasheet
-    # peak (GEMMs and attention); 1 = the same share.
+    # Blackwell's tensor cores reach this multiple of the share of their datasheet peak
+    # that their measured matmul ceiling predicts (GEMMs and attention); 1 = that share.
     blackwell: float = 1.0
+    # And in FP8 GEMMs, this multiple more (1: FP8 loses no more than BF16 beyond the ceiling).
+    blackwell_fp8: float = 1.0
+    # Not fitted: the weight of the hardware table's measured matmul ceilings (1: a GPU's
+    # tensor-core efficiencies scale by its ceiling's share of peak over H100's; 0: datasheet
+    # peaks only, as the uncalibrated roofline has it).
+    measured_ceiling: float = 1.0
     # Latency of one ring step across the network, microseconds (a step inside an NVLink
     # domain costs NVLINK_STEP_RATIO of it). Prior: NCCL's own tuning model (src/graph/
     # tuning.cc, hwLat, Ring/Simple): 14 us per network step, 3.4 us per NVLink step.
@@ -153,7 +163,9 @@ class Efficiency:
             expert_fp8=1.0,
             expert_load_cv=0.0,
             blackwell=1.0,
+            blackwell_fp8=1.0,
             ring_step_us=0.0,
+            measured_ceiling=0.0,
         )
 
     def as_dict(self) -> dict[str, float]:
@@ -283,11 +295,39 @@ class _Hw:
     nic_gbps: float
     nvlink_domain: int
     arch: str = "hopper"
+    ceiling: float = 1.0  # measured matmul share of peak over the reference GPU's, run's dtype
+    ceiling_bf16: float = 1.0  # the same in BF16 (attention, router, output layer)
+    fp8: bool = False  # the run's GEMMs are FP8
 
 
-def tensor_scale(eff: Efficiency, arch: str) -> float:
-    """The tensor-core efficiency multiplier of a GPU architecture (Hopper: 1)."""
-    return eff.blackwell if arch == "blackwell" else 1.0
+#: The GPU whose shares of peak the fitted efficiencies are (most published rows are H100's).
+REFERENCE_GPU = "h100"
+
+
+@cache
+def _reference_gpu() -> GpuSpec:
+    from llmb.catalog.loader import HARDWARE_FILE, load_hardware_file
+
+    return load_hardware_file(HARDWARE_FILE)[REFERENCE_GPU]
+
+
+def ceiling_ratio(gpu: GpuSpec, dtype: str) -> float:
+    """How a GPU's measured matmul ceiling (the hardware table's ``achievable_tflops``) compares
+    with the reference GPU's, both as shares of their datasheet peaks; 1 where either is not
+    measured."""
+    mine, ref = gpu.achievable_share(dtype), _reference_gpu().achievable_share(dtype)
+    return mine / ref if mine is not None and ref is not None else 1.0
+
+
+def tensor_scale(eff: Efficiency, hw: _Hw, bf16: bool = False) -> float:
+    """The tensor-core efficiency multiplier of a GPU against the reference (H100: 1): its
+    measured matmul ceiling against H100's (``measured_ceiling`` 0 ignores it), times
+    ``blackwell`` on Blackwell parts (what they lose beyond that ceiling), and ``blackwell_fp8``
+    more in FP8 GEMMs."""
+    ratio = hw.ceiling_bf16 if bf16 else hw.ceiling
+    if hw.arch != "blackwell":
+        return ratio**eff.measured_ceiling
+    return ratio**eff.measured_ceiling * eff.blackwell * (eff.blackwell_fp8 if hw.fp8 and not bf16 else 1.0)
 
 
 def load_factor(eff: Efficiency, num_experts: int, ep: int, capacity_factor: float | None = None) -> float:
@@ -311,6 +351,9 @@ def _hw_of(gpu: GpuSpec, dtype: str) -> _Hw:
         nic_gbps=gpu.nic_gbps,
         nvlink_domain=gpu.nvlink_domain,
         arch=gpu.arch,
+        ceiling=ceiling_ratio(gpu, dtype),
+        ceiling_bf16=ceiling_ratio(gpu, "bf16" if dtype != "fp32" else dtype),
+        fp8=dtype == "fp8",
     )
 
 
@@ -344,7 +387,7 @@ def _layer_cost_cached(
 
     peak_layer = hw.peak_flops
     peak_bf16 = hw.peak_bf16_flops
-    arch = tensor_scale(eff, hw.arch)
+    arch, arch_bf16 = tensor_scale(eff, hw), tensor_scale(eff, hw, bf16=True)
     gemm_eff = {"fp8": eff.gemm_fp8}.get(dtype, eff.gemm_bf16) * arch
 
     def gemm(m: float, n: float, k: float, peak: float = peak_layer, e: float = gemm_eff) -> float:
@@ -354,7 +397,7 @@ def _layer_cost_cached(
     qkv = gemm(t, q / tp + 2 * kv_local, h)
     g = qkv + gemm(t, h, q / tp)
     attn_flops = 2 * t * s * q / tp  # causal: QK^T and AV over s/2 keys, 2 FLOP per MAC
-    attn = attn_flops / (peak_bf16 * eff.attention * arch)
+    attn = attn_flops / (peak_bf16 * eff.attention * arch_bf16)
 
     # Element-wise traffic in bytes per token of this CP rank, forward (``fw``) and backward
     # (``bw``) counted separately, because a backward kernel moves a different number of bytes
@@ -396,7 +439,7 @@ def _layer_cost_cached(
         grouped = eff.expert_gemm * m_e / (m_e + eff.expert_knee) * (eff.expert_fp8 if fp8 else 1.0)
         fc2 = load * e_loc * gemm(m_e, h, f / etp) / grouped
         g += load * e_loc * gemm(m_e, up / etp, h) / grouped + fc2
-        g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16 * arch)  # router
+        g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16 * arch_bf16)  # router
         routed = load * moe.top_k * etp / tp  # routed token copies on the busiest GPU, per token of this rank
         # Permute and un-permute (2 h each way per routed copy), the expert activation (its
         # width split by ETP); FP8: the expert FC1 input (permuted, no fused norm) and FC2
@@ -522,8 +565,9 @@ def predict_step(
     attn_mult = 3.5 + (1.0 if redo_layer else 0.0)
     ew_fwd_mult = 2.0 if redo_layer else 1.0
 
-    peak_bf16 = _hw_of(gpu, dtype).peak_bf16_flops
-    out_eff = eff.gemm_bf16 * tensor_scale(eff, gpu.arch)
+    hw = _hw_of(gpu, dtype)
+    peak_bf16 = hw.peak_bf16_flops
+    out_eff = eff.gemm_bf16 * tensor_scale(eff, hw, bf16=True)
     hbm = gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm
 
     per_stage = []
