@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from functools import cache
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
@@ -304,11 +303,10 @@ class _Hw:
 REFERENCE_GPU = "h100"
 
 
-@cache
 def _reference_gpu() -> GpuSpec:
-    from llmb.catalog.loader import HARDWARE_FILE, load_hardware_file
+    from llmb.catalog import default_catalog  # the hardware table the efficiencies are fitted with
 
-    return load_hardware_file(HARDWARE_FILE)[REFERENCE_GPU]
+    return default_catalog().gpu(REFERENCE_GPU)
 
 
 def ceiling_ratio(gpu: GpuSpec, dtype: str) -> float:

@@ -121,6 +121,7 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
     m, lay, req, opts, exp = run.model, run.layout, run.request, run.options, target.exp_dir
     steps = steps_of(run)
     dtype = run.recipe.dtype
+    vp = lay.vp if lay.pp > 1 and (lay.vp or 1) > 1 else None  # interleaved schedule
     o: dict[str, object] = {
         "trainer.num_nodes": target.nodes, "trainer.devices": target.ranks_per_node,
         "trainer.precision": "32" if dtype == "fp32" else "bf16",
@@ -132,7 +133,7 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         "model.micro_batch_size": lay.mbs, "model.global_batch_size": lay.gbs,
         "model.tensor_model_parallel_size": lay.tp, "model.pipeline_model_parallel_size": lay.pp,
         **({"model.expert_model_parallel_size": lay.ep} if moe else {}),
-        "model.virtual_pipeline_model_parallel_size": lay.vp if lay.pp > 1 and (lay.vp or 1) > 1 else None,
+        "model.virtual_pipeline_model_parallel_size": vp,
         "model.sequence_parallel": lay.tp > 1,
         # TE userbuffers overlap of the TP all-gathers/reduce-scatters with the GEMMs, as the
         # recipes' configure.sh turns it on (model.ub_tp_comm_overlap=true for Nemotron-4 and
@@ -154,7 +155,7 @@ def overrides(run: ResolvedRun, target: Target, tokenizer_model: str | None) -> 
         "model.fp8": dtype == "fp8", "model.fp8_hybrid": True, "model.fp8_amax_history_len": 1024,
         "model.fp8_amax_compute_algo": "max",
     }
-    if lay.pp > 1 and (lay.vp or 1) > 1:
+    if vp is not None:
         # the interleaved schedule's p2p sends overlapped with compute, unbatched (both
         # recipes' settings: Nemotron-4's configure.sh, Grok-1's grok1_314b.yaml)
         o.update({"model.overlap_p2p_comm": True, "model.batch_p2p_comm": False})
