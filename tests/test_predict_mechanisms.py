@@ -28,18 +28,42 @@ def test_hardware_table_states_the_generation_and_the_nvl72_domain():
     assert CAT.gpu("h100").arch == "hopper" and CAT.gpu("b200").arch == "blackwell"
 
 
-def test_blackwell_scales_tensor_core_time_on_blackwell_only():
-    slow = replace(BASE, blackwell=0.5)
-    gb_hw, h_hw = _hw_of(CAT.gpu("gb200"), "bf16"), _hw_of(CAT.gpu("h100"), "bf16")
-    assert tensor_scale(slow, gb_hw) == pytest.approx(0.5 * tensor_scale(BASE, gb_hw), rel=1e-12)
-    assert tensor_scale(slow, h_hw) == 1.0
-    gb = resolve(CAT, "llama3.1", "405b", "bf16", 128, "gb200")
-    a, b = _step(gb, BASE), _step(gb, slow)
-    assert b.gemm_s == pytest.approx(2 * a.gemm_s, rel=1e-9)
-    assert b.attention_s == pytest.approx(2 * a.attention_s, rel=1e-9)
-    assert b.elementwise_s == pytest.approx(a.elementwise_s, rel=1e-12)  # HBM-bound work is not tensor-core work
-    h = resolve(CAT, "llama3.1", "405b", "bf16", 512)
-    assert _step(h, slow).step_time_s == pytest.approx(_step(h, BASE).step_time_s, rel=1e-12)
+def test_a_faster_gpu_pays_the_same_fixed_gemm_costs():
+    """The knees stand for fixed per-tile, per-launch and per-expert costs, which take the
+    same time on any GPU: on a GPU with twice H100's peaks (and the same share of them
+    measured) the math takes half the time and the fixed costs do not shrink, so its GEMMs
+    take exactly half of what H100's take with both knees doubled."""
+    h = CAT.gpu("h100")
+    twice = h.model_copy(update={
+        "peak_tflops": {k: 2 * v for k, v in h.peak_tflops.items()},
+        "achievable_tflops": {k: 2 * v for k, v in h.achievable_tflops.items()},
+    })
+    eff = replace(BASE, gemm_knee=300.0, expert_knee=64.0)
+    doubled = replace(eff, gemm_knee=600.0, expert_knee=128.0)
+    for workload, size, gpus in (("llama3.1", "70b", 64), ("grok1", "314b", 512)):
+        for dtype in ("bf16", "fp8"):
+            r = resolve(CAT, workload, size, dtype, gpus, release="25.05.02" if workload == "grok1" else None)
+            fast = predict_step(r.model, r.derived, twice, dtype, eff).gemm_s
+            slow = predict_step(r.model, r.derived, h, dtype, doubled).gemm_s
+            assert fast == pytest.approx(slow / 2, rel=1e-9), (workload, dtype)
+            # and not merely because nothing depends on the knee
+            assert fast > predict_step(r.model, r.derived, twice, dtype, replace(eff, gemm_knee=1e-9)).gemm_s
+
+
+def test_moe_layers_without_a_shared_expert_have_only_attentions_tp_traffic():
+    """TP with sequence parallelism moves 10 collectives per dense layer, 5 of them the MLP's;
+    a routed MoE block reaches its experts by the EP all-to-all (and the ETP gather) instead,
+    while a shared expert is a TP-split MLP of its own."""
+    grok = resolve(CAT, "grok1", "314b", "bf16", 512, release="25.05.02")
+    dense_twin = grok.model.model_copy(update={"moe": None})
+    moe_cost = _layer_cost(grok.model, grok.derived, grok.gpu, "bf16", BASE, True)
+    dense_cost = _layer_cost(dense_twin, grok.derived, grok.gpu, "bf16", BASE, False)
+    assert grok.layout.tp == 4 and moe_cost.tp_s == pytest.approx(dense_cost.tp_s / 2, rel=1e-12)
+    mav = resolve(CAT, "llama4-maverick", "400b", "bf16", 512, gpu_type="h100")
+    assert mav.model.moe.shared_experts and mav.layout.tp > 1
+    dense_mav = mav.model.model_copy(update={"moe": None})
+    assert _layer_cost(mav.model, mav.derived, mav.gpu, "bf16", BASE, True).tp_s == pytest.approx(
+        _layer_cost(dense_mav, mav.derived, mav.gpu, "bf16", BASE, False).tp_s, rel=1e-12)
 
 
 def test_measured_matmul_ceilings_are_below_peak_and_cited():

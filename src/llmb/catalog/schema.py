@@ -374,7 +374,7 @@ class GpuSpec(Strict):
     name: str
     aliases: tuple[str, ...] = ()
     arch: Literal["ampere", "hopper", "blackwell"] = Field(
-        default="hopper", description="tensor-core generation (the predictor fits Blackwell's achieved share of peak)"
+        default="hopper", description="tensor-core generation (stated for the reader; the predictor uses the measured ceiling instead)"
     )
     peak_tflops: dict[Dtype, float]
     hbm_gb: float = Field(gt=0)

@@ -31,14 +31,12 @@ Procedure (deterministic, no randomness, numpy not needed):
    real test for the others), next to two naive baselines: a constant MFU (the training rows'
    geometric-mean MFU under the ``megatron`` FLOPs convention, fitted per fold) and the
    uncalibrated roofline (:meth:`Efficiency.roofline`). The MoE GEMM parameters are informed
-   by Llama 4 Maverick and Grok-1, ``blackwell`` by four workloads on GB200 (Llama 3.1 405B,
-   Nemotron-4 340B, Maverick, Grok-1: two dense, two MoE); the
-   router skew ``expert_load_cv`` by Maverick alone, because Grok-1's capacity factor of 1.0
-   bounds its load whatever the skew (the one exception to two workloads per parameter, and
-   what the data say rather than a choice). Holding out the only GPU type that informs
-   ``blackwell`` leaves it at its prior (1: GB200 at the share of peak its measured matmul
-   ceiling predicts, the hardware table's ``achievable_tflops``), which is what the GB200 fold
-   measures.
+   by Llama 4 Maverick and Grok-1; the router skew ``expert_load_cv`` by Maverick alone,
+   because Grok-1's capacity factor of 1.0 bounds its load whatever the skew (the one
+   exception to two workloads per parameter, and what the data say rather than a choice).
+   No parameter is GPU-specific: another GPU differs from H100 only through the hardware
+   table (peaks, the measured matmul ceiling ``achievable_tflops``, HBM, NVLink and NIC
+   rates, the NVLink domain), so holding GB200 out (or H100) measures those mechanisms alone.
 
 The fitted parameters, the procedure, the catalog fingerprint they were fitted on and the
 cross-validation summary are stored in ``calibration.json`` next to this module.
@@ -78,8 +76,6 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "expert_knee": (1.0, 16384.0, "log"),
     "expert_fp8": (0.2, 1.0, "log"),
     "expert_load_cv": (0.01, 3.0, "log"),
-    "blackwell": (0.3, 1.5, "log"),
-    "blackwell_fp8": (0.3, 1.5, "log"),
     "ring_step_us": (1.0, 200.0, "log"),
 }
 # Prior (center, standard deviation) of each parameter, from public microbenchmarks rather
@@ -89,7 +85,7 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 # traffic hidden by userbuffers / overlapped p2p; routed experts as efficient as dense GEMMs
 # of their size, a grouped-GEMM fixed cost of one 128-token M tile per expert, FP8 grouped
 # GEMMs as efficient as dense FP8, a router skew of 0.3 (coefficient of variation of the
-# experts' loads); Blackwell at the share of its peak its measured matmul ceiling predicts; a ring step across the network 14 us (NCCL's tuning model, src/graph/
+# experts' loads); a ring step across the network 14 us (NCCL's tuning model, src/graph/
 # tuning.cc: hwLat NET / Ring / Simple) (the centers are :class:`Efficiency`'s defaults,
 # also the fit's start).
 # Standard deviations are wide (25 % for efficiencies, a factor e for the knee and the ring

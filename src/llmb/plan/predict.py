@@ -8,9 +8,9 @@ The model, per GPU, for one micro-batch through one transformer layer:
 
 * **GEMMs** (QKV, attention output, MLP or experts, router, and the output layer on the last
   stage) run at ``peak(dtype) x gemm_eff(dtype) x f(M) f(N) f(K)`` with ``f(d) = d / (d + knee)``:
-  small or thin matrices lose efficiency. The knee is given at the BF16 peak and scales with
-  the dtype's peak (FP8: twice the knee), because a GEMM's fixed per-tile costs take the same
-  time at either precision. Forward + backward = 3 x the forward FLOPs; recompute adds the
+  small or thin matrices lose efficiency. The knee is given at H100's BF16 peak and scales
+  with the run's peak (FP8: twice the knee; GB200: 2.48 times), because a GEMM's fixed
+  per-tile costs take the same time at either precision and on either GPU. Forward + backward = 3 x the forward FLOPs; recompute adds the
   forward again (all of it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX
   remat policy, all but the saved QKV projection and the MLP's down-projection FC2, whose
   recomputed output the backward never reads and XLA eliminates as dead code: the backward
@@ -31,8 +31,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
   it; ranks ordered TP-CP-DP-PP; every ring also pays ``ring_step_us`` per network step and
   3.4 / 14 of it per NVLink step):
   - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
-    layer (the backward re-gathers inputs for the weight gradients); FP8 runs cast before
-    gathering, so the 6 all-gathers move half the bytes (the 4 reduce-scatters stay BF16);
+    layer (the backward re-gathers inputs for the weight gradients), half of them in a MoE
+    layer without a shared expert (the routed block's tokens move by the EP and ETP
+    collectives instead); FP8 runs cast before gathering, so the 6 all-gathers move half the
+    bytes (the 4 reduce-scatters stay BF16);
   - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
     hidden behind the attention kernels except for what exceeds them;
   - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
@@ -69,9 +71,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
 * **GPU generation**: the efficiencies are shares of H100's peaks. Another GPU's tensor-core
   work (GEMMs, attention) runs at them times its measured matmul ceiling's share of peak over
   H100's (``achievable_tflops`` in the hardware table: MAMF measurements, per dtype; GB200
-  0.93 in BF16 and 1.04 in FP8), and Blackwell parts (``arch``) also at ``blackwell``, fitted:
-  what they lose beyond that ceiling. Peaks, HBM bandwidth, NVLink rate and domain and NIC
-  come from the hardware table.
+  0.93 in BF16 and 1.04 in FP8), and its GEMM knees (fixed per-tile, per-launch and
+  per-expert costs, in elements at H100's BF16 peak) scale by its peak over H100's: the same
+  fixed time is worth 2.48 times the math on GB200. Peaks, HBM bandwidth, NVLink rate and
+  domain and NIC come from the hardware table; nothing is fitted per GPU.
 * **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
   bubble (PP - 1) / (VP x GA) of the steady state.
 * **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
@@ -113,15 +116,20 @@ class Efficiency:
     # Defaults are the calibration's prior (llmb.plan.calibrate.PRIOR) and its starting point.
     gemm_bf16: float = 0.78  # large BF16 GEMM, fraction of the dense BF16 peak
     gemm_fp8: float = 0.68  # large FP8 GEMM, fraction of the dense FP8 peak
-    gemm_knee: float = 256.0  # elements at the BF16 peak: f(d) = d / (d + knee) per GEMM dimension
+    # Elements at H100's BF16 peak: f(d) = d / (d + knee) per GEMM dimension. The fixed per-tile
+    # and per-launch costs it stands for take a fixed time, so on a GPU (or in a dtype) with a
+    # higher peak they are worth proportionally more elements: the knee scales by the run's
+    # peak over H100's BF16 peak (FP8 on H100: x 2; BF16 on GB200: x 2.48).
+    gemm_knee: float = 256.0
     attention: float = 0.55  # flash attention forward + backward, fraction of the BF16 peak
     hbm: float = 0.80  # element-wise kernels, fraction of HBM bandwidth
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
     overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
     expert_gemm: float = 1.0  # grouped expert GEMMs relative to dense GEMMs of their shape
-    # Grouped-GEMM fixed cost per expert, in tokens: each local expert's GEMMs run at
-    # m / (m + expert_knee) of a dense GEMM of their shape, m its tokens (ragged M tiles, the
-    # per-expert launch or schedule). Prior 128 tokens (one M tile), wide.
+    # Grouped-GEMM fixed cost per expert, in tokens at H100's BF16 peak: each local expert's
+    # GEMMs run at m / (m + expert_knee) of a dense GEMM of their shape, m its tokens (ragged M
+    # tiles, the per-expert launch or schedule); scaled by peak like ``gemm_knee``. Prior 128
+    # tokens (one M tile), wide.
     expert_knee: float = 128.0
     # FP8 grouped expert GEMMs relative to FP8 dense GEMMs (per-expert scaling factors and
     # amax reductions, the grouped kernel's FP8 path); 1 = as efficient.
@@ -132,11 +140,6 @@ class Efficiency:
     # expected maximum of EP loads of that spread. Prior: 0.3 (dropless routing of mock data
     # without an auxiliary loss is not balanced), wide.
     expert_load_cv: float = 0.3
-    # Blackwell's tensor cores reach this multiple of the share of their datasheet peak
-    # that their measured matmul ceiling predicts (GEMMs and attention); 1 = that share.
-    blackwell: float = 1.0
-    # And in FP8 GEMMs, this multiple more (1: FP8 loses no more than BF16 beyond the ceiling).
-    blackwell_fp8: float = 1.0
     # Not fitted: the weight of the hardware table's measured matmul ceilings (1: a GPU's
     # tensor-core efficiencies scale by its ceiling's share of peak over H100's; 0: datasheet
     # peaks only, as the uncalibrated roofline has it).
@@ -161,8 +164,6 @@ class Efficiency:
             expert_knee=0.0,
             expert_fp8=1.0,
             expert_load_cv=0.0,
-            blackwell=1.0,
-            blackwell_fp8=1.0,
             ring_step_us=0.0,
             measured_ceiling=0.0,
         )
@@ -293,10 +294,13 @@ class _Hw:
     nvlink_gbps: float
     nic_gbps: float
     nvlink_domain: int
-    arch: str = "hopper"
     ceiling: float = 1.0  # measured matmul share of peak over the reference GPU's, run's dtype
     ceiling_bf16: float = 1.0  # the same in BF16 (attention, router, output layer)
     fp8: bool = False  # the run's GEMMs are FP8
+    # The run's dtype peak and the BF16 peak over the reference GPU's BF16 peak: what the
+    # knees (fixed costs in elements at that peak) scale by.
+    knee_scale: float = 1.0
+    knee_scale_bf16: float = 1.0
 
 
 #: The GPU whose shares of peak the fitted efficiencies are (most published rows are H100's).
@@ -319,13 +323,8 @@ def ceiling_ratio(gpu: GpuSpec, dtype: str) -> float:
 
 def tensor_scale(eff: Efficiency, hw: _Hw, bf16: bool = False) -> float:
     """The tensor-core efficiency multiplier of a GPU against the reference (H100: 1): its
-    measured matmul ceiling against H100's (``measured_ceiling`` 0 ignores it), times
-    ``blackwell`` on Blackwell parts (what they lose beyond that ceiling), and ``blackwell_fp8``
-    more in FP8 GEMMs."""
-    ratio = hw.ceiling_bf16 if bf16 else hw.ceiling
-    if hw.arch != "blackwell":
-        return ratio**eff.measured_ceiling
-    return ratio**eff.measured_ceiling * eff.blackwell * (eff.blackwell_fp8 if hw.fp8 and not bf16 else 1.0)
+    measured matmul ceiling against H100's (``measured_ceiling`` 0 ignores it)."""
+    return (hw.ceiling_bf16 if bf16 else hw.ceiling) ** eff.measured_ceiling
 
 
 def load_factor(eff: Efficiency, num_experts: int, ep: int, capacity_factor: float | None = None) -> float:
@@ -348,10 +347,12 @@ def _hw_of(gpu: GpuSpec, dtype: str) -> _Hw:
         nvlink_gbps=gpu.nvlink_gbps,
         nic_gbps=gpu.nic_gbps,
         nvlink_domain=gpu.nvlink_domain,
-        arch=gpu.arch,
         ceiling=ceiling_ratio(gpu, dtype),
         ceiling_bf16=ceiling_ratio(gpu, "bf16" if dtype != "fp32" else dtype),
         fp8=dtype == "fp8",
+        knee_scale=gpu.peak_flops(dtype) / _reference_gpu().peak_flops("bf16"),
+        knee_scale_bf16=(gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype))
+        / _reference_gpu().peak_flops("bf16"),
     )
 
 
@@ -378,10 +379,11 @@ def _layer_cost_cached(
     a = act_bytes(dtype)
     gated = model.gated
     net = Net.of(hw, eff.link, eff.ring_step_us)
-    # The knee is in units of elements at the BF16 peak. A GEMM's fixed per-tile costs (pipeline
-    # fill, the BF16 epilogue write) take the same time at either precision, so at the FP8 peak
-    # they are worth twice the math: FP8 GEMMs need twice the size for the same efficiency.
-    knee = eff.gemm_knee * (hw.peak_flops / hw.peak_bf16_flops)
+    # The knee is in units of elements at H100's BF16 peak. A GEMM's fixed per-tile costs
+    # (pipeline fill, the BF16 epilogue write) take the same time at any precision and on any
+    # GPU, so at a higher peak they are worth more math: FP8 GEMMs need twice the size for the
+    # same efficiency, and GB200's GEMMs 2.48 times H100's.
+    knee = eff.gemm_knee * hw.knee_scale
 
     peak_layer = hw.peak_flops
     peak_bf16 = hw.peak_bf16_flops
@@ -434,7 +436,8 @@ def _layer_cost_cached(
         up = (2 if gated else 1) * f
         load = load_factor(eff, moe.num_experts, ep, moe.capacity_factor)  # the busiest EP rank's share over the mean
         m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert (mean)
-        grouped = eff.expert_gemm * m_e / (m_e + eff.expert_knee) * (eff.expert_fp8 if fp8 else 1.0)
+        e_knee = eff.expert_knee * hw.knee_scale
+        grouped = eff.expert_gemm * m_e / (m_e + e_knee) * (eff.expert_fp8 if fp8 else 1.0)
         fc2 = load * e_loc * gemm(m_e, h, f / etp) / grouped
         g += load * e_loc * gemm(m_e, up / etp, h) / grouped + fc2
         g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16 * arch_bf16)  # router
@@ -484,6 +487,11 @@ def _layer_cost_cached(
     # all-gathers move 1-byte elements; the 4 reduce-scatters stay BF16.
     gathers = 6 * (FP8_TP_GATHER_SHARE if dtype == "fp8" else 1.0)
     tp_s = (4 + gathers) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
+    if moe_layer and moe is not None and not moe.shared_experts:
+        # Half of them are the MLP's; a routed MoE block has none of its own: its sequence-
+        # parallel shard goes straight to the dispatch (the EP all-to-all, then the ETP
+        # gather above). A shared expert is a TP-split MLP and keeps its gathers.
+        tp_s /= 2
     cp_s = 0.0
     if cp > 1:
         step_bytes = t * 2 * kv_local * a
@@ -607,7 +615,7 @@ def predict_step(
         cp_exposed = max(0.0, cpc - at) if cpc else 0.0
         if rank == pp - 1:
             # Output layer (BF16) and the vocab-parallel cross entropy (~20 B per logit).
-            g += 3 * 2 * t * (v / tp) * h / (peak_bf16 * out_eff * _shape(t, v / tp, h, eff.gemm_knee))
+            g += 3 * 2 * t * (v / tp) * h / (peak_bf16 * out_eff * _shape(t, v / tp, h, eff.gemm_knee * hw.knee_scale_bf16))
             ew += t * (v / tp) * 20 / hbm
             if tp > 1:
                 tpc += 2 * net.ring(t * h * a, tp, 1)
