@@ -10,7 +10,7 @@ import pytest
 
 from llmb.catalog import default_catalog
 from llmb.plan.network import Net
-from llmb.plan.predict import Efficiency, _hw_of, _layer_cost, ceiling_ratio, load_factor, predict_step, tensor_scale
+from llmb.plan.predict import Efficiency, _layer_cost, ceiling_ratio, load_factor, predict_step
 from llmb.plan.recipe import resolve
 
 CAT = default_catalog()
