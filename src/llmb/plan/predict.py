@@ -7,16 +7,17 @@ byte widths come from :mod:`llmb.plan.shapes`, collective costs from :mod:`llmb.
 The model, per GPU, for one micro-batch through one transformer layer:
 
 * **GEMMs** (QKV, attention output, MLP or experts, router, and the output layer on the last
-  stage) run at ``peak(dtype) x gemm_eff(dtype) x f(M) f(N) f(K)`` with ``f(d) = d / (d + knee)``:
-  small or thin matrices lose efficiency. The knee is given at H100's BF16 peak and scales
-  with the run's peak (FP8: twice the knee; GB200: 2.48 times), because a GEMM's fixed
-  per-tile costs take the same time at either precision and on either GPU. Forward + backward = 3 x the forward FLOPs; recompute adds the
-  forward again (all of it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX
-  remat policy, all but the saved QKV projection and the MLP's down-projection FC2, whose
-  recomputed output the backward never reads and XLA eliminates as dead code: the backward
-  of FC2 needs its input, and the layer's output is the next layer's saved input). FP8 runs
-  use the FP8 peak for the layer GEMMs; the output layer, router and attention stay BF16
-  (Transformer Engine and MaxText defaults).
+  stage) run at ``peak(dtype) x gemm_eff(dtype) x f(M) f(N) f(K)`` with
+  ``f(d) = d / (d + knee)``: small or thin matrices lose efficiency. The knee is given at
+  H100's BF16 peak and scales with the run's peak (FP8: twice the knee; GB200: 2.48 times),
+  because a GEMM's fixed per-tile costs take the same time at either precision and on either
+  GPU. Forward + backward = 3 x the forward FLOPs; recompute adds the forward again (all of
+  it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX remat policy, all but
+  the saved QKV projection and the MLP's down-projection FC2, whose recomputed output the
+  backward never reads and XLA eliminates as dead code: the backward of FC2 needs its input,
+  and the layer's output is the next layer's saved input). FP8 runs use the FP8 peak for the
+  layer GEMMs; the output layer, router and attention stay BF16 (Transformer Engine and
+  MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
   (QK^T and AV over half the keys on average), 3.5 x that for forward + backward (the backward
   recomputes the scores), at ``peak(bf16) x attention_eff``.
