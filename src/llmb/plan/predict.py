@@ -297,11 +297,18 @@ class _Hw:
     nvlink_domain: int
     ceiling: float = 1.0  # measured matmul share of peak over the reference GPU's, run's dtype
     ceiling_bf16: float = 1.0  # the same in BF16 (attention, router, output layer)
-    fp8: bool = False  # the run's GEMMs are FP8
-    # The run's dtype peak and the BF16 peak over the reference GPU's BF16 peak: what the
-    # knees (fixed costs in elements at that peak) scale by.
-    knee_scale: float = 1.0
-    knee_scale_bf16: float = 1.0
+    reference_bf16_flops: float = 989e12  # the reference GPU's BF16 peak, where the knees are given
+
+    @property
+    def knee_scale(self) -> float:
+        """What the knees (fixed costs in elements at the reference BF16 peak) scale by in the
+        run's dtype: its peak over the reference's."""
+        return self.peak_flops / self.reference_bf16_flops
+
+    @property
+    def knee_scale_bf16(self) -> float:
+        """The same for the GEMMs that stay BF16 (the output layer)."""
+        return self.peak_bf16_flops / self.reference_bf16_flops
 
 
 #: The GPU whose shares of peak the fitted efficiencies are (most published rows are H100's).
@@ -350,10 +357,7 @@ def _hw_of(gpu: GpuSpec, dtype: str) -> _Hw:
         nvlink_domain=gpu.nvlink_domain,
         ceiling=ceiling_ratio(gpu, dtype),
         ceiling_bf16=ceiling_ratio(gpu, "bf16" if dtype != "fp32" else dtype),
-        fp8=dtype == "fp8",
-        knee_scale=gpu.peak_flops(dtype) / _reference_gpu().peak_flops("bf16"),
-        knee_scale_bf16=(gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype))
-        / _reference_gpu().peak_flops("bf16"),
+        reference_bf16_flops=_reference_gpu().peak_flops("bf16"),
     )
 
 
@@ -484,15 +488,14 @@ def _layer_cost_cached(
     # TP with sequence parallelism: forward 2 all-gathers (inputs of QKV and FC1) and 2
     # reduce-scatters (outputs of the projection and FC2); backward 2 all-gathers of output
     # gradients, 2 reduce-scatters of input gradients and 2 re-gathers of inputs for the
-    # weight gradients. FP8 runs (Transformer Engine) cast before gathering, so the 6
-    # all-gathers move 1-byte elements; the 4 reduce-scatters stay BF16.
-    gathers = 6 * (FP8_TP_GATHER_SHARE if dtype == "fp8" else 1.0)
-    tp_s = (4 + gathers) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
-    if moe_layer and moe is not None and not moe.shared_experts:
-        # Half of them are the MLP's; a routed MoE block has none of its own: its sequence-
-        # parallel shard goes straight to the dispatch (the EP all-to-all, then the ETP
-        # gather above). A shared expert is a TP-split MLP and keeps its gathers.
-        tp_s /= 2
+    # weight gradients: per TP-split block (attention, MLP) 2 reduce-scatters and 3
+    # all-gathers. FP8 runs (Transformer Engine) cast before gathering, so the all-gathers
+    # move 1-byte elements; the reduce-scatters stay BF16. A routed MoE block is not TP-split:
+    # its sequence-parallel shard goes straight to the dispatch (the EP all-to-all, then the
+    # ETP gather above); a shared expert is a TP-split MLP of its own.
+    gathers = 3 * (FP8_TP_GATHER_SHARE if dtype == "fp8" else 1.0)
+    blocks = 1 if moe_layer and moe is not None and not moe.shared_experts else 2
+    tp_s = blocks * (2 + gathers) * net.ring(t * h * a, tp, 1) if tp > 1 else 0.0
     cp_s = 0.0
     if cp > 1:
         step_bytes = t * 2 * kv_local * a
