@@ -631,6 +631,29 @@ def test_a_row_without_tp_comm_overlap_turns_it_off_in_every_framework():
             assert "model.ub_tp_comm_overlap=false" in text(off)
 
 
+def test_a_row_with_the_flash_attn_backend_exports_it_to_transformer_engine():
+    """The layout row's ``attention_backend: flash`` (the NeMo 1 launcher's Grok-1 and
+    Nemotron-4 340B scripts export NVTE_FUSED_ATTN=0) reaches every Transformer Engine
+    framework's environment; the cuDNN default adds nothing."""
+    from dataclasses import replace
+
+    nemotron = _resolve("nemotron4", "340b", "bf16", 128, "h100")
+    assert nemotron.recipe.attention_backend == "flash"
+    assert backends.render("nemo1", nemotron, _target(128, "h100")).env["NVTE_FUSED_ATTN"] == "0"
+    cases = {"megatron": ("megatron-llama3", "70b", "fp8", 64, "h100"),
+             "nemo1": ("grok1", "314b", "bf16", 512, "h100", "25.02"),
+             "nemo2": ("llama3.1", "70b", "bf16", 64, "h100")}
+    for backend, row in cases.items():
+        run = _resolve(*row)
+        flash = run.recipe.attention_backend == "flash"
+        cudnn = run if not flash else replace(
+            run, recipe=replace(run.recipe, row=run.recipe.row.model_copy(update={"attention_backend": "cudnn"})))
+        flash = replace(cudnn, recipe=replace(cudnn.recipe, row=cudnn.recipe.row.model_copy(
+            update={"attention_backend": "flash"})))
+        assert "NVTE_FUSED_ATTN" not in backends.render(backend, cudnn, _target(row[3], row[4])).env, backend
+        assert backends.render(backend, flash, _target(row[3], row[4])).env["NVTE_FUSED_ATTN"] == "0", backend
+
+
 @pytest.mark.parametrize("backend", list(KNOB_ROWS))
 def test_the_recipes_knobs_reach_the_framework(backend):
     row = KNOB_ROWS[backend]

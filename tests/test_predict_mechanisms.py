@@ -3,12 +3,14 @@ where, and that it changes nothing it should not (plan layer only, no torch)."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
 import pytest
 
 from llmb.catalog import default_catalog
+from llmb.errors import LlmbError
 from llmb.plan.network import Net
 from llmb.plan.predict import Efficiency, _layer_cost, ceiling_ratio, load_factor, predict_step
 from llmb.plan.recipe import resolve
@@ -48,6 +50,57 @@ def test_a_faster_gpu_pays_the_same_fixed_gemm_costs():
             assert fast == pytest.approx(slow / 2, rel=1e-9), (workload, dtype)
             # and not merely because nothing depends on the knee
             assert fast > predict_step(r.model, r.derived, twice, dtype, replace(eff, gemm_knee=1e-9)).gemm_s
+
+
+def test_the_knee_exponent_scales_the_fixed_gemm_costs_with_the_peak():
+    """knee_exponent a: the GEMM knee scales by (peak / H100's BF16 peak) ** a, so an FP8
+    layer on H100 (peak ratio r = 1979 / 989) at knee k and exponent a costs what it costs at
+    exponent 1 and knee k * r ** (a - 1); BF16 on H100 (ratio 1) does not depend on the
+    exponent at all."""
+    r8 = 1979 / 989
+    for workload, size, gpus in (("llama3.1", "70b", 64), ("grok1", "314b", 512)):
+        eight = resolve(CAT, workload, size, "fp8", gpus)
+        sixteen = resolve(CAT, workload, size, "bf16", gpus)
+        eff = replace(BASE, gemm_knee=300.0, knee_exponent=1.5)
+        same = replace(eff, gemm_knee=300.0 * r8**0.5, knee_exponent=1.0)
+        moe = eight.model.moe is not None
+
+        def layer(r, e):
+            return _layer_cost(r.model, r.derived, r.gpu, r.dtype, e, moe).gemm_fwd_s
+
+        assert layer(eight, eff) == pytest.approx(layer(eight, same), rel=1e-9), workload
+        assert layer(eight, eff) > layer(eight, replace(eff, knee_exponent=1.0))
+        assert _step(sixteen, eff).gemm_s == pytest.approx(_step(sixteen, replace(eff, knee_exponent=0.3)).gemm_s,
+                                                           rel=1e-12), workload
+
+
+def test_the_flash_attn_backend_slows_the_attention_kernels_only():
+    """A recipe that selects the flash-attn package (NVTE_FUSED_ATTN=0) runs its attention at
+    ``attention_flash`` instead of cuDNN's ``attention``; GEMMs, element-wise work and the
+    collectives do not change."""
+    r = resolve(CAT, "grok1", "314b", "bf16", 512, release="25.02")
+    assert r.attention_backend == "flash"
+    eff = replace(BASE, attention=0.6, attention_flash=0.3)
+    cudnn = predict_step(r.model, r.derived, r.gpu, "bf16", eff, "none", r.tp_comm_overlap, "cudnn")
+    flash = predict_step(r.model, r.derived, r.gpu, "bf16", eff, "none", r.tp_comm_overlap, "flash")
+    assert flash.attention_s == pytest.approx(2 * cudnn.attention_s, rel=1e-9)
+    assert (flash.gemm_s, flash.elementwise_s) == (cudnn.gemm_s, cudnn.elementwise_s)
+    assert flash.step_time_s > cudnn.step_time_s
+    with pytest.raises(LlmbError, match="unknown attention backend"):
+        predict_step(r.model, r.derived, r.gpu, "bf16", eff, attention_backend="fa3")
+
+
+def test_the_nemo1_launchers_rows_select_flash_attn_and_the_others_cudnn():
+    """dgxc-benchmarking's NeMo 1 launcher exports NVTE_FUSED_ATTN=0 for Grok-1 (v24.11.1 and
+    v25.02 grok1/configure.sh) and Nemotron-4 340B (v24.11.1 nemotron/configure.sh, the
+    seed's tables); NeMo 2's perf scripts export 1 (NeMo scripts/performance/utils.py)."""
+    assert resolve(CAT, "grok1", "314b", "fp8", 64, release="24.11.1").attention_backend == "flash"
+    assert resolve(CAT, "grok1", "314b", "bf16", 512, release="25.05.02").attention_backend == "cudnn"
+    assert resolve(CAT, "grok1", "314b", "bf16", 256, gpu_type="gb200").attention_backend == "cudnn"
+    assert resolve(CAT, "nemotron4", "340b", "bf16", 512).attention_backend == "flash"
+    assert resolve(CAT, "nemotron4", "340b", "bf16", 256, release="25.05").attention_backend == "cudnn"
+    for workload, size in (("llama3.1", "405b"), ("llama4-maverick", "400b"), ("llama2-maxtext", "70b")):
+        assert resolve(CAT, workload, size, "bf16", 512).attention_backend == "cudnn", workload
 
 
 def test_moe_layers_without_a_shared_expert_have_only_attentions_tp_traffic():
@@ -194,3 +247,14 @@ def test_ep_traffic_hides_only_behind_a_shared_expert():
     assert grok.ep_comm_total_s > 0 and grok.ep_comm_s == pytest.approx(grok.ep_comm_total_s, rel=1e-12)
     mav = _step(resolve(CAT, "llama4-maverick", "400b", "bf16", 512, "h100"), eff)
     assert mav.ep_comm_total_s > 0 and mav.ep_comm_s == pytest.approx(0.4 * mav.ep_comm_total_s, rel=1e-9)
+
+
+def test_predict_says_which_attention_kernels_it_charged(capsys):
+    from llmb.cli import main
+
+    assert main(["predict", "grok1", "-s", "314b", "-n", "512", "--release", "25.02"]) == 0
+    assert "attention=flash-attn" in capsys.readouterr().out
+    assert main(["predict", "grok1", "-s", "314b", "-n", "512", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["attention_backend"] == "cudnn"
+    assert main(["predict", "grok1", "-s", "314b", "-n", "512"]) == 0
+    assert "flash-attn" not in capsys.readouterr().out

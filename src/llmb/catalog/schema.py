@@ -231,6 +231,15 @@ class LayoutRow(Strict):
             "false where its config turns it off"
         ),
     )
+    attention_backend: Literal["cudnn", "flash"] = Field(
+        default="cudnn",
+        description=(
+            "Transformer Engine's attention kernels in the recipe: cudnn (cuDNN fused "
+            "attention, NVTE_FUSED_ATTN=1: NeMo 2's and Megatron-LM's perf scripts, MaxText's "
+            "cudnn_flash_te) or flash (the flash-attn package, where the launcher exports "
+            "NVTE_FUSED_ATTN=0)"
+        ),
+    )
     recompute: Literal["none", "selective", "mlp", "save_qkv", "full"] | None = Field(
         default=None,
         description=(

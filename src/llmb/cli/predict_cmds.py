@@ -60,7 +60,8 @@ def _print_forecast(f: Forecast) -> None:
     r = f.recipe
     m = f.metrics
     mem = f.memory
-    console.print(f"[bold]{r.title}[/]  {_layout_text(f)}  recompute={f.breakdown.recompute}")
+    attention = "  attention=flash-attn" if r.attention_backend == "flash" else ""
+    console.print(f"[bold]{r.title}[/]  {_layout_text(f)}  recompute={f.breakdown.recompute}{attention}")
     for note in r.notes:
         console.print(f"  note: {note}", highlight=False)
 

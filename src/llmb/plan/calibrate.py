@@ -34,6 +34,8 @@ Procedure (deterministic, no randomness, numpy not needed):
    by Llama 4 Maverick and Grok-1; the router skew ``expert_load_cv`` by Maverick alone,
    because Grok-1's capacity factor of 1.0 bounds its load whatever the skew (the one
    exception to two workloads per parameter, and what the data say rather than a choice).
+   The flash-attn efficiency ``attention_flash`` is informed by the rows whose launcher selects
+   it: Grok-1's and Nemotron-4 340B's NeMo 1 releases.
    No parameter is GPU-specific: another GPU differs from H100 only through the hardware
    table (peaks, the measured matmul ceiling ``achievable_tflops``, HBM, NVLink and NIC
    rates, the NVLink domain), so holding GB200 out (or H100) measures those mechanisms alone.
@@ -68,7 +70,9 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "gemm_bf16": (0.05, 1.0, "log"),
     "gemm_fp8": (0.05, 1.0, "log"),
     "gemm_knee": (1.0, 4096.0, "log"),
+    "knee_exponent": (0.0, 2.0, "lin"),
     "attention": (0.05, 1.0, "log"),
+    "attention_flash": (0.05, 1.0, "log"),
     "hbm": (0.05, 1.0, "log"),
     "link": (0.05, 1.0, "log"),
     "overlap": (0.0, 1.0, "lin"),
@@ -80,7 +84,9 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 }
 # Prior (center, standard deviation) of each parameter, from public microbenchmarks rather
 # than from the catalog: large cuBLAS GEMMs reach ~75-80 % of the dense peak in BF16 and
-# ~65-70 % in FP8 on H100; flash attention forward + backward ~50-60 % of the BF16 peak;
+# ~65-70 % in FP8 on H100, their fixed costs taking the same time at any peak (knee
+# exponent 1); cuDNN's fused attention forward + backward ~50-60 % of the BF16 peak, the
+# flash-attn package's FlashAttention-2 ~35 % (FlashAttention-3's paper, H100);
 # streaming kernels ~80 % of HBM bandwidth; NCCL ~80 % of NVLink / NIC line rate; most TP/PP
 # traffic hidden by userbuffers / overlapped p2p; routed experts as efficient as dense GEMMs
 # of their size, a grouped-GEMM fixed cost of one 128-token M tile per expert, FP8 grouped
@@ -89,10 +95,11 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 # tuning.cc: hwLat NET / Ring / Simple) (the centers are :class:`Efficiency`'s defaults,
 # also the fit's start).
 # Standard deviations are wide (25 % for efficiencies, a factor e for the knee and the ring
-# step latency, 0.2 for the overlap): the prior only settles what the published tables
+# step latency, 0.2 for the overlap, 0.5 for the knee exponent): the prior only settles what the published tables
 # cannot tell apart.
 PRIOR_SD: dict[str, float] = {name: 0.25 for name in BOUNDS} | {
     "gemm_knee": 1.0,
+    "knee_exponent": 0.5,
     "expert_load_cv": 1.0,
     "expert_knee": 1.0,
     "overlap": 0.2,
@@ -170,7 +177,8 @@ def fingerprint(items: Iterable[Sample]) -> str:
 
 def predict_sample(sample: Sample, eff: Efficiency) -> float:
     r = sample.recipe
-    return predict_step(r.model, r.derived, r.gpu, sample.dtype, eff, sample.recompute, r.tp_comm_overlap).step_time_s
+    return predict_step(r.model, r.derived, r.gpu, sample.dtype, eff, sample.recompute, r.tp_comm_overlap,
+                        r.attention_backend).step_time_s
 
 
 def _weights(items: list[Sample]) -> list[float]:

@@ -61,6 +61,7 @@ class Forecast:
             "derived": self.recipe.derived.as_dict(),
             "notes": list(self.recipe.notes),
             "recompute": self.breakdown.recompute,
+            "attention_backend": self.recipe.attention_backend,
             "memory": self.memory.as_dict(),
             "breakdown": self.breakdown.as_dict(),
             "step_time_s": self.step_time_s,
@@ -100,7 +101,8 @@ def forecast(
         mem = least_recompute_that_fits(recipe.model, recipe.derived, recipe.gpu, recipe.dtype)
     else:
         mem = estimate_memory(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, recompute)
-    br = predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, mem.recompute, recipe.tp_comm_overlap)
+    br = predict_step(recipe.model, recipe.derived, recipe.gpu, recipe.dtype, eff, mem.recompute, recipe.tp_comm_overlap,
+                      recipe.attention_backend)
     return Forecast(recipe, mem, br, step_band_s(br.step_time_s, band))
 
 

@@ -9,9 +9,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
 * **GEMMs** (QKV, attention output, MLP or experts, router, and the output layer on the last
   stage) run at ``peak(dtype) x gemm_eff(dtype) x f(M) f(N) f(K)`` with
   ``f(d) = d / (d + knee)``: small or thin matrices lose efficiency. The knee is given at
-  H100's BF16 peak and scales with the run's peak (FP8: twice the knee; GB200: 2.48 times),
-  because a GEMM's fixed per-tile costs take the same time at either precision and on either
-  GPU. Forward + backward = 3 x the forward FLOPs; recompute adds the forward again (all of
+  H100's BF16 peak and scales with the run's peak as ``(peak / H100's BF16 peak) **
+  knee_exponent`` (FP8 on H100: ratio 2; GB200: 2.48): a GEMM's fixed per-tile costs are
+  worth more math where the math is faster (exponent 1: they take the same time at any
+  peak; the fit says a little more, as an FP8 epilogue's scaling would). Forward + backward = 3 x the forward FLOPs; recompute adds the forward again (all of
   it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX remat policy, all but
   the saved QKV projection and the MLP's down-projection FC2, whose recomputed output the
   backward never reads and XLA eliminates as dead code: the backward of FC2 needs its input,
@@ -20,7 +21,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
   MaxText defaults).
 * **Attention** (flash attention, causal): 2 x tokens x seq x width forward FLOPs per layer
   (QK^T and AV over half the keys on average), 3.5 x that for forward + backward (the backward
-  recomputes the scores), at ``peak(bf16) x attention_eff``.
+  recomputes the scores), at ``peak(bf16) x attention_eff``: cuDNN's fused attention
+  (``attention``), or the flash-attn package's FlashAttention-2 (``attention_flash``) where the
+  recipe's layout row says ``attention_backend: flash`` (the NeMo 1 launcher's Grok-1 and
+  Nemotron-4 340B scripts export NVTE_FUSED_ATTN=0).
 * **Element-wise work** is counted in bytes moved, forward and backward separately (a
   backward kernel does not move twice its forward's bytes): norms, fused residual adds, fused
   RoPE on Q and K, the MLP activation, MoE permute / un-permute, the cross entropy, and in FP8
@@ -88,7 +92,7 @@ efficiency 1, nothing overlapped, no ring latency, datasheet peaks).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from llmb.catalog.schema import GpuSpec, ModelSpec
 from llmb.errors import LlmbError
@@ -107,6 +111,9 @@ from llmb.plan.shapes import (
 #: Engine gathers the FP8 casts (0.5). The alternative, BF16 gathers (1.0), was tested as an
 #: explanation of the FP8 + TP residuals and fits worse (benchmarks/predict_fp8_tp.py).
 FP8_TP_GATHER_SHARE = 0.5
+#: Transformer Engine's attention backends a recipe can select: cuDNN's fused attention
+#: (NVTE_FUSED_ATTN=1, the default) or the flash-attn package (NVTE_FUSED_ATTN=0).
+ATTENTION_BACKENDS = ("cudnn", "flash")
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
 
@@ -122,7 +129,17 @@ class Efficiency:
     # higher peak they are worth proportionally more elements: the knee scales by the run's
     # peak over H100's BF16 peak (FP8 on H100: x 2; BF16 on GB200: x 2.48).
     gemm_knee: float = 256.0
-    attention: float = 0.55  # flash attention forward + backward, fraction of the BF16 peak
+    # How the knee scales with the run's peak: by (peak / H100's BF16 peak) ** knee_exponent.
+    # 1: the fixed costs take the same time at any peak; above 1 they take longer where the
+    # peak is higher (an FP8 GEMM's scaling epilogue, a faster GPU's tile pipeline). Prior 1,
+    # wide.
+    knee_exponent: float = 1.0
+    attention: float = 0.55  # cuDNN fused attention forward + backward, fraction of the BF16 peak
+    # The flash-attn package's kernels (FlashAttention-2) where a recipe selects them
+    # (NVTE_FUSED_ATTN=0) instead of cuDNN's: FA2 does not use Hopper's asynchronous tensor
+    # cores; its paper and FlashAttention-3's measure ~35 % of H100's BF16 peak forward and
+    # backward (the prior).
+    attention_flash: float = 0.35
     hbm: float = 0.80  # element-wise kernels, fraction of HBM bandwidth
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
     overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
@@ -157,7 +174,9 @@ class Efficiency:
             gemm_bf16=1.0,
             gemm_fp8=1.0,
             gemm_knee=0.0,
+            knee_exponent=1.0,
             attention=1.0,
+            attention_flash=1.0,
             hbm=1.0,
             link=1.0,
             overlap=0.0,
@@ -385,10 +404,10 @@ def _layer_cost_cached(
     gated = model.gated
     net = Net.of(hw, eff.link, eff.ring_step_us)
     # The knee is in units of elements at H100's BF16 peak. A GEMM's fixed per-tile costs
-    # (pipeline fill, the BF16 epilogue write) take the same time at any precision and on any
-    # GPU, so at a higher peak they are worth more math: FP8 GEMMs need twice the size for the
-    # same efficiency, and GB200's GEMMs 2.48 times H100's.
-    knee = eff.gemm_knee * hw.knee_scale
+    # (pipeline fill, the epilogue) are worth more math at a higher peak: at least in
+    # proportion (knee_exponent 1: the same time at any precision and on any GPU), more where
+    # they also take longer there (an FP8 epilogue's scaling).
+    knee = eff.gemm_knee * hw.knee_scale**eff.knee_exponent
 
     peak_layer = hw.peak_flops
     peak_bf16 = hw.peak_bf16_flops
@@ -441,7 +460,7 @@ def _layer_cost_cached(
         up = (2 if gated else 1) * f
         load = load_factor(eff, moe.num_experts, ep, moe.capacity_factor)  # the busiest EP rank's share over the mean
         m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert (mean)
-        e_knee = eff.expert_knee * hw.knee_scale
+        e_knee = eff.expert_knee * hw.knee_scale  # a per-expert launch: the same time at any peak
         grouped = eff.expert_gemm * m_e / (m_e + e_knee) * (eff.expert_fp8 if fp8 else 1.0)
         fc2 = load * e_loc * gemm(m_e, h, f / etp) / grouped
         g += load * e_loc * gemm(m_e, up / etp, h) / grouped + fc2
@@ -544,12 +563,18 @@ def predict_step(
     eff: Efficiency,
     recompute: str = "none",
     tp_overlap: bool = True,
+    attention_backend: str = "cudnn",
 ) -> StepBreakdown:
     """Predicted step time of training ``model`` with ``derived`` on ``gpu``, as a breakdown.
 
     ``tp_overlap``: the recipe overlaps TP communication with compute (Transformer Engine
-    userbuffers); False exposes all of it."""
+    userbuffers); False exposes all of it. ``attention_backend``: ``cudnn`` (cuDNN fused
+    attention) or ``flash`` (the flash-attn package, at ``attention_flash``)."""
     check_recompute(recompute)
+    if attention_backend not in ATTENTION_BACKENDS:
+        raise LlmbError(f"unknown attention backend {attention_backend!r} (expected one of {', '.join(ATTENTION_BACKENDS)})")
+    if attention_backend == "flash":
+        eff = replace(eff, attention=eff.attention_flash)
     lay = derived.layout
     tp, pp, cp = lay.tp, lay.pp, lay.cp
     vp, ga = derived.vp, derived.ga
@@ -619,7 +644,7 @@ def predict_step(
         cp_exposed = max(0.0, cpc - at) if cpc else 0.0
         if rank == pp - 1:
             # Output layer (BF16) and the vocab-parallel cross entropy (~20 B per logit).
-            g += 3 * 2 * t * (v / tp) * h / (peak_bf16 * out_eff * _shape(t, v / tp, h, eff.gemm_knee * hw.knee_scale_bf16))
+            g += 3 * 2 * t * (v / tp) * h / (peak_bf16 * out_eff * _shape(t, v / tp, h, eff.gemm_knee * hw.knee_scale_bf16**eff.knee_exponent))
             ew += t * (v / tp) * 20 / hbm
             if tp > 1:
                 tpc += 2 * net.ring(t * h * a, tp, 1)

@@ -56,6 +56,12 @@ class Recipe:
         return self.row.tp_comm_overlap if self.row is not None else True
 
     @property
+    def attention_backend(self) -> str:
+        """Transformer Engine's attention kernels the recipe selects (its layout row says;
+        a layout of llmb's own gets cuDNN's, the default)."""
+        return self.row.attention_backend if self.row is not None else "cudnn"
+
+    @property
     def framework(self) -> str:
         """The framework this recipe's published numbers were measured with: the baseline's
         source's, else that of a source of the same release, else the workload's (Grok-1's

@@ -142,7 +142,8 @@ def search_layouts(recipe: Recipe, eff: Efficiency, top: int = 5, band: tuple[fl
         mem = _lightest_fitting(recipe, derived)
         if mem is None:
             continue
-        br = predict_step(recipe.model, derived, recipe.gpu, recipe.dtype, eff, mem.recompute, recipe.tp_comm_overlap)
+        br = predict_step(recipe.model, derived, recipe.gpu, recipe.dtype, eff, mem.recompute, recipe.tp_comm_overlap,
+                          recipe.attention_backend)
         found.append((round(br.step_time_s, 4), _complexity(lay), lay, derived, mem, br))
     # Ties (to 0.1 ms) go to the simpler layout: fewer model-parallel ranks, no interleaving.
     found.sort(key=lambda x: (x[0], x[1]))

@@ -114,6 +114,13 @@ def trace_env(run: ResolvedRun) -> dict[str, str]:
     return dict(NCCL_TRACE_ENV) if run.options.nccl_trace else {}
 
 
+def attention_env(run: ResolvedRun) -> dict[str, str]:
+    """Transformer Engine's attention backend where the recipe selects the flash-attn package
+    over cuDNN's fused attention (the NeMo 1 launcher's Grok-1 and Nemotron-4 340B scripts
+    export NVTE_FUSED_ATTN=0); nothing where it keeps the default."""
+    return {"NVTE_FUSED_ATTN": "0"} if run.recipe.attention_backend == "flash" else {}
+
+
 def start_checkpoint(run: ResolvedRun) -> str | None:
     """LOAD_CHECKPOINT_PATH as given (the framework's own checkpoint; llmb does not read it)."""
     return run.options.load

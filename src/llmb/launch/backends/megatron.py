@@ -19,6 +19,7 @@ from llmb.launch.backends.base import (
     FrameworkLaunch,
     Target,
     admit,
+    attention_env,
     check_data,
     check_options,
     nsys_prefix,
@@ -191,7 +192,7 @@ def render(run: ResolvedRun, target: Target, source: str | None = None) -> Frame
     script = f"{source or SOURCE_IN_CONTAINER}/pretrain_gpt.py"
     # Megatron-LM's validate_args: TP or CP need CUDA_DEVICE_MAX_CONNECTIONS=1, FSDP needs more than one.
     connections = "8" if "--use-torch-fsdp2" in flags else "1"
-    env = {"CUDA_DEVICE_MAX_CONNECTIONS": connections, **trace_env(run)}
+    env = {"CUDA_DEVICE_MAX_CONNECTIONS": connections, **attention_env(run), **trace_env(run)}
     return FrameworkLaunch(
         backend=NAME, log_format=LOG_FORMAT, launcher="torchrun", command=(script, *flags), env=env, image=IMAGE,
         workdir=source or SOURCE_IN_CONTAINER, checked_against=CHECKED_AGAINST,

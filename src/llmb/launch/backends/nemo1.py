@@ -23,6 +23,7 @@ from llmb.launch.backends.base import (
     FrameworkLaunch,
     Target,
     admit,
+    attention_env,
     check_data,
     check_options,
     extras_note,
@@ -211,6 +212,6 @@ def render(run: ResolvedRun, target: Target, tokenizer_model: str | None = None)
     return FrameworkLaunch(
         backend=NAME, log_format=LOG_FORMAT, launcher="task", command=("python3", "-u", ENTRY, *over),
         files={"nemo1_overrides.txt": "\n".join(shlex.quote(x) for x in over) + "\n"},
-        env={"CUDA_DEVICE_MAX_CONNECTIONS": "1", **trace_env(run)}, image=IMAGE, workdir=target.exp_dir,
+        env={"CUDA_DEVICE_MAX_CONNECTIONS": "1", **attention_env(run), **trace_env(run)}, image=IMAGE, workdir=target.exp_dir,
         wrapper=wrapper, notes=notes, checked_against=CHECKED_AGAINST,
     )

@@ -19,6 +19,7 @@ from llmb.launch.backends.base import (
     FrameworkLaunch,
     Target,
     admit,
+    attention_env,
     check_data,
     check_options,
     extras_note,
@@ -225,7 +226,7 @@ def render(run: ResolvedRun, target: Target) -> FrameworkLaunch:
     path = f"{target.exp_dir}/{SCRIPT}"
     return FrameworkLaunch(
         backend=NAME, log_format=LOG_FORMAT, launcher="torchrun", command=(path,), files={SCRIPT: text},
-        env={"CUDA_DEVICE_MAX_CONNECTIONS": "1", **trace_env(run)}, image=IMAGE, workdir=target.exp_dir,
+        env={"CUDA_DEVICE_MAX_CONNECTIONS": "1", **attention_env(run), **trace_env(run)}, image=IMAGE, workdir=target.exp_dir,
         wrapper=tuple(nsys_prefix(target.exp_dir)) if run.options.profile else (), checked_against=CHECKED_AGAINST,
         notes=notes,
     )
