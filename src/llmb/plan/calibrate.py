@@ -95,8 +95,8 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
 # tuning.cc: hwLat NET / Ring / Simple) (the centers are :class:`Efficiency`'s defaults,
 # also the fit's start).
 # Standard deviations are wide (25 % for efficiencies, a factor e for the knee and the ring
-# step latency, 0.2 for the overlap, 0.5 for the knee exponent): the prior only settles what the published tables
-# cannot tell apart.
+# step latency, 0.2 for the overlap, 0.5 for the knee exponent): the prior only settles
+# what the published tables cannot tell apart.
 PRIOR_SD: dict[str, float] = {name: 0.25 for name in BOUNDS} | {
     "gemm_knee": 1.0,
     "knee_exponent": 0.5,

@@ -12,9 +12,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
   H100's BF16 peak and scales with the run's peak as ``(peak / H100's BF16 peak) **
   knee_exponent`` (FP8 on H100: ratio 2; GB200: 2.48): a GEMM's fixed per-tile costs are
   worth more math where the math is faster (exponent 1: they take the same time at any
-  peak; the fit says a little more, as an FP8 epilogue's scaling would). Forward + backward = 3 x the forward FLOPs; recompute adds the forward again (all of
-  it under ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX remat policy, all but
-  the saved QKV projection and the MLP's down-projection FC2, whose recomputed output the
+  peak; the fit says a little more, as an FP8 epilogue's scaling would). Forward +
+  backward = 3 x the forward FLOPs; recompute adds the forward again (all of it under
+  ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX remat policy, all but the
+  saved QKV projection and the MLP's down-projection FC2, whose recomputed output the
   backward never reads and XLA eliminates as dead code: the backward of FC2 needs its input,
   and the layer's output is the next layer's saved input). FP8 runs use the FP8 peak for the
   layer GEMMs; the output layer, router and attention stay BF16 (Transformer Engine and
@@ -125,9 +126,9 @@ class Efficiency:
     gemm_bf16: float = 0.78  # large BF16 GEMM, fraction of the dense BF16 peak
     gemm_fp8: float = 0.68  # large FP8 GEMM, fraction of the dense FP8 peak
     # Elements at H100's BF16 peak: f(d) = d / (d + knee) per GEMM dimension. The fixed per-tile
-    # and per-launch costs it stands for take a fixed time, so on a GPU (or in a dtype) with a
-    # higher peak they are worth proportionally more elements: the knee scales by the run's
-    # peak over H100's BF16 peak (FP8 on H100: x 2; BF16 on GB200: x 2.48).
+    # and per-launch costs it stands for take at least a fixed time, so on a GPU (or in a dtype)
+    # with a higher peak they are worth more elements: the knee scales by the run's peak over H100's
+    # BF16 peak (FP8 on H100: 2; BF16 on GB200: 2.48) to the power ``knee_exponent``.
     gemm_knee: float = 256.0
     # How the knee scales with the run's peak: by (peak / H100's BF16 peak) ** knee_exponent.
     # 1: the fixed costs take the same time at any peak; above 1 they take longer where the
