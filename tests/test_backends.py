@@ -643,15 +643,15 @@ def test_a_row_with_the_flash_attn_backend_exports_it_to_transformer_engine():
     cases = {"megatron": ("megatron-llama3", "70b", "fp8", 64, "h100"),
              "nemo1": ("grok1", "314b", "bf16", 512, "h100", "25.02"),
              "nemo2": ("llama3.1", "70b", "bf16", 64, "h100")}
+
+    def with_backend(run, backend):
+        return replace(run, recipe=replace(run.recipe, row=run.recipe.row.model_copy(
+            update={"attention_backend": backend})))
+
     for backend, row in cases.items():
-        run = _resolve(*row)
-        flash = run.recipe.attention_backend == "flash"
-        cudnn = run if not flash else replace(
-            run, recipe=replace(run.recipe, row=run.recipe.row.model_copy(update={"attention_backend": "cudnn"})))
-        flash = replace(cudnn, recipe=replace(cudnn.recipe, row=cudnn.recipe.row.model_copy(
-            update={"attention_backend": "flash"})))
-        assert "NVTE_FUSED_ATTN" not in backends.render(backend, cudnn, _target(row[3], row[4])).env, backend
-        assert backends.render(backend, flash, _target(row[3], row[4])).env["NVTE_FUSED_ATTN"] == "0", backend
+        run, target = _resolve(*row), _target(row[3], row[4])
+        assert "NVTE_FUSED_ATTN" not in backends.render(backend, with_backend(run, "cudnn"), target).env, backend
+        assert backends.render(backend, with_backend(run, "flash"), target).env["NVTE_FUSED_ATTN"] == "0", backend
 
 
 @pytest.mark.parametrize("backend", list(KNOB_ROWS))

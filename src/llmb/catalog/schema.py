@@ -11,6 +11,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Dtype = Literal["bf16", "fp8", "fp32"]
+#: Transformer Engine's attention kernels a recipe selects: cuDNN's fused attention
+#: (NVTE_FUSED_ATTN=1, the default) or the flash-attn package (NVTE_FUSED_ATTN=0).
+AttentionBackend = Literal["cudnn", "flash"]
 DTYPES: tuple[str, ...] = ("bf16", "fp8", "fp32")
 
 PositiveInt = int  # documented alias; positivity is enforced with Field(gt=0) below
@@ -231,7 +234,7 @@ class LayoutRow(Strict):
             "false where its config turns it off"
         ),
     )
-    attention_backend: Literal["cudnn", "flash"] = Field(
+    attention_backend: AttentionBackend = Field(
         default="cudnn",
         description=(
             "Transformer Engine's attention kernels in the recipe: cudnn (cuDNN fused "

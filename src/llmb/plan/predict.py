@@ -77,10 +77,11 @@ The model, per GPU, for one micro-batch through one transformer layer:
 * **GPU generation**: the efficiencies are shares of H100's peaks. Another GPU's tensor-core
   work (GEMMs, attention) runs at them times its measured matmul ceiling's share of peak over
   H100's (``achievable_tflops`` in the hardware table: MAMF measurements, per dtype; GB200
-  0.93 in BF16 and 1.04 in FP8), and its GEMM knees (fixed per-tile, per-launch and
-  per-expert costs, in elements at H100's BF16 peak) scale by its peak over H100's: the same
-  fixed time is worth 2.48 times the math on GB200. Peaks, HBM bandwidth, NVLink rate and
-  domain and NIC come from the hardware table; nothing is fitted per GPU.
+  0.93 in BF16 and 1.04 in FP8), and its knees (fixed per-tile and per-expert costs, in
+  elements at H100's BF16 peak) scale with its peak over H100's as above: the per-expert knee
+  by the ratio (2.48 on GB200), the GEMM knee by the ratio to the power ``knee_exponent``.
+  Peaks, HBM bandwidth, NVLink rate and domain and NIC come from the hardware table; nothing
+  is fitted per GPU.
 * **Pipeline**: ``step = (GA + (PP - 1) / VP) x t_microbatch(slowest stage)``: the 1F1B
   bubble (PP - 1) / (VP x GA) of the steady state.
 * **Optimizer**: Adam over the local shard, memory-bound (~32 bytes per parameter).
@@ -94,8 +95,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import get_args
 
-from llmb.catalog.schema import GpuSpec, ModelSpec
+from llmb.catalog.schema import AttentionBackend, GpuSpec, ModelSpec
 from llmb.errors import LlmbError
 from llmb.plan.layout import DerivedLayout
 from llmb.plan.network import Net
@@ -112,9 +114,7 @@ from llmb.plan.shapes import (
 #: Engine gathers the FP8 casts (0.5). The alternative, BF16 gathers (1.0), was tested as an
 #: explanation of the FP8 + TP residuals and fits worse (benchmarks/predict_fp8_tp.py).
 FP8_TP_GATHER_SHARE = 0.5
-#: Transformer Engine's attention backends a recipe can select: cuDNN's fused attention
-#: (NVTE_FUSED_ATTN=1, the default) or the flash-attn package (NVTE_FUSED_ATTN=0).
-ATTENTION_BACKENDS = ("cudnn", "flash")
+ATTENTION_BACKENDS: tuple[str, ...] = get_args(AttentionBackend)
 ADAM_BYTES_PER_PARAM = 32  # read fp32 param, grad, m, v; write param, m, v; write bf16 copy
 
 
@@ -130,10 +130,8 @@ class Efficiency:
     # with a higher peak they are worth more elements: the knee scales by the run's peak over H100's
     # BF16 peak (FP8 on H100: 2; BF16 on GB200: 2.48) to the power ``knee_exponent``.
     gemm_knee: float = 256.0
-    # How the knee scales with the run's peak: by (peak / H100's BF16 peak) ** knee_exponent.
     # 1: the fixed costs take the same time at any peak; above 1 they take longer where the
-    # peak is higher (an FP8 GEMM's scaling epilogue, a faster GPU's tile pipeline). Prior 1,
-    # wide.
+    # peak is higher (an FP8 GEMM's scaling epilogue). Prior 1, wide.
     knee_exponent: float = 1.0
     attention: float = 0.55  # cuDNN fused attention forward + backward, fraction of the BF16 peak
     # The flash-attn package's kernels (FlashAttention-2) where a recipe selects them
