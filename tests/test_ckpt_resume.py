@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from _ranks import start_ranks
 
 STEPS, SAVE_AT = 10, 5
 TOL = 1e-6
@@ -122,7 +122,7 @@ def test_resume_across_world_sizes(tmp_path):
     one = tmp_path / "one"
     ref = _straight(1, one)
     one_ckpt = one / "checkpoints" / "step_00000005"
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), str(one_ckpt)), nprocs=2)
+    start_ranks(_worker, (_free_port(), str(tmp_path), str(one_ckpt)), 2)
     two = json.loads((tmp_path / "two.json").read_text())
     _close(two["straight"][SAVE_AT:], ref[SAVE_AT:], "2 ranks straight vs 1 rank straight")
     _close(two["from_one"], two["straight"][SAVE_AT:], "1 rank -> 2 ranks")
@@ -214,7 +214,7 @@ def test_loader_ignores_incomplete_checkpoints(tmp_path):
 )
 def test_expert_parallel_checkpoint_loads_on_one_rank(tmp_path, name, overrides):
     """MoE: experts split over 2 ranks, saved, then loaded by one process."""
-    mp.spawn(_ep_worker, args=(_free_port(), str(tmp_path), name, overrides), nprocs=2)
+    start_ranks(_ep_worker, (_free_port(), str(tmp_path), name, overrides), 2)
     straight = json.loads((tmp_path / f"{name}.json").read_text())
     ckpt = tmp_path / name / "checkpoints" / "step_00000005"
     got = _resumed(1, ckpt, "llama4-maverick")
@@ -229,7 +229,9 @@ def test_resume_on_real_data_continues_the_same_token_stream(tmp_path, monkeypat
     from llmb.cli import main
 
     monkeypatch.setenv("LLMB_EXPERIMENTS_DIR", str(tmp_path / "exp"))
-    args = ["run", "--proxy", "cpu-small", "--dtype", "fp32", "--data", "sample", "--steps", "4", "--json"]
+    # GA 2 of one sample each: the position moves inside a step as well as across steps.
+    args = ["run", "--proxy", "cpu-small", "--dtype", "fp32", "--data", "sample", "--steps", "4", "--gbs", "2",
+            "--mbs", "1", "--json"]
 
     def run(*extra):
         capsys.readouterr()

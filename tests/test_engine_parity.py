@@ -14,7 +14,7 @@ import socket
 import tempfile
 
 import pytest
-import torch.multiprocessing as mp
+from _ranks import start_ranks
 
 STEPS = 6
 REL_TOL = 1e-5
@@ -65,7 +65,7 @@ def _gloo_worker(rank, nproc, port, out_dir, fn, args):
 def _on_ranks(nproc: int, fn, *args) -> list:
     """``fn(*args)`` on every rank of a fresh gloo group of ``nproc`` processes; each rank's result."""
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_gloo_worker, args=(nproc, _free_port(), out, fn, args), nprocs=nproc)
+        start_ranks(_gloo_worker, (nproc, _free_port(), out, fn, args), nproc)
         floats = {"nan": math.nan, "inf": math.inf}  # what repr() of a diverged loss prints
         return [eval(open(os.path.join(out, f"rank{r}.txt")).read(), floats) for r in range(nproc)]
 
