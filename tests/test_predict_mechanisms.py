@@ -12,7 +12,7 @@ import pytest
 from llmb.catalog import default_catalog
 from llmb.errors import LlmbError
 from llmb.plan.network import Net
-from llmb.plan.predict import Efficiency, _layer_cost, ceiling_ratio, load_factor, predict_step
+from llmb.plan.predict import Efficiency, _layer_cost, ceiling_ratio, gemm_share, load_factor, predict_step
 from llmb.plan.recipe import resolve
 
 CAT = default_catalog()
@@ -72,6 +72,29 @@ def test_the_knee_exponent_scales_the_fixed_gemm_costs_with_the_peak():
         assert layer(eight, eff) > layer(eight, replace(eff, knee_exponent=1.0))
         assert _step(sixteen, eff).gemm_s == pytest.approx(_step(sixteen, replace(eff, knee_exponent=0.3)).gemm_s,
                                                            rel=1e-12), workload
+
+
+def test_gemm_share_is_what_a_layer_charges_its_gemms():
+    """``gemm_share`` (what the GPU kit's GEMM-shape check compares a measurement with) is the
+    share of peak the layer cost runs each GEMM at: a dense Llama layer's forward GEMM time is
+    the sum over its four GEMMs (QKV, output projection, fused gate/up, down) of 2 m n k over
+    the peak times that share, in BF16 and FP8, on H100 and GB200."""
+    eff = replace(BASE, gemm_knee=300.0, knee_exponent=1.2, gemm_bf16=0.7, gemm_fp8=0.6)
+    for gpu_type in ("h100", "gb200"):
+        for dtype in ("bf16", "fp8"):
+            r = resolve(CAT, "llama3.1", "70b", dtype, 64, gpu_type="h100")
+            m, gpu, tp = r.model, CAT.gpu(gpu_type), r.derived.layout.tp
+            t = r.derived.layout.mbs * m.seq_len / r.derived.layout.cp
+            q, kv = m.heads * m.kv_channels, m.query_groups * m.kv_channels
+            shapes = [(t, (q + 2 * kv) / tp, m.hidden), (t, m.hidden, q / tp), (t, 2 * m.ffn_hidden / tp, m.hidden),
+                      (t, m.hidden, m.ffn_hidden / tp)]
+            want = sum(2 * a * b * c / (gpu.peak_flops(dtype) * gemm_share(a, b, c, gpu, dtype, eff))
+                       for a, b, c in shapes)
+            got = _layer_cost(m, r.derived, gpu, dtype, eff, False).gemm_fwd_s
+            assert got == pytest.approx(want, rel=1e-12), (gpu_type, dtype)
+    # the shape matters: the same FLOPs in a thinner GEMM get a smaller share
+    h = CAT.gpu("h100")
+    assert gemm_share(2048, 65536, 6144, h, "bf16", eff) < gemm_share(8192, 16384, 6144, h, "bf16", eff) < 0.7
 
 
 def test_the_flash_attn_backend_slows_the_attention_kernels_only():

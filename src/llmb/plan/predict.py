@@ -254,6 +254,26 @@ class StepBreakdown:
 # ---------------------------------------------------------------------------------------------
 
 
+def _gemm_knee(eff: Efficiency, hw: _Hw) -> float:
+    """The GEMM knee of this GPU and dtype. It is given in elements at H100's BF16 peak. A
+    GEMM's fixed per-tile costs (pipeline fill, the epilogue) are worth more math at a higher
+    peak: at least in proportion (knee_exponent 1: the same time at any precision and on any
+    GPU), more where they also take longer there (an FP8 epilogue's scaling)."""
+    return eff.gemm_knee * hw.knee_scale**eff.knee_exponent
+
+
+def _gemm_ceiling(eff: Efficiency, hw: _Hw, dtype: str) -> float:
+    """The share of the dtype's peak an unboundedly large dense GEMM runs at."""
+    return {"fp8": eff.gemm_fp8}.get(dtype, eff.gemm_bf16) * tensor_scale(eff, hw)
+
+
+def gemm_share(m: float, n: float, k: float, gpu: GpuSpec, dtype: str, eff: Efficiency) -> float:
+    """The share of ``gpu``'s ``dtype`` peak the predictor runs one dense ``m x n x k`` GEMM
+    at (``2 m n k`` FLOPs): what a GEMM-shape measurement on the GPU checks."""
+    hw = _hw_of(gpu, dtype)
+    return _gemm_ceiling(eff, hw, dtype) * _shape(m, n, k, _gemm_knee(eff, hw))
+
+
 def _shape(m: float, n: float, k: float, knee: float) -> float:
     if knee <= 0:
         return 1.0
@@ -402,16 +422,11 @@ def _layer_cost_cached(
     a = act_bytes(dtype)
     gated = model.gated
     net = Net.of(hw, eff.link, eff.ring_step_us)
-    # The knee is in units of elements at H100's BF16 peak. A GEMM's fixed per-tile costs
-    # (pipeline fill, the epilogue) are worth more math at a higher peak: at least in
-    # proportion (knee_exponent 1: the same time at any precision and on any GPU), more where
-    # they also take longer there (an FP8 epilogue's scaling).
-    knee = eff.gemm_knee * hw.knee_scale**eff.knee_exponent
-
+    knee = _gemm_knee(eff, hw)
     peak_layer = hw.peak_flops
     peak_bf16 = hw.peak_bf16_flops
-    arch, arch_bf16 = tensor_scale(eff, hw), tensor_scale(eff, hw, bf16=True)
-    gemm_eff = {"fp8": eff.gemm_fp8}.get(dtype, eff.gemm_bf16) * arch
+    arch_bf16 = tensor_scale(eff, hw, bf16=True)
+    gemm_eff = _gemm_ceiling(eff, hw, dtype)
 
     def gemm(m: float, n: float, k: float, peak: float = peak_layer, e: float = gemm_eff) -> float:
         return 2 * m * n * k / (peak * e * _shape(m, n, k, knee))
