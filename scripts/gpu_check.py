@@ -3,6 +3,9 @@
 On one CUDA GPU, in one run of at most ``--budget-s`` seconds (default 450), in this order:
 
 env       GPU, driver, torch / CUDA / NCCL versions, ``llmb doctor``
+gemm      single GEMMs of the shapes the predictor prices differently (Grok-1's expert GEMMs at
+          ETP 1 and ETP 4, a token and a reduction scan), BF16 and FP8 (``torch._scaled_mm``):
+          each one's share of the datasheet peak against the share ``llmb predict`` gives it
 bf16      the engine on the ``gpu-width`` proxy (Llama 3.1 8B at its published width, 4 layers,
           sequence 8192, MBS 1), ``--steps`` steps: step time, tokens/s, TFLOP/s, MFU over the
           datasheet peak; peak CUDA memory allocated against ``llmb predict``'s memory model
@@ -44,6 +47,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FP8_LOSS_TOLERANCE = 0.02  # per step, relative to bf16's loss (same init, same tokens)
 MEMORY_TOLERANCE = 0.10  # the issue's target for the memory model against the measured peak
+# (what, m tokens, n outputs, k the reduction). Grok-1 314B's expert GEMMs on one micro-batch
+# (sequence 8192, top-2 of 8 experts, EP 8, TP 4, hidden 6144, FFN 32768, gate and up fused):
+# NeMo 1's ETP 4 (CP 2: 8192 tokens per expert, the FFN split 4 ways) and NeMo 2's ETP 1
+# (2048 tokens, the whole FFN). Same FLOPs; the predictor's per-dimension knee charges ETP 1's
+# about 10 % more, which is the largest open question of its MoE rows.
+GEMM_SHAPES = [
+    ("square 8192", 8192, 8192, 8192),
+    ("grok fc1 ETP1", 2048, 65536, 6144),
+    ("grok fc1 ETP4", 8192, 16384, 6144),
+    ("grok fc2 ETP1", 2048, 6144, 32768),
+    ("grok fc2 ETP4", 8192, 6144, 8192),
+    *((f"tokens {m}", m, 8192, 8192) for m in (256, 512, 1024, 2048, 4096)),
+    *((f"reduction {k}", 8192, 8192, k) for k in (1024, 2048, 4096)),
+]
 
 
 class Kit:
@@ -125,6 +142,70 @@ class Kit:
         self.facts["doctor"] = json.loads(doctor.stdout)
         self.row("env", "ok", f"{self.facts['gpu']} ({self.facts['nvidia_smi']}); torch {self.facts['torch']}, "
                  f"CUDA {self.facts['cuda']}, NCCL {self.facts['nccl']}, Python {self.facts['python']}")
+
+    def _time_gemm(self, m: int, n: int, k: int, dtype: str) -> float:
+        """Median seconds of one ``m x k`` by ``k x n`` product (FP8: ``torch._scaled_mm`` with
+        per-tensor scales and fast accumulation, as Transformer Engine runs forward GEMMs)."""
+        import torch
+
+        dev = self.device
+        gen = torch.Generator(device=dev).manual_seed(0)
+        a = torch.randn(m, k, device=dev, generator=gen, dtype=torch.bfloat16)
+        w = torch.randn(n, k, device=dev, generator=gen, dtype=torch.bfloat16)
+        if dtype == "fp8":
+            a8, w8 = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
+            one = torch.ones((), device=dev)
+            fn = lambda: torch._scaled_mm(a8, w8.t(), one, one, out_dtype=torch.bfloat16,  # noqa: E731
+                                          use_fast_accum=True)
+        else:
+            fn = lambda: a @ w.t()  # noqa: E731
+        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+        for _ in range(3):
+            fn()
+        sync()
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            for _ in range(5):
+                fn()
+            sync()
+            times.append((time.perf_counter() - t) / 5)
+        return statistics.median(times)
+
+    def gemm(self) -> None:
+        from llmb.catalog import default_catalog
+        from llmb.plan.calibrate import stored_efficiency
+        from llmb.plan.predict import gemm_share
+
+        catalog = default_catalog()
+        name = str(self.facts.get("gpu", "")).upper()
+        key = next((g for g in ("h200", "h100", "gb200", "b200", "a100") if g.upper() in name), "h100")
+        gpu, eff = catalog.gpu(key), stored_efficiency()
+        dtypes = ["bf16", "fp8"] if self.device == "cuda" else ["bf16"]
+        scale = 1 if self.device == "cuda" else 16  # the CPU smoke run: every dimension / 16
+        shapes = []
+        for dtype in dtypes:
+            peak = gpu.peak_flops(dtype) if self.device == "cuda" else None
+            for what, m, n, k in GEMM_SHAPES:
+                m, n, k = m // scale, n // scale, k // scale
+                s = self._time_gemm(m, n, k, dtype)
+                flops = 2 * m * n * k / s
+                shapes.append({"shape": what, "dtype": dtype, "m": m, "n": n, "k": k, "seconds": s,
+                               "tflops": flops / 1e12, "share": flops / peak if peak else None,
+                               "predicted_share": gemm_share(m, n, k, gpu, dtype, eff)})
+        self.facts["gemm_gpu_type"] = key
+
+        def ratio(dtype: str, what: str, ref: str, field: str) -> float:
+            by = {r["shape"]: r[field] for r in shapes if r["dtype"] == dtype}
+            return by[what] / by[ref]
+
+        parts = [f"{d}: fc1 ETP1/ETP4 {ratio(d, 'grok fc1 ETP1', 'grok fc1 ETP4', 'tflops'):.2f}x "
+                 f"(model {ratio(d, 'grok fc1 ETP1', 'grok fc1 ETP4', 'predicted_share'):.2f}x), "
+                 f"tokens 512 {ratio(d, 'tokens 512', 'square 8192', 'tflops'):.2f}x square "
+                 f"(model {ratio(d, 'tokens 512', 'square 8192', 'predicted_share'):.2f}x)" for d in dtypes]
+        best = max(shapes, key=lambda r: r["tflops"])
+        self.row("gemm", "ok", f"{len(shapes)} GEMMs, best {best['tflops']:,.0f} TFLOP/s ({best['dtype']} {best['shape']}); "
+                 + "; ".join(parts), shapes=shapes, gpu_type=key)
 
     def _width_run(self, *extra: str) -> tuple[dict, Path]:
         s = self.train("llama3.1", "--size", "8b", "--proxy", self.width_proxy, "--steps", str(self.steps),
@@ -371,8 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         kit = Kit(args.out, args.steps, args.budget_s, width_proxy="cpu-tiny", small_proxy="cpu-tiny", device="cpu")
     else:
         kit = Kit(args.out, args.steps, args.budget_s)
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    for name, fn in (("env", kit.env_facts), ("bf16", kit.bf16)):
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()} - {"env", "bf16"}  # every later check needs them
+    for name, fn in (("env", kit.env_facts), ("gemm", kit.gemm), ("bf16", kit.bf16)):
+        if name in skip:
+            kit.row(name, "SKIP", "--skip")
+            continue
         kit.stage(name, fn)
     if not hasattr(kit, "bf16_summary"):
         kit.row("rest", "SKIP", "the bf16 run failed: every later check compares with it")

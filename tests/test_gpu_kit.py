@@ -34,8 +34,11 @@ def test_the_kits_plumbing_on_a_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "gpu-check.json").read_text())
     status = {r["check"]: r["status"] for r in data["checks"]}
-    assert status == {"env": "ok", "bf16": "ok", "compile": "SKIP", "fp8": "SKIP", "hf": "SKIP", "titan": "SKIP", "backend": "ok",
+    assert status == {"env": "ok", "gemm": "ok", "bf16": "ok", "compile": "SKIP", "fp8": "SKIP", "hf": "SKIP", "titan": "SKIP", "backend": "ok",
                       "moe": "ok", "nemotron": "ok", "dcp": "ok", "profiler": "ok", "nccl": "SKIP", "results": "ok"}
+    gemms = next(r for r in data["checks"] if r["check"] == "gemm")["shapes"]
+    assert {r["shape"] for r in gemms} >= {"grok fc1 ETP1", "grok fc1 ETP4"}
+    assert all(r["tflops"] > 0 and 0 < r["predicted_share"] < 1 for r in gemms)
     table = (out / "gpu-check.md").read_text()
     assert "| bf16 | ok |" in table and proc.stdout.rstrip().endswith(table.rstrip().splitlines()[-1])
     files = sorted(p.name for p in out.iterdir())
