@@ -43,6 +43,19 @@ def test_refit_reproduces_the_stored_parameters(items):
     assert loss == pytest.approx(stored.loss, rel=1e-9)
 
 
+def test_a_fixed_parameter_stays_where_it_is_put_and_the_rest_refit(items):
+    """``fit(fixed=...)`` holds a parameter at a given value (a measured one in place of a
+    fitted one) and fits the others around it; an unknown name is one readable error."""
+    few = [s for s in items if s.workload == "llama3.1" and s.gpu_type == "h100"][:8]
+    free, free_loss = cal.fit(few)
+    held, held_loss = cal.fit(few, fixed={"knee_exponent": 0.0, "gemm_knee": 50.0})
+    assert (held.knee_exponent, held.gemm_knee) == (0.0, 50.0) != (free.knee_exponent, free.gemm_knee)
+    assert held.gemm_bf16 != free.gemm_bf16  # the others moved to make up for it
+    assert held_loss >= free_loss
+    with pytest.raises(cal.LlmbError, match="not a fitted parameter: knee"):
+        cal.fit(few, fixed={"knee": 1.0})
+
+
 def test_fitted_model_beats_its_start_and_the_naive_baselines(items):
     stored = cal.stored_calibration()
     assert cal.loss(items, stored.efficiency) < cal.loss(items, cal.FIT_START)

@@ -53,7 +53,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from statistics import median
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from llmb.catalog.loader import Catalog
 from llmb.errors import LlmbError
@@ -216,12 +216,18 @@ def objective(items: list[Sample], eff: Efficiency) -> float:
     return loss(items, eff) + prior_penalty(eff, len({s.table for s in items}))
 
 
-def fit(items: list[Sample], start: Efficiency = FIT_START) -> tuple[Efficiency, float]:
+def fit(items: list[Sample], start: Efficiency = FIT_START,
+        fixed: Mapping[str, float] | None = None) -> tuple[Efficiency, float]:
     """Coordinate descent (see the module docstring); returns the parameters and their
-    :func:`loss` (the data term, without the prior)."""
+    :func:`loss` (the data term, without the prior). ``fixed`` holds parameters at given
+    values (a measured value in place of a fitted one: the experiments the README reports)."""
     if not items:
         raise LlmbError("no baselines to calibrate on")
-    current = start
+    fixed = dict(fixed or {})
+    unknown = set(fixed) - set(BOUNDS)
+    if unknown:
+        raise LlmbError(f"not a fitted parameter: {', '.join(sorted(unknown))} (fitted: {', '.join(BOUNDS)})")
+    current = replace(start, **fixed)
     best = objective(items, current)
     step = FIRST_STEP
     for _ in range(STEP_HALVINGS + 1):
@@ -229,6 +235,8 @@ def fit(items: list[Sample], start: Efficiency = FIT_START) -> tuple[Efficiency,
         while improved:
             improved = False
             for name, (lo, hi, scale) in BOUNDS.items():  # the fitted parameters
+                if name in fixed:
+                    continue
                 for direction in (1, -1):
                     while True:
                         value = getattr(current, name)
@@ -308,9 +316,11 @@ def cross_validate(
     items: list[Sample],
     progress: Callable[[str], None] | None = None,
     scheme: str = "leave one workload out",
+    fixed: Mapping[str, float] | None = None,
 ) -> list[HeldOut]:
     """Held-out predictions for every sample: each group of ``scheme`` (a workload, or one
-    published table) is predicted by a fit on all the other groups."""
+    published table) is predicted by a fit on all the other groups (``fixed`` as for
+    :func:`fit`)."""
     group_of = SCHEMES[scheme]
     roof = Efficiency.roofline()
     out: list[HeldOut] = []
@@ -319,7 +329,7 @@ def cross_validate(
         test = [s for s in items if group_of(s) == wl]
         if progress:
             progress(f"fold {wl if isinstance(wl, str) else ' '.join(wl)}: fitting on {len(train)} rows")
-        eff, _ = fit(train)
+        eff, _ = fit(train, fixed=fixed)
         mfu_value = fit_constant_mfu(train)
         for s in test:
             out.append(
