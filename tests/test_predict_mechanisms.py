@@ -294,21 +294,32 @@ def _gemm_shapes_benchmark():
     return module
 
 
-def test_the_calibrated_gemm_knee_is_where_measured_h100_gemms_put_it():
-    """The GEMM knee is fitted on published step times only. XLA's measured H100 BF16 GEMM
-    table (OpenXLA matmul_interpolator_data.h as vendored in tensorflow/tensorflow @ 372d578b;
-    tests/data/README.md) checks it independently: relative to 4096^3, the calibrated model's
-    share of the 24 shapes with every dimension >= 2048 is within 4 % rms and 8 % at worst,
-    and within 8 % rms on the 54 shapes of training size. Without a knee it misses both."""
+def test_the_calibrated_gemm_knee_is_where_measured_gemms_put_it():
+    """The GEMM knee and its scaling with the peak are fitted on published step times only.
+    XLA's table of measured GEMMs (OpenXLA's matmul_interpolator_data.h as vendored in
+    tensorflow/tensorflow @ a305421c; tests/data/README.md) checks them independently.
+    Relative to 4096^3, the calibrated model's H100 BF16 share of the 24 shapes with every
+    dimension >= 2048 is within 4 % rms and 10 % at worst, and within 8 % rms on the 54 of
+    training size, where no knee misses both. On every GPU and dtype of the table the model's
+    knee is within a factor 2 of the knee that fits the measurements best, and the exponent
+    the best knees imply (B200 BF16 and FP8 against H100 BF16) is within 0.3 of the fitted one."""
     from llmb.plan.calibrate import stored_efficiency
 
     bench = _gemm_shapes_benchmark()
-    table, eff = bench.measured(), stored_efficiency()
-    assert len(table) == 375 and table[(1, 4096, 4096, 4096)] == 783328793548203
-    big = bench.summary(bench.errors(table, eff, "dims >= 2048"))
-    training = bench.summary(bench.errors(table, eff, "training"))
+    tables, eff = bench.measured(), stored_efficiency()
+    assert {k: len(v) for k, v in tables.items()} == {("h100", "bf16"): 375, ("b200", "bf16"): 375, ("b200", "fp8"): 375}
+    assert tables["h100", "bf16"][1, 4096, 4096, 4096] == 780193877565849
+    h100 = tables["h100", "bf16"]
+    big = bench.summary(bench.errors(h100, "h100", "bf16", eff, "dims >= 2048"))
+    training = bench.summary(bench.errors(h100, "h100", "bf16", eff, "training"))
     assert big["shapes"] == 24 and training["shapes"] == 54
-    assert big["rms_pct"] <= 4 and big["max_pct"] <= 8 and training["rms_pct"] <= 8, (big, training)
+    assert big["rms_pct"] <= 4 and big["max_pct"] <= 10 and training["rms_pct"] <= 8, (big, training)
     flat = replace(eff, gemm_knee=0.0)
-    assert bench.summary(bench.errors(table, flat, "dims >= 2048"))["max_pct"] > 8
-    assert bench.summary(bench.errors(table, flat, "training"))["rms_pct"] > 8
+    assert bench.summary(bench.errors(h100, "h100", "bf16", flat, "dims >= 2048"))["max_pct"] > 10
+    assert bench.summary(bench.errors(h100, "h100", "bf16", flat, "training"))["rms_pct"] > 8
+    for (gpu_type, dtype), table in tables.items():
+        ratio = bench.model_knee(gpu_type, dtype, eff) / bench.best_knee(table, gpu_type, dtype, "dims >= 2048")
+        assert 0.5 <= ratio <= 2, (gpu_type, dtype, ratio)
+    for dtype in ("bf16", "fp8"):
+        for cls in ("dims >= 2048", "training"):
+            assert abs(bench.implied_exponent(tables, dtype, cls) - eff.knee_exponent) <= 0.3, (dtype, cls)
