@@ -275,6 +275,30 @@ def _cv_table(cv: dict[str, dict[str, dict[str, float]]], title: str) -> Table:
     return t
 
 
+#: A parameter that loses at least this share of its information without a workload is, in
+#: effect, unidentified without it (the issue's "no parameter that only one workload informs").
+RESTS_ON = 0.9
+
+
+def _identification_table(lost: dict[str, dict[str, float]], eff) -> Table:
+    from rich.table import Table
+
+    from llmb.plan.calibrate import BOUNDS
+
+    groups = sorted({g for by_group in lost.values() for g in by_group})
+    t = Table(title="Share of each parameter's information lost without each workload (1: it rests on that "
+              "workload alone)", title_justify="left")
+    t.add_column("parameter")
+    for g in groups:
+        t.add_column(g, justify="right")
+    for name, by_group in lost.items():
+        lo, hi, _ = BOUNDS[name]
+        label = name + (" (at its bound)" if getattr(eff, name) in (lo, hi) else "")
+        t.add_row(label, *(f"[bold]{by_group[g]:.2f}[/bold]" if by_group[g] >= RESTS_ON else f"{by_group[g]:.2f}"
+                           for g in groups))
+    return t
+
+
 @app.command("calibrate")
 def calibrate_cmd(
     fit: bool = typer.Option(False, "--fit", help="Refit and cross-validate now (several minutes)."),
@@ -309,10 +333,16 @@ def calibrate_cmd(
             with resources.as_file(path) as p:
                 p.write_text(cal_mod.to_json(cal), encoding="utf-8")
             stored_calibration.cache_clear()
+    from llmb.plan.identification import information_lost
+
+    lost = information_lost(cal_mod.samples(default_catalog()), cal.efficiency)
+    needs = {name: [g for g, v in by_group.items() if v >= RESTS_ON] for name, by_group in lost.items()}
+    needs = {name: groups for name, groups in needs.items() if groups}
     if as_json:
         print_json(
             {
                 "parameters": cal.efficiency.as_dict(),
+                "identification": {"information_lost_without": lost, "unidentified_without": needs},
                 "fingerprint": cal.fingerprint,
                 "loss": cal.loss,
                 "cross_validation": cal.cv,
@@ -339,6 +369,10 @@ def calibrate_cmd(
         console.print(_cv_table(cal.cv_table, "Leave-one-table-out error of predicted step time (%)"))
     for fam, (lo, hi) in cal.bands.items():
         console.print(f"  held-out error band ({fam}): {100 * lo:+.1f}% .. {100 * hi:+.1f}% (5th-95th percentile)")
+    console.print(_identification_table(lost, cal.efficiency))
+    if needs:
+        console.print(f"  unidentified (>= {RESTS_ON:.0%} of its information lost) without: "
+                      + "; ".join(f"{n}: {', '.join(gs)}" for n, gs in needs.items()))
     if fit and stored is not None:
         same = cal.efficiency == stored.efficiency
         console.print("refit " + ("reproduces the stored parameters" if same else "differs from the stored parameters"))

@@ -30,10 +30,12 @@ Procedure (deterministic, no randomness, numpy not needed):
    of the forecast: ~90 % by construction for the workload-out scheme the bands come from, a
    real test for the others), next to two naive baselines: a constant MFU (the training rows'
    geometric-mean MFU under the ``megatron`` FLOPs convention, fitted per fold) and the
-   uncalibrated roofline (:meth:`Efficiency.roofline`). The MoE GEMM parameters are informed
-   by Llama 4 Maverick and Grok-1; the router skew ``expert_load_cv`` by Maverick alone,
-   because Grok-1's capacity factor of 1.0 bounds its load whatever the skew (the one
-   exception to two workloads per parameter, and what the data say rather than a choice).
+   uncalibrated roofline (:meth:`Efficiency.roofline`). Which workloads identify
+   which parameter is measured by :mod:`llmb.plan.identification` (the share of each
+   parameter's conditional information lost without each workload, at the fit): the MoE
+   grouped-GEMM parameters rest on Grok-1, whose layouts vary the tokens per expert; the
+   router skew ``expert_load_cv`` needs Llama 4 Maverick, because Grok-1's capacity factor
+   of 1.0 bounds its load whatever the skew.
    The flash-attn efficiency ``attention_flash`` is informed by the rows whose launcher selects
    it: Grok-1's and Nemotron-4 340B's NeMo 1 releases.
    No parameter is GPU-specific: another GPU differs from H100 only through the hardware
