@@ -32,9 +32,9 @@ Procedure (deterministic, no randomness, numpy not needed):
    geometric-mean MFU under the ``megatron`` FLOPs convention, fitted per fold) and the
    uncalibrated roofline (:meth:`Efficiency.roofline`). Which workloads identify
    which parameter is measured by :mod:`llmb.plan.identification` (the share of each
-   parameter's conditional information lost without each workload, at the fit): the MoE
-   grouped-GEMM parameters rest on Grok-1, whose layouts vary the tokens per expert; the
-   router skew ``expert_load_cv`` needs Llama 4 Maverick, because Grok-1's capacity factor
+   parameter's conditional information lost without each workload, at the fit): the FP8
+   grouped-GEMM factor rests on Grok-1, whose layouts vary the tokens per expert; the
+   router skew ``expert_load_cv`` on Llama 4 Maverick, because Grok-1's capacity factor
    of 1.0 bounds its load whatever the skew.
    The flash-attn efficiency ``attention_flash`` is informed by the rows whose launcher selects
    it: Grok-1's and Nemotron-4 340B's NeMo 1 releases.
@@ -78,7 +78,6 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "hbm": (0.05, 1.0, "log"),
     "link": (0.05, 1.0, "log"),
     "overlap": (0.0, 1.0, "lin"),
-    "expert_gemm": (0.05, 1.0, "log"),
     "expert_knee": (1.0, 16384.0, "log"),
     "expert_fp8": (0.2, 1.0, "log"),
     "expert_load_cv": (0.01, 3.0, "log"),
