@@ -26,16 +26,21 @@ TARGET_MEDIAN, TARGET_MAX = 3.0, 10.0
 def _fixed(argv: list[str]) -> dict[str, float]:
     fixed = {}
     for i, arg in enumerate(argv):
-        if arg == "--fix" and i + 1 < len(argv) and "=" in argv[i + 1]:
-            name, value = argv[i + 1].split("=", 1)
+        if arg != "--fix":
+            continue
+        name, _, value = (argv[i + 1] if i + 1 < len(argv) else "").partition("=")
+        try:
             fixed[name] = float(value)
-        elif arg == "--fix":
-            raise SystemExit("--fix takes NAME=VALUE, e.g. --fix knee_exponent=0.93")
+        except ValueError:
+            raise SystemExit("--fix takes NAME=VALUE, e.g. --fix knee_exponent=0.93") from None
     return fixed
 
 
 def main(argv: list[str]) -> int:
     fixed = _fixed(argv)
+    unknown = set(fixed) - set(cal.BOUNDS)
+    if unknown:
+        raise SystemExit(f"not a fitted parameter: {', '.join(sorted(unknown))} (fitted: {', '.join(cal.BOUNDS)})")
     items = cal.samples(default_catalog())
     bands = cal.stored_calibration().bands
     if fixed:
