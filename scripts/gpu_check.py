@@ -5,7 +5,8 @@ On one CUDA GPU, in one run of at most ``--budget-s`` seconds (default 450), in 
 env       GPU, driver, torch / CUDA / NCCL versions, ``llmb doctor``
 gemm      single GEMMs of the shapes the predictor prices differently (Grok-1's expert GEMMs at
           ETP 1 and ETP 4, a token and a reduction scan), BF16 and FP8 (``torch._scaled_mm``):
-          each one's share of the datasheet peak against the share ``llmb predict`` gives it
+          each one's share of the datasheet peak against the share ``llmb predict`` gives it;
+          Maverick's two local experts one after another against one dense GEMM of their tokens
 bf16      the engine on the ``gpu-width`` proxy (Llama 3.1 8B at its published width, 4 layers,
           sequence 8192, MBS 1), ``--steps`` steps: step time, tokens/s, TFLOP/s, MFU over the
           datasheet peak; peak CUDA memory allocated against ``llmb predict``'s memory model
@@ -60,6 +61,17 @@ GEMM_SHAPES = [
     ("grok fc2 ETP4", 8192, 6144, 8192),
     *((f"tokens {m}", m, 8192, 8192) for m in (256, 512, 1024, 2048, 4096)),
     *((f"reduction {k}", 8192, 8192, k) for k in (1024, 2048, 4096)),
+]
+
+# (what, local experts, tokens per expert, n outputs, k reduction). Llama 4 Maverick's routed
+# experts on GB200 (128 experts, EP 64: two per GPU; one micro-batch of 8192 tokens per rank,
+# top-1: 4096 tokens per expert; hidden 5120, expert FFN 8192, gate and up fused), timed one
+# expert after another as Transformer Engine's grouped linear layer launches them, against one
+# dense GEMM of all their tokens (the same FLOPs): the per-expert cost the model's expert knee
+# and FP8 factor stand for, which only Grok-1's rows inform today.
+EXPERT_SHAPES = [
+    ("maverick fc1 2x4096", 2, 4096, 16384, 5120),
+    ("maverick fc2 2x4096", 2, 4096, 5120, 8192),
 ]
 
 
@@ -143,22 +155,28 @@ class Kit:
         self.row("env", "ok", f"{self.facts['gpu']} ({self.facts['nvidia_smi']}); torch {self.facts['torch']}, "
                  f"CUDA {self.facts['cuda']}, NCCL {self.facts['nccl']}, Python {self.facts['python']}")
 
-    def _time_gemm(self, m: int, n: int, k: int, dtype: str) -> float:
-        """Median seconds of one ``m x k`` by ``k x n`` product (FP8: ``torch._scaled_mm`` with
-        per-tensor scales and fast accumulation, as Transformer Engine runs forward GEMMs)."""
+    def _time_gemm(self, m: int, n: int, k: int, dtype: str, experts: int = 1) -> float:
+        """Median seconds of ``experts`` products of ``m x k`` by ``k x n``, one after another, each
+        with its own weights (FP8: ``torch._scaled_mm`` with per-tensor scales and fast
+        accumulation, as Transformer Engine runs forward GEMMs)."""
         import torch
 
         dev = self.device
         gen = torch.Generator(device=dev).manual_seed(0)
-        a = torch.randn(m, k, device=dev, generator=gen, dtype=torch.bfloat16)
-        w = torch.randn(n, k, device=dev, generator=gen, dtype=torch.bfloat16)
+        a = [torch.randn(m, k, device=dev, generator=gen, dtype=torch.bfloat16) for _ in range(experts)]
+        w = [torch.randn(n, k, device=dev, generator=gen, dtype=torch.bfloat16) for _ in range(experts)]
         if dtype == "fp8":
-            a8, w8 = a.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)
+            a8 = [x.to(torch.float8_e4m3fn) for x in a]
+            w8 = [x.to(torch.float8_e4m3fn) for x in w]
             one = torch.ones((), device=dev)
-            fn = lambda: torch._scaled_mm(a8, w8.t(), one, one, out_dtype=torch.bfloat16,  # noqa: E731
-                                          use_fast_accum=True)
+
+            def fn():
+                for x, y in zip(a8, w8):
+                    torch._scaled_mm(x, y.t(), one, one, out_dtype=torch.bfloat16, use_fast_accum=True)
         else:
-            fn = lambda: a @ w.t()  # noqa: E731
+            def fn():
+                for x, y in zip(a, w):
+                    x @ y.t()
         sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
         for _ in range(3):
             fn()
@@ -175,7 +193,7 @@ class Kit:
     def gemm(self) -> None:
         from llmb.catalog import default_catalog
         from llmb.plan.calibrate import stored_efficiency
-        from llmb.plan.predict import gemm_share
+        from llmb.plan.predict import expert_gemm_share, gemm_share
 
         catalog = default_catalog()
         name = str(self.facts.get("gpu", "")).upper()
@@ -193,6 +211,19 @@ class Kit:
                 shapes.append({"shape": what, "dtype": dtype, "m": m, "n": n, "k": k, "seconds": s,
                                "tflops": flops / 1e12, "share": flops / peak if peak else None,
                                "predicted_share": gemm_share(m, n, k, gpu, dtype, eff)})
+        experts = []
+        for dtype in dtypes:
+            peak = gpu.peak_flops(dtype) if self.device == "cuda" else None
+            for what, e, m, n, k in EXPERT_SHAPES:
+                m, n, k = m // scale, n // scale, k // scale
+                grouped, dense = self._time_gemm(m, n, k, dtype, experts=e), self._time_gemm(e * m, n, k, dtype)
+                flops = 2 * e * m * n * k
+                experts.append({"shape": what, "dtype": dtype, "experts": e, "m": m, "n": n, "k": k,
+                                "seconds": grouped, "dense_seconds": dense, "tflops": flops / grouped / 1e12,
+                                "share": flops / grouped / peak if peak else None,
+                                "measured_over_dense": dense / grouped,
+                                "predicted_over_dense": expert_gemm_share(m, n, k, gpu, dtype, eff)
+                                / gemm_share(e * m, n, k, gpu, dtype, eff)})
         self.facts["gemm_gpu_type"] = key
 
         def ratio(dtype: str, what: str, ref: str, field: str) -> float:
@@ -203,9 +234,11 @@ class Kit:
                  f"(model {ratio(d, 'grok fc1 ETP1', 'grok fc1 ETP4', 'predicted_share'):.2f}x), "
                  f"tokens 512 {ratio(d, 'tokens 512', 'square 8192', 'tflops'):.2f}x square "
                  f"(model {ratio(d, 'tokens 512', 'square 8192', 'predicted_share'):.2f}x)" for d in dtypes]
+        parts += [f"{r['dtype']} {r['shape']} at {r['measured_over_dense']:.2f}x one dense GEMM "
+                  f"(model {r['predicted_over_dense']:.2f}x)" for r in experts]
         best = max(shapes, key=lambda r: r["tflops"])
-        self.row("gemm", "ok", f"{len(shapes)} GEMMs, best {best['tflops']:,.0f} TFLOP/s ({best['dtype']} {best['shape']}); "
-                 + "; ".join(parts), shapes=shapes, gpu_type=key)
+        self.row("gemm", "ok", f"{len(shapes) + len(experts)} GEMMs, best {best['tflops']:,.0f} TFLOP/s "
+                 f"({best['dtype']} {best['shape']}); " + "; ".join(parts), shapes=shapes, experts=experts, gpu_type=key)
 
     def _width_run(self, *extra: str) -> tuple[dict, Path]:
         s = self.train("llama3.1", "--size", "8b", "--proxy", self.width_proxy, "--steps", str(self.steps),

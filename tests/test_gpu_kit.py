@@ -39,6 +39,9 @@ def test_the_kits_plumbing_on_a_cpu(tmp_path):
     gemms = next(r for r in data["checks"] if r["check"] == "gemm")["shapes"]
     assert {r["shape"] for r in gemms} >= {"grok fc1 ETP1", "grok fc1 ETP4"}
     assert all(r["tflops"] > 0 and 0 < r["predicted_share"] < 1 for r in gemms)
+    experts = next(r for r in data["checks"] if r["check"] == "gemm")["experts"]
+    assert [r["experts"] for r in experts] == [2, 2]
+    assert all(r["measured_over_dense"] > 0 and 0 < r["predicted_over_dense"] <= 1 for r in experts)
     table = (out / "gpu-check.md").read_text()
     assert "| bf16 | ok |" in table and proc.stdout.rstrip().endswith(table.rstrip().splitlines()[-1])
     files = sorted(p.name for p in out.iterdir())

@@ -12,7 +12,8 @@ import pytest
 from llmb.catalog import default_catalog
 from llmb.errors import LlmbError
 from llmb.plan.network import Net
-from llmb.plan.predict import Efficiency, _layer_cost, ceiling_ratio, gemm_share, load_factor, predict_step
+from llmb.plan.predict import (Efficiency, _layer_cost, ceiling_ratio, expert_gemm_share, gemm_share, load_factor,
+                               predict_step)
 from llmb.plan.recipe import resolve
 
 CAT = default_catalog()
@@ -281,6 +282,22 @@ def test_predict_says_which_attention_kernels_it_charged(capsys):
     assert json.loads(capsys.readouterr().out)["attention_backend"] == "cudnn"
     assert main(["predict", "grok1", "-s", "314b", "-n", "512"]) == 0
     assert "flash-attn" not in capsys.readouterr().out
+
+
+def test_an_expert_gemm_pays_its_fixed_cost_on_top_of_the_dense_shape():
+    """``expert_gemm_share`` (what the GPU kit's expert-GEMM check compares with) is a dense
+    GEMM's share times the per-expert factor: half of it at as many tokens as the expert knee
+    (scaled by the peak), nearly all of it far above; FP8 also pays ``expert_fp8``."""
+    eff = replace(BASE, expert_knee=100.0, expert_fp8=0.8)
+    for gpu_type, dtype in (("h100", "bf16"), ("h100", "fp8"), ("gb200", "bf16")):
+        gpu = CAT.gpu(gpu_type)
+        fp8 = 0.8 if dtype == "fp8" else 1.0
+        knee = 100.0 * gpu.peak_flops(dtype) / CAT.gpu("h100").peak_flops("bf16")  # 100, ~200, ~248
+        dense = gemm_share(knee, 16384, 5120, gpu, dtype, eff)
+        assert expert_gemm_share(knee, 16384, 5120, gpu, dtype, eff) == pytest.approx(dense * 0.5 * fp8)
+        big = 1e7
+        assert expert_gemm_share(big, 16384, 5120, gpu, dtype, eff) == pytest.approx(
+            gemm_share(big, 16384, 5120, gpu, dtype, eff) * fp8, rel=1e-4)
 
 
 def _gemm_shapes_benchmark():

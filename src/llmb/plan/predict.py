@@ -277,6 +277,20 @@ def gemm_share(m: float, n: float, k: float, gpu: GpuSpec, dtype: str, eff: Effi
     return _gemm_ceiling(eff, hw, dtype) * _shape(m, n, k, _gemm_knee(eff, hw))
 
 
+def _expert_factor(eff: Efficiency, hw: _Hw, tokens: float, fp8: bool) -> float:
+    """What a routed expert's GEMMs run at beyond a dense GEMM of their shape: the grouped
+    kernel's efficiency, the per-expert fixed cost (``tokens`` per local expert against the
+    expert knee, which scales with the peak like a launch), the FP8 grouped-GEMM factor."""
+    e_knee = eff.expert_knee * hw.knee_scale
+    return eff.expert_gemm * tokens / (tokens + e_knee) * (eff.expert_fp8 if fp8 else 1.0)
+
+
+def expert_gemm_share(m: float, n: float, k: float, gpu: GpuSpec, dtype: str, eff: Efficiency) -> float:
+    """The share of ``gpu``'s ``dtype`` peak the predictor runs one routed expert's ``m x n x k``
+    GEMM at, ``m`` its tokens (what the GPU kit's expert-GEMM measurement checks)."""
+    return gemm_share(m, n, k, gpu, dtype, eff) * _expert_factor(eff, _hw_of(gpu, dtype), m, dtype == "fp8")
+
+
 def _shape(m: float, n: float, k: float, knee: float) -> float:
     if knee <= 0:
         return 1.0
@@ -477,8 +491,7 @@ def _layer_cost_cached(
         up = (2 if gated else 1) * f
         load = load_factor(eff, moe.num_experts, ep, moe.capacity_factor)  # the busiest EP rank's share over the mean
         m_e = t * moe.top_k * etp / (tp * e_loc)  # tokens per local expert (mean)
-        e_knee = eff.expert_knee * hw.knee_scale  # a per-expert launch: the same time at any peak
-        grouped = eff.expert_gemm * m_e / (m_e + e_knee) * (eff.expert_fp8 if fp8 else 1.0)
+        grouped = _expert_factor(eff, hw, m_e, fp8)
         fc2 = load * e_loc * gemm(m_e, h, f / etp) / grouped
         g += load * e_loc * gemm(m_e, up / etp, h) / grouped + fc2
         g += gemm(t / tp, moe.num_experts, h, peak_bf16, eff.gemm_bf16 * arch_bf16)  # router
