@@ -52,3 +52,8 @@ def test_calibrate_reports_the_identification(capsys):
     ident = json.loads(capsys.readouterr().out)["identification"]
     assert set(ident["information_lost_without"]) == set(cal.BOUNDS)
     assert "llama4-maverick" in ident["unidentified_without"]["expert_load_cv"]
+    # GB200's rows alone cannot identify thirteen parameters; without them the knee's peak
+    # scaling (H100 FP8's doubled peak aside) is mostly the prior's.
+    by_gpu = ident["information_lost_without_gpu_type"]
+    assert all(v["h100"] >= 0.99 for v in by_gpu.values())
+    assert by_gpu["knee_exponent"]["gb200"] >= 0.9 > by_gpu["link"]["gb200"]

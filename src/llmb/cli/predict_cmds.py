@@ -335,14 +335,20 @@ def calibrate_cmd(
             stored_calibration.cache_clear()
     from llmb.plan.identification import information_lost
 
-    lost = information_lost(cal_mod.samples(default_catalog()), cal.efficiency)
+    items_now = cal_mod.samples(default_catalog())
+    lost = information_lost(items_now, cal.efficiency)
     needs = {name: [g for g, v in by_group.items() if v >= RESTS_ON] for name, by_group in lost.items()}
     needs = {name: groups for name, groups in needs.items() if groups}
     if as_json:
         print_json(
             {
                 "parameters": cal.efficiency.as_dict(),
-                "identification": {"information_lost_without": lost, "unidentified_without": needs},
+                "identification": {
+                    "information_lost_without": lost,
+                    "unidentified_without": needs,
+                    "information_lost_without_gpu_type": information_lost(items_now, cal.efficiency,
+                                                                          lambda s: s.gpu_type),
+                },
                 "fingerprint": cal.fingerprint,
                 "loss": cal.loss,
                 "cross_validation": cal.cv,
