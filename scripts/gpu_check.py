@@ -52,7 +52,8 @@ MEMORY_TOLERANCE = 0.10  # the issue's target for the memory model against the m
 # (sequence 8192, top-2 of 8 experts, EP 8, TP 4, hidden 6144, FFN 32768, gate and up fused):
 # NeMo 1's ETP 4 (CP 2: 8192 tokens per expert, the FFN split 4 ways) and NeMo 2's ETP 1
 # (2048 tokens, the whole FFN). Same FLOPs; the predictor's per-dimension knee charges ETP 1's
-# about 10 % more, which is the largest open question of its MoE rows.
+# about 10 % more, XLA's measured H100 shapes up to 4096 about 6 % (benchmarks/
+# predict_gemm_shapes.py); these are the full-size shapes that table lacks.
 GEMM_SHAPES = [
     ("square 8192", 8192, 8192, 8192),
     ("grok fc1 ETP1", 2048, 65536, 6144),
@@ -201,7 +202,7 @@ class Kit:
         gpu, eff = catalog.gpu(key), stored_efficiency()
         dtypes = ["bf16", "fp8"] if self.device == "cuda" else ["bf16"]
         scale = 1 if self.device == "cuda" else 16  # the CPU smoke run: every dimension / 16
-        shapes = []
+        shapes, experts = [], []
         for dtype in dtypes:
             peak = gpu.peak_flops(dtype) if self.device == "cuda" else None
             for what, m, n, k in GEMM_SHAPES:
@@ -211,9 +212,6 @@ class Kit:
                 shapes.append({"shape": what, "dtype": dtype, "m": m, "n": n, "k": k, "seconds": s,
                                "tflops": flops / 1e12, "share": flops / peak if peak else None,
                                "predicted_share": gemm_share(m, n, k, gpu, dtype, eff)})
-        experts = []
-        for dtype in dtypes:
-            peak = gpu.peak_flops(dtype) if self.device == "cuda" else None
             for what, e, m, n, k in EXPERT_SHAPES:
                 m, n, k = m // scale, n // scale, k // scale
                 grouped, dense = self._time_gemm(m, n, k, dtype, experts=e), self._time_gemm(e * m, n, k, dtype)

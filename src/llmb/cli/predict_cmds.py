@@ -323,8 +323,8 @@ def calibrate_cmd(
             raise
         stored = None  # refitting is how a missing or broken file is repaired
     cal = stored
+    items = cal_mod.samples(default_catalog())
     if fit:
-        items = cal_mod.samples(default_catalog())
         cal = cal_mod.build(items, progress=None if as_json else lambda msg: err_console.print(msg))
         if write:
             from importlib import resources
@@ -333,10 +333,10 @@ def calibrate_cmd(
             with resources.as_file(path) as p:
                 p.write_text(cal_mod.to_json(cal), encoding="utf-8")
             stored_calibration.cache_clear()
-    from llmb.plan.identification import information_lost
+    from llmb.plan.identification import information_lost, jacobian
 
-    items_now = cal_mod.samples(default_catalog())
-    lost = information_lost(items_now, cal.efficiency)
+    jac = jacobian(items, cal.efficiency)  # the same for every grouping of the rows
+    lost = information_lost(items, cal.efficiency, jac=jac)
     needs = {name: [g for g, v in by_group.items() if v >= RESTS_ON] for name, by_group in lost.items()}
     needs = {name: groups for name, groups in needs.items() if groups}
     if as_json:
@@ -346,8 +346,8 @@ def calibrate_cmd(
                 "identification": {
                     "information_lost_without": lost,
                     "unidentified_without": needs,
-                    "information_lost_without_gpu_type": information_lost(items_now, cal.efficiency,
-                                                                          lambda s: s.gpu_type),
+                    "information_lost_without_gpu_type": information_lost(items, cal.efficiency,
+                                                                          lambda s: s.gpu_type, jac),
                 },
                 "fingerprint": cal.fingerprint,
                 "loss": cal.loss,

@@ -76,10 +76,12 @@ def lost_shares(jac: np.ndarray, weights: np.ndarray, keys: list[str]) -> np.nda
 
 
 def information_lost(items: list[Sample], eff: Efficiency,
-                     group: Callable[[Sample], str] = lambda s: s.workload) -> dict[str, dict[str, float]]:
+                     group: Callable[[Sample], str] = lambda s: s.workload,
+                     jac: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """``{parameter: {group: share of its conditional information lost without the group}}``
-    (0 .. 1) at the parameters ``eff``."""
+    (0 .. 1) at the parameters ``eff``; ``jac``: :func:`jacobian` of the same rows and
+    parameters, when the caller groups them more than one way."""
     keys = [group(s) for s in items]
-    shares = lost_shares(jacobian(items, eff), np.asarray(_weights(items)), keys)
+    shares = lost_shares(jacobian(items, eff) if jac is None else jac, np.asarray(_weights(items)), keys)
     groups = sorted(set(keys))
     return {name: {g: float(shares[i, j]) for i, g in enumerate(groups)} for j, name in enumerate(BOUNDS)}
