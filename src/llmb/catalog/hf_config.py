@@ -253,8 +253,10 @@ def architecture_differences(a: ModelSpec, b: ModelSpec) -> list[str]:
     for key in da:
         if key not in NOT_ARCHITECTURE and da[key] != db[key]:
             if isinstance(da[key], dict) and isinstance(db[key], dict):
+                # a capacity factor is the recipe's routing (tokens dropped beyond it), not
+                # something the weights hold: a Hugging Face config has none
                 sub = [f"{key}.{k}: {da[key][k]!r} vs {db[key].get(k)!r}" for k in da[key]
-                       if k != "assumptions" and da[key][k] != db[key].get(k)]
+                       if k not in ("assumptions", "capacity_factor") and da[key][k] != db[key].get(k)]
                 out += sub
             else:
                 out.append(f"{key}: {da[key]!r} vs {db[key]!r}")
