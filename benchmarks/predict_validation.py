@@ -8,7 +8,7 @@ their family). Also lists the rows beyond 10 %. Refits from scratch: a few minut
 
 ``--fix NAME=VALUE`` (repeatable) holds a fitted parameter at a value in every fold, and
 prints the in-sample loss of the fit on all rows first: how the README's "fixed at" numbers
-were made (e.g. ``--fix knee_exponent=0.93``, the measured GEMMs' scaling).
+were made (e.g. ``--fix gemm_knee=190``, the knee of measured H100 GEMMs).
 
 Run: .venv/bin/python benchmarks/predict_validation.py [--fix NAME=VALUE ...]
 """
@@ -33,7 +33,7 @@ def _fixed(argv: list[str]) -> dict[str, float]:
         try:
             fixed[name] = float(value)
         except ValueError:
-            raise SystemExit("--fix takes NAME=VALUE, e.g. --fix knee_exponent=0.93") from None
+            raise SystemExit("--fix takes NAME=VALUE, e.g. --fix gemm_knee=190") from None
     return fixed
 
 

@@ -5,8 +5,10 @@ states with no structure. This simulates that router for Llama 4 Maverick at its
 (hidden 5120, 128 experts, top-1, EP 64: two experts per rank; one micro-batch of the EP group,
 64 x 8192 tokens): router weights drawn at Megatron's init std 0.02, hidden states isotropic,
 each token to its highest-scoring expert. It prints the coefficient of variation of the
-experts' loads and the busiest EP rank's load over the mean, against what the calibrated
-``expert_load_cv`` makes the step-time model charge (``llmb.plan.predict.load_factor``).
+experts' loads and the busiest EP rank's load over the mean, against what the step-time
+model's ``expert_load_cv`` (not fitted: the default is this simulation's CV) charges a
+dropless layout of that shape (``llmb.plan.predict.load_factor``), and what it charges the
+published recipe, which pads every expert to capacity factor 1.0 (none).
 
 The hidden states of a real network are not isotropic, so this is an estimate of what
 routing noise and the router's initial weights alone do, not a measurement of a run.
@@ -46,10 +48,12 @@ def main(argv: list[str]) -> int:
     draws, tokens = (3, EP * SEQ) if "--full" in argv else (1, EP * SEQ // 8)
     results = [simulate(model.hidden, moe.num_experts, EP, tokens, seed) for seed in range(draws)]
     eff = stored_efficiency()
-    charged = load_factor(eff, moe.num_experts, EP, moe.capacity_factor)
+    dropless = load_factor(eff, moe.num_experts, EP)
+    recipe = load_factor(eff, moe.num_experts, EP, moe.capacity_factor)
     for cv, busiest in results:
         print(f"simulated: expert-load CV {cv:.3f}, busiest of {EP} EP ranks {busiest:.3f} x the mean ({tokens} tokens)")
-    print(f"model: expert_load_cv {eff.expert_load_cv:.4g} charges the busiest rank {charged:.3f} x the mean")
+    print(f"model: expert_load_cv {eff.expert_load_cv:.4g} charges a dropless layout's busiest rank {dropless:.3f} x "
+          f"the mean; the recipe (capacity factor {moe.capacity_factor}) {recipe:.3f}")
     return 0
 
 

@@ -33,15 +33,19 @@ def test_collinear_parameters_need_the_group_that_separates_them():
     assert conditional_information(jac[:2].T @ jac[:2]) == pytest.approx([0.0, 0.0], abs=1e-9)
 
 
-def test_the_catalog_identifies_the_dense_parameters_without_any_one_workload():
-    """On the catalog at the stored fit: GEMM, attention, HBM and overlap parameters keep most
-    of their information whichever workload is left out; the router skew is unidentified
-    without Llama 4 Maverick (Grok-1's capacity factor 1.0 makes its rows blind to it)."""
+def test_the_catalog_identifies_the_fitted_parameters_without_any_one_workload():
+    """On the catalog at the stored fit: the GEMM, attention, HBM, overlap and ring-step
+    parameters keep at least a tenth of their information whichever workload is left out. No
+    fitted parameter is MoE-specific: the grouped-GEMM factors and the router skew, each of
+    which only one workload informed, are held, and so is the knee's peak scaling, which
+    rested on GB200. The NCCL bus efficiency is the exception: MaxText's FSDP rows carry 0.90
+    of it."""
     lost = information_lost(cal.samples(default_catalog()), cal.stored_efficiency())
     assert set(lost) == set(cal.BOUNDS)
-    for name in ("gemm_bf16", "gemm_fp8", "gemm_knee", "knee_exponent", "attention", "hbm", "overlap"):
+    assert not {"expert_gemm", "expert_knee", "expert_fp8", "expert_load_cv", "knee_exponent"} & set(cal.BOUNDS)
+    for name in set(cal.BOUNDS) - {"link"}:
         assert max(lost[name].values()) < 0.9, (name, lost[name])
-    assert lost["expert_load_cv"]["llama4-maverick"] >= 0.9
+    assert lost["link"]["llama2-maxtext"] < 0.95
     assert lost["attention_flash"]["megatron-llama3"] < 0.1  # it never selects flash-attn
 
 
@@ -51,9 +55,9 @@ def test_calibrate_reports_the_identification(capsys):
     assert main(["calibrate", "--json"]) == 0
     ident = json.loads(capsys.readouterr().out)["identification"]
     assert set(ident["information_lost_without"]) == set(cal.BOUNDS)
-    assert "llama4-maverick" in ident["unidentified_without"]["expert_load_cv"]
-    # GB200's rows alone cannot identify thirteen parameters; without them the knee's peak
-    # scaling (H100 FP8's doubled peak aside) is mostly the prior's.
+    assert ident["unidentified_without"] == {"link": ["llama2-maxtext"]}
+    # GB200's 24 rows alone cannot identify the fitted parameters; H100's rows identify them
+    # all, none losing more than 0.9 without GB200's.
     by_gpu = ident["information_lost_without_gpu_type"]
-    assert all(v["h100"] >= 0.99 for v in by_gpu.values())
-    assert by_gpu["knee_exponent"]["gb200"] >= 0.9 > by_gpu["link"]["gb200"]
+    assert all(v["h100"] >= 0.95 for v in by_gpu.values())
+    assert all(v["gb200"] < 0.9 for v in by_gpu.values())

@@ -48,8 +48,8 @@ def test_a_fixed_parameter_stays_where_it_is_put_and_the_rest_refit(items):
     fitted one) and fits the others around it; an unknown name is one readable error."""
     few = [s for s in items if s.workload == "llama3.1" and s.gpu_type == "h100"][:8]
     free, free_loss = cal.fit(few)
-    held, held_loss = cal.fit(few, fixed={"knee_exponent": 0.0, "gemm_knee": 50.0})
-    assert (held.knee_exponent, held.gemm_knee) == (0.0, 50.0) != (free.knee_exponent, free.gemm_knee)
+    held, held_loss = cal.fit(few, fixed={"hbm": 0.2, "gemm_knee": 50.0})
+    assert (held.hbm, held.gemm_knee) == (0.2, 50.0) != (free.hbm, free.gemm_knee)
     assert held.gemm_bf16 != free.gemm_bf16  # the others moved to make up for it
     assert held_loss >= free_loss
     with pytest.raises(cal.LlmbError, match="not a fitted parameter: knee"):

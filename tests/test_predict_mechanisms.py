@@ -185,9 +185,15 @@ def test_load_factor_is_the_expected_busiest_rank():
     assert load_factor(replace(BASE, expert_load_cv=0.0), 128, 128) == 1.0
 
 
+def _dropless(recipe):
+    """The recipe with its capacity factor removed (dropless routing)."""
+    moe = recipe.model.moe.model_copy(update={"capacity_factor": None})
+    return replace(recipe, model=recipe.model.model_copy(update={"moe": moe}))
+
+
 def test_router_skew_slows_moe_layers_only():
     skewed = replace(BASE, expert_load_cv=0.5)
-    maverick = resolve(CAT, "llama4-maverick", "400b", "bf16", 512, gpu_type="h100")
+    maverick = _dropless(resolve(CAT, "llama4-maverick", "400b", "bf16", 512, gpu_type="h100"))
     a, b = _step(maverick, BASE), _step(maverick, skewed)
     assert b.gemm_s > a.gemm_s and b.ep_comm_total_s > a.ep_comm_total_s and b.elementwise_s > a.elementwise_s
     dense = resolve(CAT, "llama3.1", "70b", "bf16", 64)
@@ -202,9 +208,24 @@ def test_a_capacity_factor_bounds_the_busiest_expert_rank():
     grok = resolve(CAT, "grok1", "314b", "bf16", 512, release="24.11.1")
     assert grok.model.moe.capacity_factor == 1.0
     assert _step(grok, skewed).step_time_s == _step(grok, BASE).step_time_s
-    dropless = grok.model.model_copy(update={"moe": grok.model.moe.model_copy(update={"capacity_factor": None})})
-    free = replace(grok, model=dropless)
+    free = _dropless(grok)
     assert _step(free, skewed).step_time_s > _step(free, BASE).step_time_s
+
+
+def test_no_catalog_recipe_is_dropless_so_no_published_row_informs_the_skew():
+    """Both MoE recipes pad every expert to capacity factor 1.0: Grok-1's (dgxc grok1_314b.yaml;
+    NeMo 2's script adds MegatronTokenDropCallback) and Maverick's (NeMo's
+    pretrain_llama4_e128.py builds the performance-mode recipe, which adds the same callback,
+    NeMo @ 7a8f1cc7). So the router skew moves no catalog prediction, and it is not fitted."""
+    from llmb.plan import calibrate as cal
+
+    assert "expert_load_cv" not in cal.BOUNDS
+    skewed = replace(BASE, expert_load_cv=1.0)
+    moe = [s for s in cal.samples(CAT) if s.moe]
+    assert {s.workload for s in moe} == {"grok1", "llama4-maverick"}
+    for s in moe:
+        assert s.recipe.model.moe.capacity_factor == 1.0, s.label
+        assert cal.predict_sample(s, skewed) == cal.predict_sample(s, BASE), s.label
 
 
 def test_grouped_gemm_knee_charges_fewer_tokens_per_expert_more():
@@ -238,6 +259,61 @@ def test_all_to_all_stays_on_nvlink_inside_the_72_gpu_domain():
     assert Net.of(h, 1.0, 0.0).all_to_all(nb, 64, 1) == pytest.approx(nb * 56 / 64 / 50e9)
     # beyond the domain the NIC share takes over
     assert Net.of(gb, 1.0, 0.0).all_to_all(nb, 128, 1) == pytest.approx(nb * 56 / 128 / 50e9)
+
+
+def test_an_all_to_all_pays_a_step_latency_per_peer():
+    """NCCL has no all-to-all kernel: the caller sends to and receives from every peer in one
+    group, so each peer costs a step latency (``step_s`` across the network, 3.4 / 14 of it
+    over NVLink), on top of the bytes. At fixed bytes more peers cost more."""
+    lat = Net(nvlink_bps=400e9, nic_bps=50e9, domain=8, step_s=14e-6)
+    bw = Net(nvlink_bps=400e9, nic_bps=50e9, domain=8)
+    # 16 ranks, 8 per domain: 8 peers across the network, 7 inside it.
+    assert lat.all_to_all(16e9, 16, 1) - bw.all_to_all(16e9, 16, 1) == pytest.approx(14e-6 * (8 + 7 * 3.4 / 14))
+    assert lat.all_to_all(0.0, 16, 1) == pytest.approx(14e-6 * (8 + 7 * 3.4 / 14))  # latency alone
+    assert lat.all_to_all(1e6, 1, 1) == 0.0
+    times = [lat.all_to_all(64e6, n, 1) for n in (8, 16, 64, 128)]
+    assert all(a < b for a, b in zip(times, times[1:])), times
+
+
+def test_a_moe_layer_pays_six_all_to_all_latencies():
+    """Megatron-Core 0.12's dispatcher (the commit the 25.05 recipes install) exchanges the
+    routed tokens and their router probabilities, and combines the tokens: three
+    all-to-alls forward, three backward. Maverick on GB200 (EP 64 inside a 64-GPU domain, no
+    ETP): the ring-step latency adds six in-domain latencies per peer to its EP time."""
+    r = resolve(CAT, "llama4-maverick", "400b", "bf16", 128, gpu_type="gb200")
+    assert (r.layout.ep, r.derived.etp) == (64, 1)
+    slow = replace(BASE, ring_step_us=20.0)
+    fast = replace(BASE, ring_step_us=0.0)
+    a = _layer_cost(r.model, r.derived, r.gpu, "bf16", slow, True)
+    b = _layer_cost(r.model, r.derived, r.gpu, "bf16", fast, True)
+    assert a.ep_s - b.ep_s == pytest.approx(6 * 20e-6 * 63 * 3.4 / 14)
+    dense = _layer_cost(r.model, r.derived, r.gpu, "bf16", slow, False)
+    assert dense.ep_s == 0.0
+
+
+def test_a_multi_rack_gb200_job_gets_its_slurm_segment_as_nvlink_domain():
+    """NeMo's launcher asks Slurm for --segment = the largest divisor of the node count up to
+    18 on 4-GPU nodes past 18 nodes (NVIDIA/NeMo scripts/performance/utils.py @ 7a8f1cc7,
+    slurm_executor): every published GB200 run (32, 64, 128 nodes) is placed 16 nodes to a
+    rack, so its NVLink domain is 64 GPUs. H100's domain is its node."""
+    gb, h = CAT.gpu("gb200"), CAT.gpu("h100")
+    assert gb.node_gpus == 4
+    assert [gb.job_domain(n) for n in (8, 72, 128, 256, 512)] == [72, 72, 64, 64, 64]
+    assert gb.job_domain(4 * 27) == 36  # 27 nodes: segments of 9
+    assert [h.job_domain(n) for n in (8, 64, 2048)] == [8, 8, 8]
+
+
+def test_a_pipeline_crossing_domains_runs_its_p2p_over_the_nic():
+    """The stages of a pipeline are tp*cp*dp ranks apart and it runs at its slowest hop: on
+    NVLink only if all its stages share one domain. Maverick on GB200 at 128 GPUs (PP 2, 64
+    ranks apart, two 64-GPU segments) crosses as it does at 256, so its PP time is the same."""
+    eff = replace(BASE, overlap=0.0)
+    p128 = _step(resolve(CAT, "llama4-maverick", "400b", "bf16", 128, gpu_type="gb200"), eff)
+    p256 = _step(resolve(CAT, "llama4-maverick", "400b", "bf16", 256, gpu_type="gb200"), eff)
+    assert p128.pp_comm_s > 0 and p128.pp_comm_s == pytest.approx(p256.pp_comm_s, rel=1e-12)
+    one = resolve(CAT, "llama4-maverick", "400b", "bf16", 128, gpu_type="gb200")
+    inside = one.gpu.model_copy(update={"nvlink_domain": 144})  # both stages in one domain
+    assert _step(replace(one, gpu=inside), eff).pp_comm_s < p128.pp_comm_s
 
 
 def test_grok1_overlaps_its_tp_traffic_under_both_launchers():
@@ -312,14 +388,15 @@ def _gemm_shapes_benchmark():
 
 
 def test_the_calibrated_gemm_knee_is_where_measured_gemms_put_it():
-    """The GEMM knee and its scaling with the peak are fitted on published step times only.
-    XLA's table of measured GEMMs (OpenXLA's matmul_interpolator_data.h as vendored in
-    tensorflow/tensorflow @ a305421c; tests/data/README.md) checks them independently.
+    """The GEMM knee is fitted on published step times only; its scaling with the peak is
+    held at 1. XLA's table of measured GEMMs (OpenXLA's matmul_interpolator_data.h as vendored
+    in tensorflow/tensorflow @ a305421c; tests/data/README.md) checks both independently.
     Relative to 4096^3, the calibrated model's H100 BF16 share of the 24 shapes with every
-    dimension >= 2048 is within 4 % rms and 10 % at worst, and within 8 % rms on the 54 of
-    training size, where no knee misses both. On every GPU and dtype of the table the model's
-    knee is within a factor 2 of the knee that fits the measurements best, and the exponent
-    the best knees imply (B200 BF16 and FP8 against H100 BF16) is within 0.3 of the fitted one."""
+    dimension >= 2048 is within 5 % rms and 12 % at worst, and within 10 % rms on the 54 of
+    training size, each less than without a knee (6.0 / 19.6 % and 15.5 %). On every GPU and
+    dtype of the table the model's knee is within a factor 2 of the knee that fits the
+    measurements best, and the exponent the best knees imply (B200 BF16 and FP8 against H100
+    BF16) is within 0.2 of the model's."""
     from llmb.plan.calibrate import stored_efficiency
 
     bench = _gemm_shapes_benchmark()
@@ -330,13 +407,15 @@ def test_the_calibrated_gemm_knee_is_where_measured_gemms_put_it():
     big = bench.summary(bench.errors(h100, "h100", "bf16", eff, "dims >= 2048"))
     training = bench.summary(bench.errors(h100, "h100", "bf16", eff, "training"))
     assert big["shapes"] == 24 and training["shapes"] == 54
-    assert big["rms_pct"] <= 4 and big["max_pct"] <= 10 and training["rms_pct"] <= 8, (big, training)
+    assert big["rms_pct"] <= 5 and big["max_pct"] <= 12 and training["rms_pct"] <= 10, (big, training)
     flat = replace(eff, gemm_knee=0.0)
-    assert bench.summary(bench.errors(h100, "h100", "bf16", flat, "dims >= 2048"))["max_pct"] > 10
-    assert bench.summary(bench.errors(h100, "h100", "bf16", flat, "training"))["rms_pct"] > 8
+    flat_big = bench.summary(bench.errors(h100, "h100", "bf16", flat, "dims >= 2048"))
+    flat_training = bench.summary(bench.errors(h100, "h100", "bf16", flat, "training"))
+    assert flat_big["rms_pct"] > big["rms_pct"] and flat_big["max_pct"] > big["max_pct"]
+    assert flat_training["rms_pct"] > 1.5 * training["rms_pct"]
     for (gpu_type, dtype), table in tables.items():
         ratio = bench.model_knee(gpu_type, dtype, eff) / bench.best_knee(table, gpu_type, dtype, "dims >= 2048")
         assert 0.5 <= ratio <= 2, (gpu_type, dtype, ratio)
     for dtype in ("bf16", "fp8"):
         for cls in ("dims >= 2048", "training"):
-            assert abs(bench.implied_exponent(tables, dtype, cls) - eff.knee_exponent) <= 0.3, (dtype, cls)
+            assert abs(bench.implied_exponent(tables, dtype, cls) - eff.knee_exponent) <= 0.2, (dtype, cls)

@@ -393,6 +393,10 @@ class GpuSpec(Strict):
     hbm_bandwidth_gbps: float = Field(gt=0)
     nvlink_gbps: float = Field(gt=0)
     nvlink_domain: int = Field(gt=0)
+    node_gpus: int | None = Field(
+        default=None, gt=0,
+        description="GPUs per node (an NVL72 compute tray holds 4); unset: one node is one NVLink domain",
+    )
     nic_gbps: float = Field(gt=0)
     achievable_tflops: dict[Dtype, float] = Field(
         default_factory=dict,
@@ -407,6 +411,19 @@ class GpuSpec(Strict):
         if dtype not in self.achievable_tflops or dtype not in self.peak_tflops:
             return None
         return self.achievable_tflops[dtype] / self.peak_tflops[dtype]  # type: ignore[index]
+
+    def job_domain(self, gpus: int) -> int:
+        """The NVLink domain one job of ``gpus`` GPUs gets: the whole domain when the job fits
+        in one; beyond that the Slurm segment NeMo's launcher asks for (NVIDIA/NeMo
+        scripts/performance/utils.py @ 7a8f1cc7, ``slurm_executor``: on 4-GPU nodes past 18
+        nodes, ``--segment`` = the largest divisor of the node count up to 18), so that a
+        32-, 64- or 128-node GB200 job is placed 16 nodes (64 GPUs) to a rack."""
+        node = self.node_gpus or self.nvlink_domain
+        if gpus <= self.nvlink_domain or node >= self.nvlink_domain or gpus % node:
+            return self.nvlink_domain
+        nodes, per_domain = gpus // node, self.nvlink_domain // node
+        segment = max(s for s in range(1, per_domain + 1) if nodes % s == 0)
+        return segment * node
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak in FLOP/s for ``dtype``; a clear error when the GPU lacks it."""

@@ -32,10 +32,12 @@ Procedure (deterministic, no randomness, numpy not needed):
    geometric-mean MFU under the ``megatron`` FLOPs convention, fitted per fold) and the
    uncalibrated roofline (:meth:`Efficiency.roofline`). Which workloads identify
    which parameter is measured by :mod:`llmb.plan.identification` (the share of each
-   parameter's conditional information lost without each workload, at the fit): the FP8
-   grouped-GEMM factor rests on Grok-1, whose layouts vary the tokens per expert; the
-   router skew ``expert_load_cv`` on Llama 4 Maverick, because Grok-1's capacity factor
-   of 1.0 bounds its load whatever the skew.
+   parameter's conditional information lost without each workload, at the fit). The GEMM
+   knee's peak scaling ``knee_exponent`` is held at 1, what measured GEMMs say (it rested on
+   GB200's rows when fitted). No fitted parameter is MoE-specific: the grouped-GEMM factors
+   and the router skew are held (see :class:`~llmb.plan.predict.Efficiency`), because only
+   one workload informed each (the grouped-GEMM factors Grok-1, the skew Maverick) and both
+   MoE recipes pad every expert to capacity factor 1.0, which leaves no skew to fit.
    The flash-attn efficiency ``attention_flash`` is informed by the rows whose launcher selects
    it: Grok-1's and Nemotron-4 340B's NeMo 1 releases.
    No parameter is GPU-specific: another GPU differs from H100 only through the hardware
@@ -72,37 +74,26 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "gemm_bf16": (0.05, 1.0, "log"),
     "gemm_fp8": (0.05, 1.0, "log"),
     "gemm_knee": (1.0, 4096.0, "log"),
-    "knee_exponent": (0.0, 2.0, "lin"),
     "attention": (0.05, 1.0, "log"),
     "attention_flash": (0.05, 1.0, "log"),
     "hbm": (0.05, 1.0, "log"),
     "link": (0.05, 1.0, "log"),
     "overlap": (0.0, 1.0, "lin"),
-    "expert_knee": (1.0, 16384.0, "log"),
-    "expert_fp8": (0.2, 1.0, "log"),
-    "expert_load_cv": (0.01, 3.0, "log"),
     "ring_step_us": (1.0, 200.0, "log"),
 }
 # Prior (center, standard deviation) of each parameter, from public microbenchmarks rather
 # than from the catalog: large cuBLAS GEMMs reach ~75-80 % of the dense peak in BF16 and
-# ~65-70 % in FP8 on H100, their fixed costs taking the same time at any peak (knee
-# exponent 1); cuDNN's fused attention forward + backward ~50-60 % of the BF16 peak, the
+# ~65-70 % in FP8 on H100; cuDNN's fused attention forward + backward ~50-60 % of the BF16 peak, the
 # flash-attn package's FlashAttention-2 ~35 % (FlashAttention-3's paper, H100);
 # streaming kernels ~80 % of HBM bandwidth; NCCL ~80 % of NVLink / NIC line rate; most TP/PP
-# traffic hidden by userbuffers / overlapped p2p; routed experts as efficient as dense GEMMs
-# of their size, a grouped-GEMM fixed cost of one 128-token M tile per expert, FP8 grouped
-# GEMMs as efficient as dense FP8, a router skew of 0.3 (coefficient of variation of the
-# experts' loads); a ring step across the network 14 us (NCCL's tuning model, src/graph/
-# tuning.cc: hwLat NET / Ring / Simple) (the centers are :class:`Efficiency`'s defaults,
-# also the fit's start).
+# traffic hidden by userbuffers / overlapped p2p; a ring step (and an all-to-all's step per
+# peer) across the network 14 us (NCCL's tuning model, src/graph/tuning.cc: hwLat NET /
+# Ring / Simple) (the centers are :class:`Efficiency`'s defaults, also the fit's start).
 # Standard deviations are wide (25 % for efficiencies, a factor e for the knee and the ring
-# step latency, 0.2 for the overlap, 0.5 for the knee exponent): the prior only settles
+# step latency, 0.2 for the overlap): the prior only settles
 # what the published tables cannot tell apart.
 PRIOR_SD: dict[str, float] = {name: 0.25 for name in BOUNDS} | {
     "gemm_knee": 1.0,
-    "knee_exponent": 0.5,
-    "expert_load_cv": 1.0,
-    "expert_knee": 1.0,
     "overlap": 0.2,
     "ring_step_us": 1.0,
 }

@@ -8,7 +8,11 @@ each GPU's NIC beyond it. A group is ``size`` ranks ``stride`` apart in the rank
   cross-domain part over the NICs, plus the latency of the ring's ``size - 1`` steps (NCCL's
   own latency model): ``step_s`` for each step that crosses the network, ``NVLINK_STEP_RATIO``
   of it for each NVLink step, so that at fixed bytes a larger group is slower;
-* **all-to-all**: the slower of the NVLink and NIC shares of the exchange;
+* **all-to-all**: the slower of the NVLink and NIC shares of the exchange, plus one step
+  latency per peer (the same ``step_s``, ``NVLINK_STEP_RATIO`` of it for a peer inside the
+  domain): NCCL has no all-to-all kernel, callers (Megatron-Core's ``all_to_all``, torch's
+  ``all_to_all_single``) issue a send and a receive to every peer in one group, so that at
+  fixed bytes an exchange among more ranks is slower, as a ring of more ranks is;
 * **p2p**: one transfer over NVLink or the NIC.
 
 Units: bytes, seconds, bandwidths in bytes/s (the catalog's line rates are GB/s, 1e9 bytes/s).
@@ -79,13 +83,15 @@ class Net:
         return t
 
     def all_to_all(self, nbytes: float, size: int, stride: int) -> float:
-        """All-to-all where each GPU holds ``nbytes`` spread evenly over the group."""
-        if size <= 1 or nbytes <= 0:
+        """All-to-all where each GPU holds ``nbytes`` spread evenly over the group: the
+        slower of its NVLink and NIC shares, plus one step latency per peer (``size - k``
+        across the network, ``k - 1`` inside the domain at ``NVLINK_STEP_RATIO``)."""
+        if size <= 1:
             return 0.0
         k = self.per_domain(size, stride)
-        inside = nbytes * (k - 1) / size / self.nvlink_bps
-        outside = nbytes * (size - k) / size / self.nic_bps
-        return max(inside, outside)
+        inside = max(0.0, nbytes) * (k - 1) / size / self.nvlink_bps
+        outside = max(0.0, nbytes) * (size - k) / size / self.nic_bps
+        return max(inside, outside) + self.step_s * ((size - k) + (k - 1) * NVLINK_STEP_RATIO)
 
     def p2p(self, nbytes: float, same_domain: bool) -> float:
         """One transfer of ``nbytes``, over NVLink when both ends share a domain."""

@@ -12,7 +12,7 @@ The model, per GPU, for one micro-batch through one transformer layer:
   H100's BF16 peak and scales with the run's peak as ``(peak / H100's BF16 peak) **
   knee_exponent`` (FP8 on H100: ratio 2; GB200: 2.48): a GEMM's fixed per-tile costs are
   worth more math where the math is faster (exponent 1: they take the same time at any
-  peak; the fit says a little more, as an FP8 epilogue's scaling would). Forward +
+  peak, as XLA's measured GEMMs say; not fitted). Forward +
   backward = 3 x the forward FLOPs; recompute adds the forward again (all of it under
   ``full``, the MLP's under ``mlp``; under ``save_qkv``, a JAX remat policy, all but the
   saved QKV projection and the MLP's down-projection FC2, whose recomputed output the
@@ -35,7 +35,10 @@ The model, per GPU, for one micro-batch through one transformer layer:
 * **Communication**, priced by :mod:`llmb.plan.network` (ring / all-to-all / p2p on a
   two-level network: NVLink inside a domain of ``nvlink_domain`` GPUs, each GPU's NIC beyond
   it; ranks ordered TP-CP-DP-PP; every ring also pays ``ring_step_us`` per network step and
-  3.4 / 14 of it per NVLink step):
+  3.4 / 14 of it per NVLink step, every all-to-all as much per peer). A job's NVLink domain
+  is the GPU's (8 on HGX H100) or, on GB200 NVL72 past one rack, the Slurm segment NeMo's
+  launcher requests (:meth:`~llmb.catalog.schema.GpuSpec.job_domain`: 64 GPUs for 32 to 128
+  nodes):
   - TP with sequence parallelism: 4 all-gather/reduce-scatter in forward, 6 in backward per
     layer (the backward re-gathers inputs for the weight gradients), half of them in a MoE
     layer without a shared expert (the routed block's tokens move by the EP and ETP
@@ -43,9 +46,11 @@ The model, per GPU, for one micro-batch through one transformer layer:
     bytes (the 4 reduce-scatters stay BF16);
   - CP ring attention: K/V passed CP-1 times forward, K/V and their gradients backward,
     hidden behind the attention kernels except for what exceeds them;
-  - EP: dispatch and combine all-to-all, forward and backward, plus the ETP all-gather /
-    reduce-scatter of the routed tokens;
-  - PP: activations forward and gradients backward at every chunk boundary;
+  - EP: dispatch and combine all-to-all, forward and backward, plus the all-to-all of the
+    router probabilities (Megatron-Core 0.12's dispatcher sends them beside the tokens) and
+    the ETP all-gather / reduce-scatter of the routed tokens;
+  - PP: activations forward and gradients backward at every chunk boundary, over NVLink only
+    when the whole pipeline shares one domain (it runs at its slowest hop);
   - a fraction ``overlap`` of TP, EP and PP traffic hides behind compute (TE userbuffers,
     the shared expert overlapping the dispatch, Megatron's overlapped p2p); the rest is
     exposed. Two exceptions the recipes state: TP traffic is all exposed where the recipe
@@ -64,16 +69,19 @@ The model, per GPU, for one micro-batch through one transformer layer:
     shard is also all-reduced across the replicas inside that layer's backward (XLA reduces
     over the whole data mesh in the scanned backward) and hides like the reduce-scatter;
     only the rest (embeddings, output layer) is all-reduced after the backward, exposed.
-* **MoE layers**, as mechanisms: the router GEMM (BF16); token permutation and
-  un-permutation (element-wise bytes per routed copy); the dispatch / combine all-to-all,
-  inside the NVLink domain (72 GPUs on GB200 NVL72, 8 on HGX H100) over NVLink and beyond it
-  over the NICs; the grouped expert GEMMs at ``expert_gemm`` of a dense GEMM of their shape,
-  times ``m / (m + expert_knee)`` for ``m`` tokens per local expert (the per-expert fixed
-  cost), times ``expert_fp8`` in FP8 runs; and load imbalance: the busiest of the EP ranks
-  receives ``1 + expert_load_cv x sqrt(2 ln EP / (E / EP))`` times the mean (the expected
-  maximum of EP loads with the router's skew ``expert_load_cv``), at most the recipe's
-  capacity factor where it sets one (tokens beyond it are dropped: Grok-1's 1.0), which
-  scales its expert GEMMs, permutation and all-to-all bytes.
+* **MoE layers**, as mechanisms, none of them with a fitted parameter of its own: the router
+  GEMM (BF16); token permutation and un-permutation (element-wise bytes per routed copy); the
+  dispatch / combine all-to-all, inside the job's NVLink domain over NVLink and beyond it
+  over the NICs, with its per-peer latency; the expert GEMMs as dense GEMMs of their shape
+  (the GEMM knee prices their tokens per expert and their width), times ``expert_gemm``,
+  ``m / (m + expert_knee)`` for ``m`` tokens per local expert and ``expert_fp8`` in FP8 runs,
+  which are held at 1, 0 and 1: no published run informs a grouped-GEMM cost beyond its
+  shape, the GPU kit measures it; and load imbalance: the busiest of the EP ranks receives
+  ``1 + expert_load_cv x sqrt(2 ln EP / (E / EP))`` times the mean (the expected maximum of
+  EP loads with the router's skew ``expert_load_cv``), at most the recipe's capacity factor
+  where it sets one (tokens beyond it are dropped), which scales its expert GEMMs,
+  permutation and all-to-all bytes. Every MoE recipe in the catalog pads each expert to a
+  capacity factor of 1.0, so none is skewed and the skew is not fitted either.
 * **GPU generation**: the efficiencies are shares of H100's peaks. Another GPU's tensor-core
   work (GEMMs, attention) runs at them times its measured matmul ceiling's share of peak over
   H100's (``achievable_tflops`` in the hardware table: MAMF measurements, per dtype; GB200
@@ -131,7 +139,11 @@ class Efficiency:
     # BF16 peak (FP8 on H100: 2; BF16 on GB200: 2.48) to the power ``knee_exponent``.
     gemm_knee: float = 256.0
     # 1: the fixed costs take the same time at any peak; above 1 they take longer where the
-    # peak is higher (an FP8 GEMM's scaling epilogue). Prior 1, wide.
+    # peak is higher (an FP8 GEMM's scaling epilogue). Not fitted: measured. The knees that fit
+    # XLA's measured GEMMs best grow with the peak by 0.98-1.04 in this exponent from H100 to
+    # B200 (benchmarks/predict_gemm_shapes.py); fitted on step times it rested on GB200's rows
+    # (0.96 of its information lost without them) and settled in a worse optimum (1.13, loss
+    # 0.00225 against 0.00219 here).
     knee_exponent: float = 1.0
     attention: float = 0.55  # cuDNN fused attention forward + backward, fraction of the BF16 peak
     # The flash-attn package's kernels (FlashAttention-2) where a recipe selects them
@@ -142,24 +154,29 @@ class Efficiency:
     hbm: float = 0.80  # element-wise kernels, fraction of HBM bandwidth
     link: float = 0.80  # NCCL bus bandwidth, fraction of the NVLink / NIC line rate
     overlap: float = 0.70  # fraction of TP, EP and PP traffic hidden behind compute
-    # Grouped expert GEMMs relative to dense GEMMs of their shape. Not fitted: every fit on the
-    # catalog (all rows, and each held-out fold of the three cross-validation schemes) put it
-    # at its bound, 1, with the per-expert knee and the FP8 factor beside it.
+    # The three grouped-GEMM factors are not fitted: no published run informs them. Every
+    # catalog MoE layout but Maverick's GB200 one holds a single expert per GPU, whose GEMMs
+    # are dense GEMMs of their shape, and the dense knee already prices their tokens and
+    # width. Fitted, the per-expert knee and the FP8 factor rested on Grok-1 alone (0.89 and
+    # 0.95 of their information lost without it) and, with Grok-1 held out, took up what
+    # Maverick's rows lacked, predicting Grok-1's NeMo 2 rows 20-35 % too slow. The GPU
+    # kit's ``gemm`` check measures them (expert_gemm_share).
+    # Grouped expert GEMMs relative to dense GEMMs of their shape (1: as efficient).
     expert_gemm: float = 1.0
     # Grouped-GEMM fixed cost per expert, in tokens at H100's BF16 peak: each local expert's
-    # GEMMs run at m / (m + expert_knee) of a dense GEMM of their shape, m its tokens (ragged M
-    # tiles, the per-expert launch or schedule); scaled by peak like ``gemm_knee``. Prior 128
-    # tokens (one M tile), wide.
-    expert_knee: float = 128.0
-    # FP8 grouped expert GEMMs relative to FP8 dense GEMMs (per-expert scaling factors and
-    # amax reductions, the grouped kernel's FP8 path); 1 = as efficient.
+    # GEMMs would run at m / (m + expert_knee) of a dense GEMM of their shape, m its tokens;
+    # scaled by peak like ``gemm_knee``. 0: none beyond the dense knee.
+    expert_knee: float = 0.0
+    # FP8 grouped expert GEMMs relative to FP8 dense GEMMs; 1 = as efficient.
     expert_fp8: float = 1.0
-    # Router skew: coefficient of variation of the tokens each expert receives. The slowest
-    # EP rank (of EP ranks, each holding E/EP experts) sets the pace of the expert GEMMs, the
-    # permutation and the all-to-all: load factor 1 + cv * sqrt(2 ln(EP) / (E/EP)), the
-    # expected maximum of EP loads of that spread. Prior: 0.3 (dropless routing of mock data
-    # without an auxiliary loss is not balanced), wide.
-    expert_load_cv: float = 0.3
+    # Router skew: coefficient of variation of the tokens each expert receives, for dropless
+    # layouts (no capacity factor). The slowest EP rank (of EP ranks, each holding E/EP
+    # experts) sets the pace of the expert GEMMs, the permutation and the all-to-all: load
+    # factor 1 + cv * sqrt(2 ln(EP) / (E/EP)), the expected maximum of EP loads of that
+    # spread. Not fitted (every catalog MoE recipe pads to capacity factor 1.0): 0.06, what a
+    # randomly initialised router of Maverick's shape gives on mock data
+    # (benchmarks/router_skew_mock_data.py).
+    expert_load_cv: float = 0.06
     # Not fitted: the weight of the hardware table's measured matmul ceilings (1: a GPU's
     # tensor-core efficiencies scale by its ceiling's share of peak over H100's; 0: datasheet
     # peaks only, as the uncalibrated roofline has it).
@@ -327,7 +344,7 @@ def _layer_cost(
     lay = derived.layout
     # A layer's cost depends on these sizes only (not on PP, VP or DP): cache on them, so a
     # layout search pays for each distinct combination once.
-    hw = _hw_of(gpu, dtype)
+    hw = _hw_of(gpu, dtype, gpu.job_domain(lay.gpus))
     return _layer_cost_cached(
         model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, _fsdp_replicas(derived), hw, dtype, eff,
         moe_layer,
@@ -402,14 +419,16 @@ def load_factor(eff: Efficiency, num_experts: int, ep: int, capacity_factor: flo
 
 
 @per_model_cache
-def _hw_of(gpu: GpuSpec, dtype: str) -> _Hw:
+def _hw_of(gpu: GpuSpec, dtype: str, domain: int | None = None) -> _Hw:
+    """The numbers of ``gpu`` in ``dtype``; ``domain``: the NVLink domain a job gets
+    (:meth:`GpuSpec.job_domain`), the GPU's own by default."""
     return _Hw(
         peak_flops=gpu.peak_flops(dtype),
         peak_bf16_flops=gpu.peak_flops("bf16") if dtype != "fp32" else gpu.peak_flops(dtype),
         hbm_gbps=gpu.hbm_bandwidth_gbps,
         nvlink_gbps=gpu.nvlink_gbps,
         nic_gbps=gpu.nic_gbps,
-        nvlink_domain=gpu.nvlink_domain,
+        nvlink_domain=domain or gpu.nvlink_domain,
         ceiling=ceiling_ratio(gpu, dtype),
         ceiling_bf16=ceiling_ratio(gpu, "bf16" if dtype != "fp32" else dtype),
         reference_bf16_flops=_reference_gpu().peak_flops("bf16"),
@@ -484,7 +503,7 @@ def _layer_cost_cached(
 
     g_attn, fw_attn_tp, fw_attn_gpu = g, fw_tp, fw_gpu
     moe = model.moe
-    ep_bytes = etp_bytes = 0.0
+    ep_bytes = etp_bytes = probs_bytes = 0.0
     if moe_layer and moe is not None:
         e_loc = moe.num_experts / ep
         f = moe.expert_ffn_hidden
@@ -517,6 +536,11 @@ def _layer_cost_cached(
         # expert by an all-gather (and return by a reduce-scatter) inside the ETP group.
         ep_bytes = load * t * moe.top_k * h * a / tp
         etp_bytes = load * t * moe.top_k * h * a
+        # Megatron-Core's all-to-all dispatcher also exchanges the routed copies' router
+        # probabilities (fp32, one per copy), forward and backward: two more all-to-alls,
+        # whose cost is their per-peer latency (token_dispatcher.py @ 7094270c, the commit
+        # dgxc-benchmarking v25.05 installs: ``global_probs = all_to_all(...)``).
+        probs_bytes = load * t * moe.top_k * 4 / tp
     else:
         f = model.ffn_hidden
         up = (2 if gated else 1) * f
@@ -550,7 +574,7 @@ def _layer_cost_cached(
         step_bytes = t * 2 * kv_local * a
         same = tp * cp <= hw.nvlink_domain  # the whole CP ring inside one NVLink domain
         cp_s = 3 * (cp - 1) * net.p2p(step_bytes, same)
-    ep_s = 4 * net.all_to_all(ep_bytes, ep, etp) if ep > 1 and ep_bytes else 0.0
+    ep_s = 4 * net.all_to_all(ep_bytes, ep, etp) + 2 * net.all_to_all(probs_bytes, ep, etp) if ep > 1 and ep_bytes else 0.0
     ep_s += 4 * net.ring(etp_bytes, etp, 1) if etp > 1 else 0.0
     fsdp_ag = fsdp_rs = 0.0
     if fsdp and fsdp > 1:
@@ -608,7 +632,8 @@ def predict_step(
     lay = derived.layout
     tp, pp, cp = lay.tp, lay.pp, lay.cp
     vp, ga = derived.vp, derived.ga
-    net = Net.of(gpu, eff.link, eff.ring_step_us)
+    hw = _hw_of(gpu, dtype, gpu.job_domain(lay.gpus))
+    net = Net.of(hw, eff.link, eff.ring_step_us)
     a = act_bytes(dtype)
     t = lay.mbs * model.seq_len / cp
     h, v = model.hidden, model.vocab
@@ -630,7 +655,6 @@ def predict_step(
     attn_mult = 3.5 + (1.0 if redo_layer else 0.0)
     ew_fwd_mult = 2.0 if redo_layer else 1.0
 
-    hw = _hw_of(gpu, dtype)
     peak_bf16 = hw.peak_bf16_flops
     out_eff = eff.gemm_bf16 * tensor_scale(eff, hw, bf16=True)
     hbm = gpu.hbm_bandwidth_gbps * 1e9 * eff.hbm
@@ -678,10 +702,12 @@ def predict_step(
             ew += t * (v / tp) * 20 / hbm
             if tp > 1:
                 tpc += 2 * net.ring(t * h * a, tp, 1)
-        # Pipeline p2p: activations forward and gradients backward per chunk boundary.
+        # Pipeline p2p: activations forward and gradients backward per chunk boundary. The
+        # stages are tp*cp*dp ranks apart; the pipeline runs at its slowest hop, which is
+        # NVLink only when all pp stages share one domain.
         ppc = 0.0
         if pp > 1:
-            same = tp * cp * derived.dp < gpu.nvlink_domain
+            same = tp * cp * derived.dp * pp <= hw.nvlink_domain
             ppc = 2 * n_chunks * net.p2p(t * h * a / tp, same)
         per_stage.append(
             dict(
