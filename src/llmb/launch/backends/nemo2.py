@@ -95,6 +95,10 @@ def _model_config(run: ResolvedRun) -> dict[str, object]:
             # Megatron-Core: softmax over all logits then top-k (not renormalised), or top-k then
             # softmax (renormalised); MixtralConfig's default is the former
             cfg["moe_router_pre_softmax"] = not m.moe.normalize_top_k
+        if m.moe.capacity_factor:
+            # token dropping as the published runs train: what the performance scripts'
+            # MegatronTokenDropCallback sets (capacity factor, each expert padded to it)
+            cfg.update(moe_expert_capacity_factor=m.moe.capacity_factor, moe_pad_expert_input_to_capacity=True)
     row = run.recipe.row
     cfg.update(_RECOMPUTE.get(row.recompute if row is not None else "", {}))
     return cfg
