@@ -89,8 +89,8 @@ class Net:
         if size <= 1:
             return 0.0
         k = self.per_domain(size, stride)
-        inside = max(0.0, nbytes) * (k - 1) / size / self.nvlink_bps
-        outside = max(0.0, nbytes) * (size - k) / size / self.nic_bps
+        inside = nbytes * (k - 1) / size / self.nvlink_bps
+        outside = nbytes * (size - k) / size / self.nic_bps
         return max(inside, outside) + self.step_s * ((size - k) + (k - 1) * NVLINK_STEP_RATIO)
 
     def p2p(self, nbytes: float, same_domain: bool) -> float:

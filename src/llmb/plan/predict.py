@@ -340,11 +340,13 @@ def _layer_cost(
     dtype: str,
     eff: Efficiency,
     moe_layer: bool,
+    hw: _Hw | None = None,
 ) -> _LayerCost:
+    """``hw``: the job's :func:`_job_hw`, where the caller has it already."""
     lay = derived.layout
     # A layer's cost depends on these sizes only (not on PP, VP or DP): cache on them, so a
     # layout search pays for each distinct combination once.
-    hw = _hw_of(gpu, dtype, gpu.job_domain(lay.gpus))
+    hw = hw or _job_hw(gpu, dtype, lay.gpus)
     return _layer_cost_cached(
         model, lay.tp, lay.cp, lay.ep, derived.etp, lay.mbs, lay.fsdp, _fsdp_replicas(derived), hw, dtype, eff,
         moe_layer,
@@ -416,6 +418,11 @@ def load_factor(eff: Efficiency, num_experts: int, ep: int, capacity_factor: flo
     local = num_experts / ep
     load = 1.0 + eff.expert_load_cv * math.sqrt(2 * math.log(ep) / local)
     return min(load, capacity_factor) if capacity_factor else load
+
+
+def _job_hw(gpu: GpuSpec, dtype: str, gpus: int) -> _Hw:
+    """The numbers of ``gpu`` in ``dtype`` for a job of ``gpus`` GPUs (its NVLink domain)."""
+    return _hw_of(gpu, dtype, gpu.job_domain(gpus))
 
 
 @per_model_cache
@@ -632,7 +639,7 @@ def predict_step(
     lay = derived.layout
     tp, pp, cp = lay.tp, lay.pp, lay.cp
     vp, ga = derived.vp, derived.ga
-    hw = _hw_of(gpu, dtype, gpu.job_domain(lay.gpus))
+    hw = _job_hw(gpu, dtype, lay.gpus)
     net = Net.of(hw, eff.link, eff.ring_step_us)
     a = act_bytes(dtype)
     t = lay.mbs * model.seq_len / cp
@@ -646,7 +653,7 @@ def predict_step(
     ep_exposed = exposed if model.moe is not None and model.moe.shared_experts else 1.0
 
     costs = {
-        kind: _layer_cost(model, derived, gpu, dtype, eff, kind)
+        kind: _layer_cost(model, derived, gpu, dtype, eff, kind, hw)
         for kind in ({False, True} if model.moe is not None else {False})
     }
     # Forward + backward multipliers (backward = 2 x forward), plus recomputation.
@@ -703,11 +710,11 @@ def predict_step(
             if tp > 1:
                 tpc += 2 * net.ring(t * h * a, tp, 1)
         # Pipeline p2p: activations forward and gradients backward per chunk boundary. The
-        # stages are tp*cp*dp ranks apart; the pipeline runs at its slowest hop, which is
-        # NVLink only when all pp stages share one domain.
+        # stages are tp*cp*dp ranks apart, so the pipeline spans the job; it runs at its
+        # slowest hop, which is NVLink only when the whole job shares one domain.
         ppc = 0.0
         if pp > 1:
-            same = tp * cp * derived.dp * pp <= hw.nvlink_domain
+            same = lay.gpus <= hw.nvlink_domain
             ppc = 2 * n_chunks * net.p2p(t * h * a / tp, same)
         per_stage.append(
             dict(
